@@ -1,0 +1,124 @@
+"""OpenAI-compatible request and response models: the only place pydantic models live."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+_INPUT_HELP = (
+    "'input' must be a string, an array of strings, an array of token ids, "
+    "or an array of token-id arrays"
+)
+
+
+class EmbeddingRequest(BaseModel):
+    """Body of POST /v1/embeddings. Unknown fields are ignored, as h2oGPT does."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"example": {"input": "The food was delicious", "model": "any"}},
+    )
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="Text, texts, OpenAI (cl100k_base) token ids, or arrays of token ids."
+    )
+    model: str | None = Field(
+        default=None,
+        description="Served model name. With one served model any name is accepted.",
+    )
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default="float",
+        description='"float" (JSON numbers) or "base64" (little-endian float32 bytes).',
+    )
+    dimensions: int | None = Field(
+        default=None,
+        description="Keep the first N components (1..model dimension), re-normalized.",
+    )
+    user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
+    truncate: bool | None = Field(
+        default=None,
+        description="Truncate over-long inputs (default: the server's setting) or refuse them.",
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_input(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError("invalid_input", _INPUT_HELP)
+        if not value:
+            raise PydanticCustomError("invalid_input", "'input' must not be an empty array")
+        kinds = {_kind(item) for item in value}
+        if None in kinds:
+            bad = next(i for i, item in enumerate(value) if _kind(item) is None)
+            raise PydanticCustomError(
+                "invalid_input",
+                f"input[{bad}] is not a string, a token id or an array of token ids; {_INPUT_HELP}",
+            )
+        if len(kinds) > 1:
+            raise PydanticCustomError(
+                "invalid_input",
+                "'input' mixes strings, token ids and token-id arrays; send one kind per request",
+            )
+        return value
+
+
+def _kind(item: Any) -> str | None:
+    if isinstance(item, str):
+        return "text"
+    if _is_token_id(item):
+        return "id"
+    if isinstance(item, list) and all(_is_token_id(t) for t in item):
+        return "ids"
+    return None
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "embedserve"
+    dimension: int | None = Field(description="Length of the model's embeddings.")
+    max_tokens: int = Field(description="Longest input the model reads, in its own tokens.")
+    ready: bool = Field(description="Whether the model is loaded.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

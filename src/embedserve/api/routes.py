@@ -1,0 +1,110 @@
+"""HTTP routes: thin. Parse, hand to the engine, encode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from embedserve.api.encoding import JSONBytes, embeddings_body
+from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList
+from embedserve.config import Settings
+from embedserve.engine.embedder import Item
+from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.errors import InvalidInput
+
+router = APIRouter()
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 500, 503)
+}
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: ModelRegistry
+    started: int = field(default_factory=lambda: int(time.time()))
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.embedserve
+    return state
+
+
+@router.post(
+    "/v1/embeddings",
+    response_model=EmbeddingResponse,
+    responses=_ERRORS,
+    summary="Create embeddings (OpenAI-compatible)",
+)
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    state = _state(request)
+    model = state.registry.resolve(body.model)
+    items = _items(body.input)
+    if len(items) > state.settings.max_inputs:
+        raise InvalidInput(
+            f"'input' has {len(items)} items, more than this server's limit of "
+            f"{state.settings.max_inputs} per request; split it into several requests",
+            param="input",
+            code="too_many_inputs",
+        )
+    embedder = await model.embedder()
+    truncate = state.settings.truncate if body.truncate is None else body.truncate
+    result = await embedder.embed(items, truncate=truncate, dimensions=body.dimensions)
+    fmt = body.encoding_format or "float"
+    return JSONBytes(embeddings_body(result.vectors, model.id, fmt, result.prompt_tokens))
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List served models")
+async def list_models(request: Request) -> JSONBytes:
+    state = _state(request)
+    cards = [_card(m, state.started) for m in state.registry.models]
+    return JSONBytes({"object": "list", "data": cards})
+
+
+@router.get(
+    "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, summary="One model"
+)
+async def get_model(model_id: str, request: Request) -> JSONBytes:
+    state = _state(request)
+    return JSONBytes(_card(state.registry.get(model_id), state.started))
+
+
+@router.get("/health", summary="Liveness: the process is up")
+async def health() -> JSONBytes:
+    return JSONBytes({"status": "ok"})
+
+
+@router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
+async def ready(request: Request) -> JSONBytes:
+    state = _state(request)
+    models = [
+        {"id": m.id, "ready": m.loaded is not None, "error": m.error} for m in state.registry.models
+    ]
+    is_ready = state.registry.ready
+    status = "ready" if is_ready else ("failed" if any(m.error for m in state.registry.models) else "loading")
+    return JSONBytes({"status": status, "models": models}, status_code=200 if is_ready else 503)
+
+
+def _items(value: str | list[str] | list[int] | list[list[int]]) -> list[Item]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value[0], int):
+        return [value]  # type: ignore[list-item]
+    return list(value)
+
+
+def _card(model: ServedModel, created: int) -> dict[str, Any]:
+    embedder = model.loaded
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "embedserve",
+        "dimension": embedder.dimension if embedder else model.metadata.dimension,
+        "max_tokens": embedder.max_tokens if embedder else model.metadata.max_tokens,
+        "ready": embedder is not None,
+    }

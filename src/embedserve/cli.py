@@ -1,0 +1,106 @@
+"""Command line: `embedserve serve [flags]`. Accepts h2oGPT's startup flags as aliases."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from embedserve import __version__
+from embedserve.config import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings
+from embedserve.errors import EmbedServeError, FeatureNotAvailable
+
+log = logging.getLogger("embedserve")
+
+
+def _bool(text: str) -> bool:
+    """h2oGPT (python-fire) style booleans: --flag=False, --flag=0, --flag=no."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible embeddings server")
+    add = serve.add_argument
+    add("--model", "--hf_embedding_model", dest="model", default=None,
+        help="local sentence-transformers folder or Hugging Face hub id "
+        "(default: the packaged sentence-transformers/all-MiniLM-L6-v2)")
+    add("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
+    add("--port", "--openai_port", dest="port", type=int, default=DEFAULT_PORT,
+        help="port (default %(default)s, h2oGPT's)")
+    add("--pre_load_embedding_model", "--preload", dest="preload", type=_bool, nargs="?",
+        const=True, default=True,
+        help="load the model before accepting traffic (default true); false loads on first use")
+    add("--use_openai_embedding", type=_bool, nargs="?", const=True, default=False,
+        help="pass requests through to OpenAI (not available yet)")
+    add("--langchain_mode", default=None, help="accepted for h2oGPT compatibility; unused")
+    add("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
+    add("--strict-model", action="store_true",
+        help="unknown `model` names get 404 instead of the served model")
+    add("--token-ids", choices=["tiktoken", "native", "reject"], default="tiktoken",
+        help="token-id inputs are OpenAI cl100k_base ids (default), the model's own ids, "
+        "or refused")
+    add("--no-truncate", dest="truncate", action="store_false",
+        help="refuse over-long inputs (400) instead of truncating them")
+    add("--max-inputs", type=int, default=2048, help="inputs per request (default %(default)s)")
+    add("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body in bytes (default %(default)s)")
+    add("--max-batch-size", type=int, default=32, help="sequences per forward pass")
+    add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("--no-access-log", dest="access_log", action="store_false",
+        help="do not log one line per request")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.use_openai_embedding:
+        raise FeatureNotAvailable(
+            "--use_openai_embedding (OpenAI pass-through) is not available in this version; "
+            "drop the flag to serve a local model"
+        )
+    if args.langchain_mode:
+        log.info("--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not "
+                 "need it", args.langchain_mode)
+    return Settings(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        preload=args.preload,
+        device=args.device,
+        strict_model=args.strict_model,
+        token_ids=args.token_ids,
+        truncate=args.truncate,
+        max_inputs=args.max_inputs,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_size=args.max_batch_size,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "serve")  # `embedserve --hf_embedding_model=...` works like h2oGPT
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from embedserve.runtime import serve
+
+    try:
+        serve(settings_from_args(args))
+    except EmbedServeError as exc:
+        print(f"embedserve: error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,56 @@
+"""Settings: one frozen object built by the CLI (or tests) and handed to every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TokenIdMode = Literal["tiktoken", "native", "reject"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    """Local sentence-transformers folder or hub id; None serves the packaged all-MiniLM-L6-v2."""
+
+    host: str = DEFAULT_HOST
+    """Interface to bind. The default keeps the server private to this machine."""
+
+    port: int = DEFAULT_PORT
+    """TCP port to listen on."""
+
+    preload: bool = True
+    """Load and warm the model before the port accepts traffic; False loads it on first use."""
+
+    device: str = "auto"
+    """Torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
+
+    strict_model: bool = False
+    """Reject requests whose `model` is not a served name (404) instead of serving the default."""
+
+    token_ids: TokenIdMode = "tiktoken"
+    """How token-id inputs are read: OpenAI cl100k_base ids ("tiktoken"), the model's own
+    vocabulary ("native"), or refused ("reject")."""
+
+    truncate: bool = True
+    """Truncate over-long inputs to the model's maximum; False makes them a 400 (a request's
+    `truncate` field overrides this)."""
+
+    max_inputs: int = 2048
+    """Most inputs one request may carry."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted; larger bodies get 413."""
+
+    max_batch_size: int = 32
+    """Most sequences one forward pass takes."""
+
+    log_level: str = "info"
+    """Logging level for embedserve and uvicorn."""
+
+    access_log: bool = True
+    """Log one line per HTTP request."""

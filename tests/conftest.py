@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+
+# Tests never reach a model hub: everything loads from packaged files.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from embedserve.config import Settings  # noqa: E402
+from embedserve.engine.embedder import Embedder  # noqa: E402
+from embedserve.models.source import ModelSource, resolve  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm() -> ModelSource:
+    """The packaged default model, found through its package."""
+    return resolve(None)
+
+
+@pytest.fixture(scope="session")
+def reference(minilm: ModelSource):  # type: ignore[no-untyped-def]
+    """sentence-transformers' own model: the ground truth for every fidelity check."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm.folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedder(minilm: ModelSource) -> Embedder:
+    """The real embedder on the packaged model, loaded once per test session."""
+    from embedserve.runtime import load_embedder
+
+    return load_embedder(minilm, Settings())
+
+
+def reference_vectors(reference, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return np.asarray(reference.encode(texts, normalize_embeddings=True), dtype=np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.asarray((a * b).sum(axis=1))
+
+
+VARIED_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "",
+    "   \t\n  ",
+    "naïve café, Zürich, 東京, Москва, नमस्ते, 🙂🚀",
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
+    "SELECT id, name FROM users WHERE created_at > NOW() - INTERVAL '1 day';",
+    "a",
+    "Mixed CASE and   irregular    spacing\u00a0with\u200bzero-width",
+    "word " * 600,  # far over the 256-token maximum: truncated
+    "https://example.com/path?q=1&r=two#frag <b>html</b> &amp; entities",
+]
+
+
+@pytest.fixture
+def tmp_cache(tmp_path: Path) -> Path:
+    return tmp_path / "tiktoken"

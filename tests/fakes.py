@@ -1,0 +1,72 @@
+"""Test doubles: backends whose behaviour a test controls, and helpers to build apps."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+
+from embedserve.api.app import create_app
+from embedserve.config import Settings
+from embedserve.engine.embedder import Embedder
+from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.engine.tokenizer import ModelTokenizer
+from embedserve.models.source import ModelSource
+
+
+class EchoBackend:
+    """Vector = [sequence length, first content id, sum of ids, 1, 0, ...]: identifies its input."""
+
+    def __init__(self, dimension: int = 8) -> None:
+        self._dimension = dimension
+        self.batches: list[tuple[int, int]] = []  # (rows, width) of each forward call
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.batches.append(input_ids.shape)
+        out = np.zeros((len(input_ids), self._dimension), dtype=np.float32)
+        out[:, 0] = attention_mask.sum(axis=1)
+        out[:, 1] = input_ids[:, 1]
+        out[:, 2] = (input_ids * attention_mask).sum(axis=1)
+        out[:, 3] = 1.0
+        return out
+
+
+class BlockingBackend(EchoBackend):
+    """Holds each forward pass until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(30), "test never released the backend"
+        return super().embed(input_ids, attention_mask)
+
+
+class FailingBackend(EchoBackend):
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise RuntimeError("simulated backend fault")
+
+
+def fake_embedder(source: ModelSource, backend: EchoBackend, **kwargs: object) -> Embedder:
+    tokenizer = ModelTokenizer(source.folder / "tokenizer.json", 256)
+    return Embedder(tokenizer, backend, **kwargs)  # type: ignore[arg-type]
+
+
+def client_for(registry: ModelRegistry, settings: Settings | None = None) -> httpx.AsyncClient:
+    app = create_app(settings or Settings(), registry)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+def registry_with(source: ModelSource, embedder: Embedder, *, strict: bool = False) -> ModelRegistry:
+    model = ServedModel(source, lambda _source: embedder)
+    model.load()
+    return ModelRegistry([model], strict=strict)

@@ -1,0 +1,35 @@
+import pytest
+
+from embedserve.cli import build_parser, settings_from_args
+from embedserve.errors import FeatureNotAvailable
+
+
+def parse(*argv: str):  # type: ignore[no-untyped-def]
+    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_defaults_match_h2ogpt() -> None:
+    settings = parse()
+    assert (settings.host, settings.port, settings.preload) == ("127.0.0.1", 5000, True)
+    assert settings.model is None and settings.token_ids == "tiktoken" and settings.truncate
+
+
+def test_h2ogpt_flags_are_accepted() -> None:
+    settings = parse(
+        "--hf_embedding_model=/models/x",
+        "--pre_load_embedding_model=False",
+        "--langchain_mode=UserData",
+        "--openai_port=5001",
+        "--use_openai_embedding=False",
+    )
+    assert (settings.model, settings.preload, settings.port) == ("/models/x", False, 5001)
+
+
+@pytest.mark.parametrize(("text", "value"), [("True", True), ("0", False), ("no", False)])
+def test_fire_style_booleans(text: str, value: bool) -> None:
+    assert parse(f"--pre_load_embedding_model={text}").preload is value
+
+
+def test_openai_pass_through_fails_fast() -> None:
+    with pytest.raises(FeatureNotAvailable, match="not available in this version"):
+        parse("--use_openai_embedding")

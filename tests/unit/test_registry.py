@@ -1,0 +1,51 @@
+import asyncio
+import threading
+import time
+
+import pytest
+
+from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.errors import ModelNotFound, ModelNotReady
+from embedserve.models.source import ModelSource
+from tests.fakes import EchoBackend, fake_embedder
+
+
+def test_one_model_answers_any_name_unless_strict(minilm: ModelSource) -> None:
+    model = ServedModel(minilm, lambda s: fake_embedder(s, EchoBackend()))
+    lenient = ModelRegistry([model])
+    assert lenient.resolve("text-embedding-3-small") is model
+    assert lenient.resolve(None) is model
+    strict = ModelRegistry([model], strict=True)
+    assert strict.resolve("all-MiniLM-L6-v2") is model
+    assert strict.resolve("sentence-transformers/all-MiniLM-L6-v2") is model
+    with pytest.raises(ModelNotFound, match="served models: sentence-transformers/all-MiniLM"):
+        strict.resolve("text-embedding-3-small")
+
+
+async def test_lazy_load_happens_once_under_16_concurrent_first_requests(
+    minilm: ModelSource,
+) -> None:
+    calls = []
+    lock = threading.Lock()
+
+    def slow_loader(source: ModelSource):  # type: ignore[no-untyped-def]
+        with lock:
+            calls.append(source.id)
+        time.sleep(0.3)  # concurrent requests arrive while the load is under way
+        return fake_embedder(source, EchoBackend())
+
+    model = ServedModel(minilm, slow_loader)
+    assert model.loaded is None
+    embedders = await asyncio.gather(*(model.embedder() for _ in range(16)))
+    assert calls == [minilm.id]
+    assert all(e is embedders[0] for e in embedders)
+
+
+async def test_a_failed_load_is_reported_not_retried_silently(minilm: ModelSource) -> None:
+    def broken(source: ModelSource):  # type: ignore[no-untyped-def]
+        raise OSError("weights are corrupt")
+
+    model = ServedModel(minilm, broken)
+    with pytest.raises(ModelNotReady, match="weights are corrupt"):
+        await model.embedder()
+    assert model.error is not None and "weights are corrupt" in model.error

