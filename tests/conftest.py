@@ -7,14 +7,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from embedserve.config import Settings  # noqa: E402
-from embedserve.engine.embedder import Embedder  # noqa: E402
-from embedserve.models.source import ModelSource, resolve  # noqa: E402
+from embedserve.config import Settings
+from embedserve.engine.embedder import Embedder
+from embedserve.models.source import ModelSource, resolve
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,9 @@ def client_for(registry: ModelRegistry, settings: Settings | None = None) -> htt
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
-def registry_with(source: ModelSource, embedder: Embedder, *, strict: bool = False) -> ModelRegistry:
+def registry_with(
+    source: ModelSource, embedder: Embedder, *, strict: bool = False
+) -> ModelRegistry:
     model = ServedModel(source, lambda _source: embedder)
     model.load()
     return ModelRegistry([model], strict=strict)

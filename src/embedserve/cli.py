@@ -30,33 +30,76 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the OpenAI-compatible embeddings server")
     add = serve.add_argument
-    add("--model", "--hf_embedding_model", dest="model", default=None,
+    add(
+        "--model",
+        "--hf_embedding_model",
+        dest="model",
+        default=None,
         help="local sentence-transformers folder or Hugging Face hub id "
-        "(default: the packaged sentence-transformers/all-MiniLM-L6-v2)")
+        "(default: the packaged sentence-transformers/all-MiniLM-L6-v2)",
+    )
     add("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
-    add("--port", "--openai_port", dest="port", type=int, default=DEFAULT_PORT,
-        help="port (default %(default)s, h2oGPT's)")
-    add("--pre_load_embedding_model", "--preload", dest="preload", type=_bool, nargs="?",
-        const=True, default=True,
-        help="load the model before accepting traffic (default true); false loads on first use")
-    add("--use_openai_embedding", type=_bool, nargs="?", const=True, default=False,
-        help="pass requests through to OpenAI (not available yet)")
+    add(
+        "--port",
+        "--openai_port",
+        dest="port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port (default %(default)s, h2oGPT's)",
+    )
+    add(
+        "--pre_load_embedding_model",
+        "--preload",
+        dest="preload",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="load the model before accepting traffic (default true); false loads on first use",
+    )
+    add(
+        "--use_openai_embedding",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="pass requests through to OpenAI (not available yet)",
+    )
     add("--langchain_mode", default=None, help="accepted for h2oGPT compatibility; unused")
     add("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
-    add("--strict-model", action="store_true",
-        help="unknown `model` names get 404 instead of the served model")
-    add("--token-ids", choices=["tiktoken", "native", "reject"], default="tiktoken",
+    add(
+        "--strict-model",
+        action="store_true",
+        help="unknown `model` names get 404 instead of the served model",
+    )
+    add(
+        "--token-ids",
+        choices=["tiktoken", "native", "reject"],
+        default="tiktoken",
         help="token-id inputs are OpenAI cl100k_base ids (default), the model's own ids, "
-        "or refused")
-    add("--no-truncate", dest="truncate", action="store_false",
-        help="refuse over-long inputs (400) instead of truncating them")
+        "or refused",
+    )
+    add(
+        "--no-truncate",
+        dest="truncate",
+        action="store_false",
+        help="refuse over-long inputs (400) instead of truncating them",
+    )
     add("--max-inputs", type=int, default=2048, help="inputs per request (default %(default)s)")
-    add("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-        help="largest request body in bytes (default %(default)s)")
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body in bytes (default %(default)s)",
+    )
     add("--max-batch-size", type=int, default=32, help="sequences per forward pass")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    add("--no-access-log", dest="access_log", action="store_false",
-        help="do not log one line per request")
+    add(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="do not log one line per request",
+    )
     return parser
 
 
@@ -67,8 +110,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "drop the flag to serve a local model"
         )
     if args.langchain_mode:
-        log.info("--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not "
-                 "need it", args.langchain_mode)
+        log.info(
+            "--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not need it",
+            args.langchain_mode,
+        )
     return Settings(
         model=args.model,
         host=args.host,
@@ -88,7 +133,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # `embedserve --hf_embedding_model=...` works like h2oGPT
     args = build_parser().parse_args(argv)
     logging.basicConfig(

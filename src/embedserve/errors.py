@@ -1,4 +1,4 @@
-"""Domain errors. The HTTP layer maps each to a status and an OpenAI error envelope (api/errors.py)."""
+"""Domain errors. api/errors.py maps each to an HTTP status and an OpenAI error envelope."""
 
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ def parse(*argv: str):  # type: ignore[no-untyped-def]
 def test_defaults_match_h2ogpt() -> None:
     settings = parse()
     assert (settings.host, settings.port, settings.preload) == ("127.0.0.1", 5000, True)
-    assert settings.model is None and settings.token_ids == "tiktoken" and settings.truncate
+    assert settings.model is None
+    assert settings.token_ids == "tiktoken"
+    assert settings.truncate
 
 
 def test_h2ogpt_flags_are_accepted() -> None:

@@ -48,4 +48,5 @@ async def test_a_failed_load_is_reported_not_retried_silently(minilm: ModelSourc
     model = ServedModel(minilm, broken)
     with pytest.raises(ModelNotReady, match="weights are corrupt"):
         await model.embedder()
-    assert model.error is not None and "weights are corrupt" in model.error
+    assert model.error is not None
+    assert "weights are corrupt" in model.error

@@ -30,7 +30,9 @@ def embeddings_body(
         rows = list(vectors)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)],
+        "data": [
+            {"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)
+        ],
         "model": model_id,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }

@@ -59,7 +59,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONByte
     if first.get("type") == "json_invalid":
         return envelope(
             400,
-            f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})",
+            f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'error')})",
             "invalid_request_error",
             code="invalid_json",
         )

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from embedserve.api.encoding import JSONBytes, embeddings_body
-from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList
+from embedserve.api.protocol import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
 from embedserve.config import Settings
 from embedserve.engine.embedder import Item
 from embedserve.engine.registry import ModelRegistry, ServedModel
@@ -85,7 +91,11 @@ async def ready(request: Request) -> JSONBytes:
         {"id": m.id, "ready": m.loaded is not None, "error": m.error} for m in state.registry.models
     ]
     is_ready = state.registry.ready
-    status = "ready" if is_ready else ("failed" if any(m.error for m in state.registry.models) else "loading")
+    status = (
+        "ready"
+        if is_ready
+        else ("failed" if any(m.error for m in state.registry.models) else "loading")
+    )
     return JSONBytes({"status": status, "models": models}, status_code=200 if is_ready else 503)
 
 
@@ -93,7 +103,7 @@ def _items(value: str | list[str] | list[int] | list[list[int]]) -> list[Item]:
     if isinstance(value, str):
         return [value]
     if isinstance(value[0], int):
-        return [value]  # type: ignore[list-item]
+        return [value]
     return list(value)
 
 

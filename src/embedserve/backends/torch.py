@@ -30,8 +30,9 @@ class TorchBackend:
         self._model.eval()
         names = getattr(self._model.tokenizer, "model_input_names", [])
         self._token_types = "token_type_ids" in names
-        get_dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        get_dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         dimension = get_dimension()
         if not dimension:

@@ -72,15 +72,16 @@ class Embedder:
 
     def tokenize(self, items: Sequence[Item], truncate: bool) -> list[list[int]]:
         """Framed token ids per input. Items are all text or all token-id sequences."""
-        texts, id_items = _split(items)
-        contents: list[list[int]] = [[] for _ in items]
-        if id_items:
-            for index, ids in self._token_id_contents(items, id_items):
-                contents[index] = ids
+        texts = {i: item for i, item in enumerate(items) if isinstance(item, str)}
+        id_lists = {i: item for i, item in enumerate(items) if not isinstance(item, str)}
+        contents = self._token_id_contents(id_lists) if id_lists else {}
         if texts:
-            for index, ids in zip(texts, self.tokenizer.content_ids([items[i] for i in texts])):  # type: ignore[misc]
-                contents[index] = ids
-        return [self.tokenizer.frame(c, truncate=truncate, index=i) for i, c in enumerate(contents)]
+            contents.update(
+                zip(texts, self.tokenizer.content_ids(list(texts.values())), strict=True)
+            )
+        return [
+            self.tokenizer.frame(contents[i], truncate=truncate, index=i) for i in range(len(items))
+        ]
 
     def forward(self, sequences: list[list[int]]) -> np.ndarray:
         """Pooled vectors in input order; batches are formed from length-sorted sequences."""
@@ -92,9 +93,7 @@ class Embedder:
             out[rows] = self.backend.embed(ids, mask)
         return out
 
-    def _token_id_contents(
-        self, items: Sequence[Item], indexes: list[int]
-    ) -> list[tuple[int, list[int]]]:
+    def _token_id_contents(self, id_lists: dict[int, Sequence[int]]) -> dict[int, list[int]]:
         if self.token_ids == "reject":
             raise InvalidInput(
                 "this server does not accept token-id inputs (started with --token-ids reject); "
@@ -102,13 +101,12 @@ class Embedder:
                 param="input",
                 code="token_ids_not_accepted",
             )
-        sequences = [items[i] for i in indexes]
         if self._openai_tokens is not None:
-            texts = self._openai_tokens.decode(sequences, indexes)  # type: ignore[arg-type]
-            return list(zip(indexes, self.tokenizer.content_ids(texts), strict=True))
-        for index, ids in zip(indexes, sequences, strict=True):
-            self.tokenizer.check_native(ids, index)  # type: ignore[arg-type]
-        return [(i, list(ids)) for i, ids in zip(indexes, sequences, strict=True)]  # type: ignore[arg-type]
+            texts = self._openai_tokens.decode(list(id_lists.values()), list(id_lists))
+            return dict(zip(id_lists, self.tokenizer.content_ids(texts), strict=True))
+        for index, ids in id_lists.items():
+            self.tokenizer.check_native(ids, index)
+        return {i: list(ids) for i, ids in id_lists.items()}
 
     def _check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is not None and not 1 <= dimensions <= self.dimension:
@@ -118,11 +116,6 @@ class Embedder:
                 param="dimensions",
                 code="invalid_dimensions",
             )
-
-
-def _split(items: Sequence[Item]) -> tuple[list[int], list[int]]:
-    texts = [i for i, item in enumerate(items) if isinstance(item, str)]
-    return texts, [i for i, item in enumerate(items) if not isinstance(item, str)]
 
 
 def _pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Where a model's files come from: the packaged default, a local folder, or the Hugging Face Hub."""
+"""Where a model's files come from: the packaged default, a local folder, or the hub."""
 
 from __future__ import annotations
 
