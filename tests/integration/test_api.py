@@ -135,7 +135,10 @@ BAD_REQUESTS = [
     ({"input": "a", "dimensions": 0}, "dimensions", "between 1 and 384"),
     ({"input": "a", "dimensions": 385}, "dimensions", "between 1 and 384"),
     ({"input": "a", "dimensions": "many"}, "dimensions", "integer"),
+    ({"input": "a", "dimensions": True}, "dimensions", "integer"),
+    ({"input": "a", "dimensions": 5.0}, "dimensions", "integer"),
     ({"input": "a", "truncate": "maybe"}, "truncate", "boolean"),
+    ({"input": "a", "truncate": 1}, "truncate", "boolean"),
     ([1, 2], None, "must be a JSON object"),
 ]
 
@@ -167,6 +170,24 @@ async def test_too_many_inputs(minilm, embedder) -> None:  # type: ignore[no-unt
     [
         (b'{"input": "a"', {"content-type": "application/json"}, 400, "not valid JSON"),
         (b"", {"content-type": "application/json"}, 400, "body"),
+        (
+            b'{"input": "a\\ud800b"}',
+            {"content-type": "application/json"},
+            400,
+            "unpaired surrogate",
+        ),
+        (
+            b'{"input": ["ok", "\\udfff"]}',
+            {"content-type": "application/json"},
+            400,
+            "input[1] is not valid",
+        ),
+        (
+            b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            {"content-type": "application/json"},
+            400,
+            "nested too deeply",
+        ),
         (b'{"input": "a"}', {"content-type": "text/plain"}, 415, "Content-Type: application/json"),
         (
             b"input=a",

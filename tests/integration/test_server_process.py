@@ -195,3 +195,20 @@ def test_startup_errors_are_one_clear_line(args: list[str], fragment: str) -> No
     assert len(lines) == 1
     assert fragment in lines[0]
     assert "Traceback" not in done.stderr
+
+
+async def test_32_concurrent_clients_over_real_sockets(server: str, reference) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    requests = [
+        [f"client {i} sentence {j} on subject {i % 6}" for j in range(i % 3 + 1)] for i in range(32)
+    ]
+    async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/embeddings", json={"input": texts}) for texts in requests)
+        )
+    for texts, response in zip(requests, responses, strict=True):
+        assert response.status_code == 200
+        rows = sorted(response.json()["data"], key=lambda d: d["index"])
+        got = np.array([r["embedding"] for r in rows], dtype=np.float32)
+        assert cosines(got, reference_vectors(reference, texts)).min() >= 0.9999

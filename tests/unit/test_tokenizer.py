@@ -30,7 +30,7 @@ def test_special_tokens_and_budget(tokenizer: ModelTokenizer) -> None:
 def test_over_long_content_is_truncated_or_refused(tokenizer: ModelTokenizer) -> None:
     content = [1000] * 300
     assert len(tokenizer.frame(content, truncate=True, index=0)) == 256
-    with pytest.raises(InvalidInput, match=r"input\[3\] has 302 tokens.*maximum of 256"):
+    with pytest.raises(InvalidInput, match=r"input\[3\] has more tokens than .* maximum of 256"):
         tokenizer.frame(content, truncate=False, index=3)
 
 
@@ -40,3 +40,38 @@ def test_native_ids_are_checked_against_the_vocabulary(tokenizer: ModelTokenizer
         tokenizer.check_native([5, tokenizer.vocab_size], 0)
     with pytest.raises(InvalidInput):
         tokenizer.check_native([-1], 0)
+
+
+LONG_TEXTS = [
+    "word " * 200_000,  # 1 MB: only its head is tokenized
+    "naïve café 東京 🙂 " * 5_000,
+    " " * 20_000 + "late start " * 10,  # a head of whitespace: falls back to the whole text
+    "x" * 50_000,  # no whitespace to cut at
+    "line one\n\n\t  line two   " * 3_000,
+    "short",
+]
+
+
+def test_long_texts_are_framed_exactly_as_the_full_tokenization(
+    tokenizer: ModelTokenizer, minilm: ModelSource
+) -> None:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(minilm.folder))
+    for text, content in zip(LONG_TEXTS, tokenizer.content_ids(LONG_TEXTS), strict=True):
+        expected = hf(text, truncation=True, max_length=256)["input_ids"]
+        assert tokenizer.frame(content, truncate=True, index=0) == expected
+
+
+def test_a_megabyte_text_costs_only_its_head(tokenizer: ModelTokenizer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+    real = tokenizer._encode
+
+    def spy(texts: list[str]):  # type: ignore[no-untyped-def]
+        seen.extend(map(len, texts))
+        return real(texts)
+
+    monkeypatch.setattr(tokenizer, "_encode", spy)
+    (content,) = tokenizer.content_ids(["word " * 200_000])
+    assert len(content) > tokenizer.max_content
+    assert max(seen) < 10_000  # not the 1,000,000 characters sent

@@ -81,6 +81,13 @@ async def _http(request: Request, exc: HTTPException) -> JSONBytes:
         message = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 400:  # FastAPI could not parse the body (e.g. nested too deeply)
+        return envelope(
+            400,
+            "the request body could not be parsed as JSON (malformed or nested too deeply)",
+            "invalid_request_error",
+            code="invalid_json",
+        )
     else:
         message = str(exc.detail)
     kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")

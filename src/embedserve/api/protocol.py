@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 _INPUT_HELP = (
@@ -32,12 +32,12 @@ class EmbeddingRequest(BaseModel):
         default="float",
         description='"float" (JSON numbers) or "base64" (little-endian float32 bytes).',
     )
-    dimensions: int | None = Field(
+    dimensions: StrictInt | None = Field(
         default=None,
         description="Keep the first N components (1..model dimension), re-normalized.",
     )
     user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
-    truncate: bool | None = Field(
+    truncate: StrictBool | None = Field(
         default=None,
         description="Truncate over-long inputs (default: the server's setting) or refuse them.",
     )
@@ -46,6 +46,7 @@ class EmbeddingRequest(BaseModel):
     @classmethod
     def _check_input(cls, value: Any) -> Any:
         if isinstance(value, str):
+            _check_unicode(value, None)
             return value
         if not isinstance(value, list):
             raise PydanticCustomError("invalid_input", _INPUT_HELP)
@@ -63,7 +64,25 @@ class EmbeddingRequest(BaseModel):
                 "invalid_input",
                 "'input' mixes strings, token ids and token-id arrays; send one kind per request",
             )
+        if "text" in kinds:
+            for index, text in enumerate(value):
+                _check_unicode(text, index)
         return value
+
+
+def _check_unicode(text: str, index: int | None) -> None:
+    """JSON allows lone surrogates (\\ud800); they are not text and no tokenizer takes them."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = "'input'" if index is None else f"input[{index}]"
+        raise PydanticCustomError(
+            "invalid_input",
+            f"{where} is not valid Unicode: it holds an unpaired surrogate at character "
+            f"{exc.start}",
+        ) from None
 
 
 def _kind(item: Any) -> str | None:

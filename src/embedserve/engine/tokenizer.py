@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from embedserve.errors import InvalidInput
+
+# A head of (budget + margin) * 16 characters nearly always holds more tokens than the budget;
+# the margin keeps tokens that a cut inside a whitespace run could change past what is read.
+_MARGIN_TOKENS = 16
+_HEAD_CHARS_PER_TOKEN = 16
 
 
 class ModelTokenizer:
@@ -23,21 +28,38 @@ class ModelTokenizer:
         self.prefix, self.suffix = self._special_frame()
         self.max_tokens = max_tokens
         self.max_content = max_tokens - len(self.prefix) - len(self.suffix)
+        self._enough = self.max_content + _MARGIN_TOKENS
+        self._head_chars = self._enough * _HEAD_CHARS_PER_TOKEN
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id = self._pad_id()
 
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, without special tokens and untruncated."""
-        return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        """Token ids of each text, without special tokens.
+
+        A long text is tokenized only up to a whitespace cut that still yields more tokens than
+        the model reads (plus a margin), so a megabyte of text costs what its head costs. The
+        ids are exact as far as framing reads them; a head too short to decide falls back to
+        the whole text.
+        """
+        heads = [_head(text, self._head_chars) for text in texts]
+        ids = [e.ids for e in self._encode(heads)]
+        undecided = [
+            i for i, h in enumerate(heads) if h is not texts[i] and len(ids[i]) < self._enough
+        ]
+        for i, encoding in zip(undecided, self._encode([texts[i] for i in undecided]), strict=True):
+            ids[i] = encoding.ids
+        return ids
+
+    def _encode(self, texts: list[str]) -> list[Encoding]:
+        return self._tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
 
     def frame(self, content: list[int], *, truncate: bool, index: int) -> list[int]:
         """Add the model's special tokens, truncating (or refusing) over-long content."""
         if len(content) > self.max_content:
             if not truncate:
                 raise InvalidInput(
-                    f"input[{index}] has {len(content) + len(self.prefix) + len(self.suffix)} "
-                    f"tokens, more than this model's maximum of {self.max_tokens}; shorten it "
-                    f'or send "truncate": true',
+                    f"input[{index}] has more tokens than this model's maximum of "
+                    f'{self.max_tokens}; shorten it or send "truncate": true',
                     param="input",
                     code="context_length_exceeded",
                 )
@@ -69,3 +91,12 @@ class ModelTokenizer:
             if token_id is not None:
                 return token_id
         return 0
+
+
+def _head(text: str, limit: int) -> str:
+    """The text up to its last whitespace before `limit` characters (the text itself if short,
+    or if there is no whitespace to cut at: a cut inside a word could change its tokens)."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(c, 0, limit) for c in " \n\t\r")
+    return text[:cut] if cut > 0 else text
