@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
 from embedserve import __version__
 from embedserve.config import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings
@@ -114,21 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not need it",
             args.langchain_mode,
         )
-    return Settings(
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        preload=args.preload,
-        device=args.device,
-        strict_model=args.strict_model,
-        token_ids=args.token_ids,
-        truncate=args.truncate,
-        max_inputs=args.max_inputs,
-        max_body_bytes=args.max_body_bytes,
-        max_batch_size=args.max_batch_size,
-        log_level=args.log_level,
-        access_log=args.access_log,
-    )
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
