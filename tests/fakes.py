@@ -21,6 +21,7 @@ class EchoBackend:
     def __init__(self, dimension: int = 8) -> None:
         self._dimension = dimension
         self.batches: list[tuple[int, int]] = []  # (rows, width) of each forward call
+        self.seen: list[int] = []  # first content token of every row computed
 
     @property
     def dimension(self) -> int:
@@ -28,6 +29,7 @@ class EchoBackend:
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.batches.append(input_ids.shape)
+        self.seen.extend(int(t) for t in input_ids[:, 1])
         out = np.zeros((len(input_ids), self._dimension), dtype=np.float32)
         out[:, 0] = attention_mask.sum(axis=1)
         out[:, 1] = input_ids[:, 1]
@@ -51,8 +53,16 @@ class BlockingBackend(EchoBackend):
 
 
 class FailingBackend(EchoBackend):
+    """Fails every batch holding the poison token (all batches by default)."""
+
+    def __init__(self, poison: int | None = None) -> None:
+        super().__init__()
+        self.poison = poison
+
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        raise RuntimeError("simulated backend fault")
+        if self.poison is None or (input_ids == self.poison).any():
+            raise RuntimeError("simulated backend fault")
+        return super().embed(input_ids, attention_mask)
 
 
 def fake_embedder(source: ModelSource, backend: EchoBackend, **kwargs: object) -> Embedder:

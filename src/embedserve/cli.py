@@ -93,7 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BODY_BYTES,
         help="largest request body in bytes (default %(default)s)",
     )
-    add("--max-batch-size", type=int, default=32, help="sequences per forward pass")
+    add(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="padded tokens per forward pass (default: from the machine)",
+    )
+    add(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="sequences per forward pass (default: from the machine)",
+    )
+    add(
+        "--max-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a batch that is not full waits to fill (default %(default)s)",
+    )
+    add(
+        "--max-queued",
+        type=int,
+        default=None,
+        help="sequences waiting per model before 429 (default 8 x --max-inputs)",
+    )
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add(
         "--no-access-log",

@@ -46,8 +46,18 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger bodies get 413."""
 
-    max_batch_size: int = 32
-    """Most sequences one forward pass takes."""
+    max_batch_tokens: int | None = None
+    """Most padded tokens (longest sequence x rows) in one forward pass; None derives it from
+    the machine (runtime.batch_limits)."""
+
+    max_batch_size: int | None = None
+    """Most sequences in one forward pass; None derives it from the machine."""
+
+    max_wait_ms: float = 2.0
+    """How long a batch that is not full waits for more sequences."""
+
+    max_queued: int | None = None
+    """Most sequences waiting per model before requests get 429; None is 8 x max_inputs."""
 
     log_level: str = "info"
     """Logging level for embedserve and uvicorn."""

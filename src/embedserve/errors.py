@@ -35,3 +35,15 @@ class RequestTooLarge(EmbedServeError):
 
 class FeatureNotAvailable(EmbedServeError):
     """A flag or option asks for something this build does not provide yet."""
+
+
+class Overloaded(EmbedServeError):
+    """The model's queue is full; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, code="overloaded")
+        self.retry_after = retry_after
+
+
+class ClientGone(EmbedServeError):
+    """The client disconnected before its result was ready; nothing is sent back."""

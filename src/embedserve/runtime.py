@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 
 from embedserve.api.app import create_app
 from embedserve.config import Settings
+from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.tokenizer import ModelTokenizer
@@ -24,10 +26,26 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
     tokenizer = ModelTokenizer(source.folder / "tokenizer.json", metadata.max_tokens)
     backend = TorchBackend(source.folder, settings.device)
     embedder = Embedder(
-        tokenizer, backend, token_ids=settings.token_ids, max_batch_size=settings.max_batch_size
+        tokenizer,
+        backend,
+        token_ids=settings.token_ids,
+        limits=batch_limits(settings, on_gpu=False),
     )
     embedder.embed_sync(["warm-up", "a longer warm-up sentence " * 8])
     return embedder
+
+
+def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
+    """Batch sizes from the flags, or from the machine: a CPU gains nothing from batches much
+    larger than its cores can keep busy; a GPU wants large ones."""
+    cores = os.cpu_count() or 1
+    tokens = 65536 if on_gpu else min(max(4096, 2048 * cores), 32768)
+    return BatchLimits(
+        max_batch_tokens=settings.max_batch_tokens or tokens,
+        max_batch_size=settings.max_batch_size or (256 if on_gpu else 64),
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queued=settings.max_queued or 8 * settings.max_inputs,
+    )
 
 
 def build_registry(settings: Settings, loader: Loader | None = None) -> ModelRegistry:

@@ -313,3 +313,84 @@ async def test_health_answers_while_a_batch_computes(minilm) -> None:  # type: i
         backend.release.set()
         assert (await slow).status_code == 200
         assert (await other).status_code == 200
+
+
+async def test_overload_is_a_429_with_retry_after_and_recovers(minilm) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.engine.batcher import BatchLimits
+
+    backend = BlockingBackend()
+    limits = BatchLimits(max_batch_size=1, max_queued=2)
+    embedder = fake_embedder(minilm, backend, limits=limits)
+    async with client_for(registry_with(minilm, embedder)) as client:
+        sent = []
+        refused = None
+        for i in range(20):
+            task = asyncio.create_task(client.post("/v1/embeddings", json={"input": f"text {i}"}))
+            await asyncio.sleep(0.02)
+            if task.done() and task.result().status_code == 429:
+                refused = task.result()
+                break
+            sent.append(task)
+        assert refused is not None
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        backend.release.set()
+        assert all(r.status_code == 200 for r in await asyncio.gather(*sent))
+        assert (await client.post("/v1/embeddings", json={"input": "after"})).status_code == 200
+
+
+async def test_a_client_that_disconnects_frees_its_queued_work(minilm) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from embedserve.api.app import create_app
+
+    backend = BlockingBackend()
+    embedder = fake_embedder(minilm, backend, token_ids="native")
+    app = create_app(Settings(), registry_with(minilm, embedder))
+    async with client_for(registry_with(minilm, embedder)) as client:
+        busy = asyncio.create_task(client.post("/v1/embeddings", json={"input": [[7001]]}))
+        await asyncio.to_thread(backend.entered.wait, 5)
+        ahead = asyncio.create_task(client.post("/v1/embeddings", json={"input": [[7002]]}))
+        await asyncio.sleep(0.05)
+
+        leave = asyncio.Event()
+        body = json.dumps({"input": [[7003]]}).encode()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():  # type: ignore[no-untyped-def]
+            if messages:
+                return messages.pop(0)
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        sent: list[dict] = []  # type: ignore[type-arg]
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/embeddings",
+            "raw_path": b"/v1/embeddings",
+            "query_string": b"",
+            "root_path": "",
+            "client": ("127.0.0.1", 1),
+            "server": ("t", 80),
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+        gone = asyncio.create_task(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        leave.set()  # the client goes away while its request waits in the queue
+        await gone
+        backend.release.set()
+        assert (await busy).status_code == 200
+        assert (await ahead).status_code == 200
+    assert 7003 not in backend.seen
+    assert sent[0]["status"] == 499

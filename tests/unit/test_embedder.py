@@ -6,16 +6,13 @@ from embedserve.models.source import ModelSource
 from tests.fakes import EchoBackend, fake_embedder
 
 
-def test_order_survives_length_sorted_batches(minilm: ModelSource) -> None:
-    backend = EchoBackend()
-    embedder = fake_embedder(minilm, backend, max_batch_size=3, token_ids="native")
-    items = [[7] * n for n in (9, 1, 5, 3, 8, 2, 7)]
-    sequences = embedder.tokenize(items, truncate=True)
-    pooled = embedder.forward(sequences)
-    assert pooled[:, 0].tolist() == [n + 2 for n in (9, 1, 5, 3, 8, 2, 7)]
-    assert [rows for rows, _ in backend.batches] == [3, 3, 1]
-    widths = [width for _, width in backend.batches]
-    assert widths == sorted(widths)  # similar lengths share a batch: little padding
+async def test_vectors_come_back_in_input_order(minilm: ModelSource) -> None:
+    embedder = fake_embedder(minilm, EchoBackend(), token_ids="native")
+    lengths = (9, 1, 5, 3, 8, 2, 7)
+    result = await embedder.embed([[7] * n for n in lengths])
+    sizes = result.vectors[:, 0] / result.vectors[:, 3]  # the echo of each sequence's length
+    assert np.allclose(sizes, [n + 2 for n in lengths])
+    assert result.prompt_tokens == sum(n + 2 for n in lengths)
 
 
 async def test_dimensions_keep_a_prefix_and_renormalize(minilm: ModelSource) -> None:

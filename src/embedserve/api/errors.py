@@ -19,6 +19,8 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid_request_error"),
     errors.ModelNotFound: (404, "invalid_request_error"),
     errors.RequestTooLarge: (413, "invalid_request_error"),
+    errors.Overloaded: (429, "rate_limit_error"),
+    errors.ClientGone: (499, "client_closed_request"),  # logged only: nobody reads it
     errors.ModelNotReady: (503, "service_unavailable"),
     errors.ModelUnavailable: (503, "service_unavailable"),
     errors.FeatureNotAvailable: (400, "invalid_request_error"),
@@ -42,7 +44,10 @@ def install(app: FastAPI) -> None:
 
 async def _domain(request: Request, exc: errors.EmbedServeError) -> JSONBytes:
     status, kind = STATUS.get(type(exc), (400, "invalid_request_error"))
-    return envelope(status, exc.message, kind, exc.param, exc.code)
+    response = envelope(status, exc.message, kind, exc.param, exc.code)
+    if isinstance(exc, errors.Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONBytes:

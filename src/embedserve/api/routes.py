@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from embedserve.api.encoding import JSONBytes, embeddings_body
+from embedserve.api.encoding import JSONBytes, embeddings_body, render_json
 from embedserve.api.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -20,7 +22,10 @@ from embedserve.api.protocol import (
 from embedserve.config import Settings
 from embedserve.engine.embedder import Item
 from embedserve.engine.registry import ModelRegistry, ServedModel
-from embedserve.errors import InvalidInput
+from embedserve.errors import ClientGone, InvalidInput
+
+T = TypeVar("T")
+_ENCODE_INLINE_FLOATS = 32_768  # larger responses are serialized off the event loop
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -59,9 +64,33 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
         )
     embedder = await model.embedder()
     truncate = state.settings.truncate if body.truncate is None else body.truncate
-    result = await embedder.embed(items, truncate=truncate, dimensions=body.dimensions)
+    result = await _unless_client_leaves(
+        request, embedder.embed(items, truncate=truncate, dimensions=body.dimensions)
+    )
     fmt = body.encoding_format or "float"
-    return JSONBytes(embeddings_body(result.vectors, model.id, fmt, result.prompt_tokens))
+    content = embeddings_body(result.vectors, model.id, fmt, result.prompt_tokens)
+    if result.vectors.size < _ENCODE_INLINE_FLOATS:
+        return JSONBytes(content)
+    return Response(await asyncio.to_thread(render_json, content), media_type="application/json")
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it (and freeing its queued sequences) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone("the client disconnected before its embeddings were ready")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List served models")

@@ -1,21 +1,20 @@
 """One served model's pipeline: inputs -> token ids -> batched forward -> unit vectors.
 
-Tokenization runs in the default thread pool and the forward pass in one dedicated inference
-thread, so the event loop never computes and requests overlap their tokenization with
-another's inference.
+Tokenization runs in the default thread pool, overlapping other requests' inference; the
+forward passes run in the model's batcher, which merges sequences from all requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from embedserve.backends.base import Backend
+from embedserve.engine.batcher import Batcher, BatchLimits, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
 from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import InvalidInput
@@ -40,14 +39,15 @@ class Embedder:
         backend: Backend,
         *,
         token_ids: TokenIdMode = "tiktoken",
-        max_batch_size: int = 32,
+        limits: BatchLimits | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.backend = backend
         self.token_ids = token_ids
-        self.max_batch_size = max_batch_size
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
-        self._inference = ThreadPoolExecutor(1, thread_name_prefix="embedserve-inference")
+        self.batcher = Batcher(
+            backend.embed, backend.dimension, tokenizer.pad_id, limits or BatchLimits()
+        )
 
     @property
     def dimension(self) -> int:
@@ -63,12 +63,17 @@ class Embedder:
         self._check_dimensions(dimensions)
         loop = asyncio.get_running_loop()
         sequences = await loop.run_in_executor(None, self.tokenize, items, truncate)
-        pooled = await loop.run_in_executor(self._inference, self.forward, sequences)
+        pooled = await self.batcher.submit(sequences)
         return Embeddings(_unit(pooled, dimensions), sum(map(len, sequences)))
 
     def embed_sync(self, items: Sequence[Item], *, truncate: bool = True) -> Embeddings:
+        """One direct forward pass, outside the batcher: for warm-up and start-up probes."""
         sequences = self.tokenize(items, truncate)
-        return Embeddings(_unit(self.forward(sequences), None), sum(map(len, sequences)))
+        pooled = self.backend.embed(*pad(sequences, self.tokenizer.pad_id))
+        return Embeddings(_unit(pooled, None), sum(map(len, sequences)))
+
+    def close(self) -> None:
+        self.batcher.close()
 
     def tokenize(self, items: Sequence[Item], truncate: bool) -> list[list[int]]:
         """Framed token ids per input. Items are all text or all token-id sequences."""
@@ -82,16 +87,6 @@ class Embedder:
         return [
             self.tokenizer.frame(contents[i], truncate=truncate, index=i) for i in range(len(items))
         ]
-
-    def forward(self, sequences: list[list[int]]) -> np.ndarray:
-        """Pooled vectors in input order; batches are formed from length-sorted sequences."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        out = np.empty((len(sequences), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self.max_batch_size):
-            rows = order[start : start + self.max_batch_size]
-            ids, mask = _pad([sequences[i] for i in rows], self.tokenizer.pad_id)
-            out[rows] = self.backend.embed(ids, mask)
-        return out
 
     def _token_id_contents(self, id_lists: dict[int, Sequence[int]]) -> dict[int, list[int]]:
         if self.token_ids == "reject":
@@ -116,16 +111,6 @@ class Embedder:
                 param="dimensions",
                 code="invalid_dimensions",
             )
-
-
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(map(len, sequences))
-    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), width), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 def _unit(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:

@@ -1,0 +1,222 @@
+"""Dynamic batching: every request for one model feeds one queue; batches are formed under a
+padded-token budget, grouping similar lengths, and run one at a time on the backend.
+
+Two threads per model: the *former* picks and pads the next batch while the *compute* thread
+runs the current one. Requests from any event loop can wait on results (they are handed back
+with call_soon_threadsafe), so the event loop never computes or pads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedserve.errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_tokens: int = 16384
+    """Most padded tokens (longest sequence x rows) in one forward pass."""
+
+    max_batch_size: int = 64
+    """Most sequences in one forward pass."""
+
+    max_wait_s: float = 0.002
+    """How long the former waits for more sequences to fill a batch that is not full."""
+
+    max_queued: int = 16384
+    """Most sequences waiting; past it new requests get 429 (a request alone is always taken)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[np.ndarray]
+    out: np.ndarray
+    remaining: int
+    finished: bool = False  # result, error or cancellation: its queued items are dropped
+
+
+@dataclass(eq=False)
+class _Item:
+    job: _Job
+    row: int
+    tokens: list[int]
+    arrival: int = field(default=0)
+
+
+class Batcher:
+    def __init__(self, run: RunBatch, dimension: int, pad_id: int, limits: BatchLimits) -> None:
+        self._run = run
+        self._dimension = dimension
+        self._pad_id = pad_id
+        self.limits = limits
+        self._pending: list[_Item] = []
+        self._cond = threading.Condition()
+        self._arrivals = itertools.count()
+        self._handoff: queue.Queue[tuple[list[_Item], np.ndarray, np.ndarray] | None] = queue.Queue(
+            maxsize=1
+        )
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._form_loop, name="embedserve-former", daemon=True),
+            threading.Thread(target=self._compute_loop, name="embedserve-compute", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Sequences waiting for a batch."""
+        with self._cond:
+            return len(self._pending)
+
+    async def submit(self, sequences: list[list[int]]) -> np.ndarray:
+        """Pooled vectors for `sequences`, in order, once every batch holding them has run."""
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            loop=loop,
+            future=loop.create_future(),
+            out=np.empty((len(sequences), self._dimension), dtype=np.float32),
+            remaining=len(sequences),
+        )
+        if not sequences:
+            return job.out
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        with self._cond:
+            if self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
+                raise Overloaded(
+                    f"the server is at capacity ({len(self._pending)} inputs queued); "
+                    f"retry shortly",
+                    retry_after=1,
+                )
+            self._pending.extend(
+                _Item(job, row, sequences[row], next(self._arrivals)) for row in order
+            )
+            self._cond.notify_all()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.finished = True  # the former drops its queued items before they cost compute
+            raise
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    # -- former thread -------------------------------------------------------------------------
+
+    def _form_loop(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+            if batch is None:
+                self._handoff.put(None)
+                return
+            ids, mask = pad([item.tokens for item in batch], self._pad_id)
+            self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Called holding the lock: wait for work, give stragglers a moment, pick a batch."""
+        while not self._closed:
+            self._pending = [item for item in self._pending if not item.job.finished]
+            if not self._pending:
+                self._cond.wait()
+                continue
+            deadline = time.monotonic() + self.limits.max_wait_s
+            while len(self._pending) < self.limits.max_batch_size and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._pending = [item for item in self._pending if not item.job.finished]
+            if self._pending:
+                return self._select()
+        return None
+
+    def _select(self) -> list[_Item]:
+        """The oldest request's shortest waiting sequence anchors the batch (nothing starves);
+        the sequences closest to it in length fill it up to the token budget."""
+        limits = self.limits
+        anchor = len(self._pending[0].tokens)
+        ranked = sorted(self._pending, key=lambda i: (abs(len(i.tokens) - anchor), i.arrival))
+        chosen: list[_Item] = []
+        longest = 0
+        for item in ranked:
+            width = max(longest, len(item.tokens))
+            if chosen and width * (len(chosen) + 1) > limits.max_batch_tokens:
+                continue
+            chosen.append(item)
+            longest = width
+            if len(chosen) == limits.max_batch_size:
+                break
+        taken = set(map(id, chosen))
+        self._pending = [item for item in self._pending if id(item) not in taken]
+        return chosen
+
+    # -- compute thread ------------------------------------------------------------------------
+
+    def _compute_loop(self) -> None:
+        while (work := self._handoff.get()) is not None:
+            batch, ids, mask = work
+            if all(item.job.finished for item in batch):
+                continue  # every client went away: skip the compute
+            try:
+                vectors = self._run(ids, mask)
+            except Exception as exc:
+                log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
+                for job in {id(item.job): item.job for item in batch}.values():
+                    _settle(job, error=exc)
+                continue
+            for item, vector in zip(batch, vectors, strict=True):
+                job = item.job
+                if job.finished:
+                    continue
+                job.out[item.row] = vector
+                job.remaining -= 1
+                if job.remaining == 0:
+                    _settle(job)
+
+
+def _settle(job: _Job, error: BaseException | None = None) -> None:
+    if job.finished:
+        return
+    job.finished = True
+
+    def resolve() -> None:
+        if job.future.done():
+            return
+        if error is None:
+            job.future.set_result(job.out)
+        else:
+            job.future.set_exception(error)
+
+    with contextlib.suppress(RuntimeError):  # RuntimeError: the request's event loop is gone
+        job.loop.call_soon_threadsafe(resolve)
+
+
+def pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(map(len, sequences))
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask

@@ -1,0 +1,125 @@
+"""The dynamic batcher with fake backends: budgets, ownership, cancellation, faults, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from embedserve.engine.batcher import Batcher, BatchLimits
+from embedserve.errors import Overloaded
+from tests.fakes import BlockingBackend, EchoBackend, FailingBackend
+
+
+def batcher_for(backend: EchoBackend, **limits: float) -> Batcher:
+    return Batcher(backend.embed, backend.dimension, 0, BatchLimits(**limits))  # type: ignore[arg-type]
+
+
+def seq(token: int, length: int) -> list[int]:
+    """A framed sequence whose first content token identifies it."""
+    return [101, token, *([5] * (length - 3)), 102]
+
+
+async def test_token_budget_and_batch_size_are_respected() -> None:
+    backend = EchoBackend()
+    batcher = batcher_for(backend, max_batch_tokens=64, max_batch_size=8, max_wait_s=0.01)
+    rng = random.Random(1)
+    jobs = [[seq(1000 + 10 * j + i, rng.randint(3, 40)) for i in range(5)] for j in range(12)]
+    await asyncio.gather(*(batcher.submit(job) for job in jobs))
+    assert sum(rows for rows, _ in backend.batches) == 60
+    for rows, width in backend.batches:
+        assert rows <= 8
+        assert rows == 1 or rows * width <= 64
+    batcher.close()
+
+
+async def test_every_request_gets_its_own_vectors_in_order() -> None:
+    batcher = batcher_for(EchoBackend(), max_batch_tokens=256, max_batch_size=16)
+    rng = random.Random(2)
+    jobs = [
+        [seq(2000 + 100 * j + i, rng.randint(3, 30)) for i in range(rng.randint(1, 9))]
+        for j in range(40)
+    ]
+    results = await asyncio.gather(*(batcher.submit(job) for job in jobs))
+    for job, vectors in zip(jobs, results, strict=True):
+        assert vectors[:, 1].tolist() == [s[1] for s in job]  # each row is its own input
+        assert vectors[:, 0].tolist() == [len(s) for s in job]
+    batcher.close()
+
+
+async def test_similar_lengths_share_batches() -> None:
+    backend = EchoBackend()
+    batcher = batcher_for(backend, max_batch_tokens=100_000, max_batch_size=8, max_wait_s=0.05)
+    lengths = [4, 200] * 8  # one request, short and long interleaved
+    await batcher.submit([seq(3000 + i, n) for i, n in enumerate(lengths)])
+    assert sorted(backend.batches) == [(8, 4), (8, 200)]  # never a short row padded to 200
+    batcher.close()
+
+
+async def test_a_cancelled_request_is_dropped_before_compute() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=1)
+    first = asyncio.create_task(batcher.submit([seq(4001, 5)]))
+    await asyncio.to_thread(backend.entered.wait, 5)
+    ahead = asyncio.create_task(batcher.submit([seq(4002, 5)]))  # prepared while 4001 runs
+    await asyncio.sleep(0.05)
+    gone = asyncio.create_task(batcher.submit([seq(4003, 5), seq(4004, 5)]))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    backend.release.set()
+    await asyncio.gather(first, ahead)
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    after = await batcher.submit([seq(4005, 5)])
+    assert after[0, 1] == 4005
+    assert 4003 not in backend.seen
+    assert 4004 not in backend.seen
+    batcher.close()
+
+
+async def test_a_failing_batch_fails_only_its_requests_and_serving_goes_on() -> None:
+    backend = FailingBackend(poison=666)
+    batcher = batcher_for(backend, max_batch_tokens=10_000, max_batch_size=2, max_wait_s=0.05)
+    poisoned = batcher.submit([seq(666, 6)])
+    healthy = [batcher.submit([seq(5000 + i, 30)]) for i in range(5)]
+    results = await asyncio.gather(poisoned, *healthy, return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)
+    failed = [r for r in results[1:] if isinstance(r, BaseException)]
+    assert len(failed) <= 1  # at most the one request batched with the poison
+    assert all(isinstance(r, RuntimeError) for r in failed)
+    later = await batcher.submit([seq(5100, 8)])
+    assert later[0, 1] == 5100
+    batcher.close()
+
+
+async def test_full_queue_gives_429_then_recovers() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=1, max_queued=4)
+    accepted: list[asyncio.Task[np.ndarray]] = []
+    refused: Overloaded | None = None
+    for i in range(20):
+        task = asyncio.create_task(batcher.submit([seq(6000 + i, 5)]))
+        await asyncio.sleep(0.01)
+        if task.done() and isinstance(task.exception(), Overloaded):
+            refused = task.exception()  # type: ignore[assignment]
+            break
+        accepted.append(task)
+    assert refused is not None
+    assert refused.retry_after >= 1
+    assert "at capacity" in refused.message
+    backend.release.set()
+    results = await asyncio.gather(*accepted)
+    assert [int(r[0, 1]) for r in results] == [6000 + i for i in range(len(accepted))]
+    assert batcher.queued == 0
+    recovered = await batcher.submit([seq(6100, 5)])
+    assert recovered[0, 1] == 6100
+    batcher.close()
+
+
+async def test_one_request_larger_than_the_queue_is_still_taken() -> None:
+    batcher = batcher_for(EchoBackend(), max_queued=2)
+    vectors = await batcher.submit([seq(7000 + i, 4) for i in range(10)])
+    assert vectors.shape == (10, 8)
+    batcher.close()
