@@ -6,6 +6,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One ONNX export per test session, shared by in-process tests and the server processes.
+import tempfile
+
+os.environ["EMBEDSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedserve-test-cache-")
 
 from pathlib import Path
 
@@ -60,6 +64,26 @@ VARIED_TEXTS = [
     "Mixed CASE and   irregular    spacing\u00a0with\u200bzero-width",
     "word " * 600,  # far over the 256-token maximum: truncated
     "https://example.com/path?q=1&r=two#frag <b>html</b> &amp; entities",
+]
+
+
+REAL_SENTENCES = [
+    "How do I renew my passport before an international trip?",
+    "Passport renewals take six to eight weeks; expedited service is available for a fee.",
+    "The stock market closed higher after the central bank signalled a pause in rate hikes.",
+    "Our refund policy allows returns within 30 days of purchase with a valid receipt.",
+    "Can I bring my dog on the train?",
+    "Small pets in carriers travel free; larger dogs need a ticket and must be leashed.",
+    "Regular exercise lowers the risk of heart disease, stroke and type 2 diabetes.",
+    "The committee will meet on Thursday to review the annual budget proposal.",
+    "Python lists are mutable, while tuples cannot be changed after creation.",
+    "Rain is forecast for the weekend, with temperatures falling below freezing at night.",
+    "The novel follows a young detective investigating a series of thefts in Victorian London.",
+    "Install the dependencies, copy the example configuration and start the service.",
+    "Customers reported that the mobile app crashes when uploading large photos.",
+    "Vaccines train the immune system to recognize and fight specific pathogens.",
+    "The bridge was closed for repairs after inspectors found cracks in its supports.",
+    "What are the side effects of ibuprofen?",
 ]
 
 

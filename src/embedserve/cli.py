@@ -67,7 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="pass requests through to OpenAI (not available yet)",
     )
     add("--langchain_mode", default=None, help="accepted for h2oGPT compatibility; unused")
-    add("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
+    add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    add(
+        "--backend",
+        choices=["auto", "onnx", "torch"],
+        default="auto",
+        help="onnx (ONNX Runtime, the CPU default) or torch (GPUs, bf16, unexportable models)",
+    )
+    add(
+        "--precision",
+        choices=["auto", "fp32", "int8", "bf16", "fp16"],
+        default="auto",
+        help="fp32 is exact (CPU default); int8 (CPU, ONNX) and bf16 are faster and are "
+        "measured against fp32 at start-up; fp16 is the GPU default",
+    )
+    add(
+        "--cache-dir",
+        default=None,
+        help="where ONNX exports are cached (default $EMBEDSERVE_CACHE_DIR or ~/.cache/embedserve)",
+    )
     add(
         "--strict-model",
         action="store_true",

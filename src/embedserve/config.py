@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
+Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
+BackendKind = Literal["auto", "onnx", "torch"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
@@ -27,7 +29,18 @@ class Settings:
     """Load and warm the model before the port accepts traffic; False loads it on first use."""
 
     device: str = "auto"
-    """Torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
+    """"auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
+
+    backend: BackendKind = "auto"
+    """"onnx" (ONNX Runtime, the CPU default), "torch" (GPUs, bf16, models that cannot be
+    exported), or "auto"."""
+
+    precision: Precision = "auto"
+    """"fp32" (exact; the CPU default), "int8" (ONNX dynamic quantization), "bf16" (torch,
+    CPUs with AVX512-BF16/AMX or GPUs), "fp16" (GPUs; the GPU default), or "auto"."""
+
+    cache_dir: str | None = None
+    """Where ONNX exports are cached; None is $EMBEDSERVE_CACHE_DIR or ~/.cache/embedserve."""
 
     strict_model: bool = False
     """Reject requests whose `model` is not a served name (404) instead of serving the default."""

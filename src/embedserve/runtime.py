@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from functools import partial
+from pathlib import Path
 
 from embedserve.api.app import create_app
+from embedserve.backends.base import Backend
 from embedserve.config import Settings
 from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder
+from embedserve.engine.fidelity import measure, report
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.tokenizer import ModelTokenizer
+from embedserve.errors import ModelUnavailable
+from embedserve.models.cache import default_cache_dir
 from embedserve.models.metadata import read_metadata
 from embedserve.models.source import ModelSource, resolve
 
@@ -19,20 +24,69 @@ log = logging.getLogger("embedserve")
 
 
 def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
-    """Read the model's files, build its tokenizer and torch backend, and warm it up."""
-    from embedserve.backends.torch import TorchBackend
-
+    """Read the model's files, build its tokenizer and backend, and warm it up."""
     metadata = read_metadata(source.folder)
     tokenizer = ModelTokenizer(source.folder / "tokenizer.json", metadata.max_tokens)
-    backend = TorchBackend(source.folder, settings.device)
+    backend, on_gpu = build_backend(source, tokenizer, settings)
     embedder = Embedder(
         tokenizer,
         backend,
         token_ids=settings.token_ids,
-        limits=batch_limits(settings, on_gpu=False),
+        limits=batch_limits(settings, on_gpu=on_gpu),
     )
     embedder.embed_sync(["warm-up", "a longer warm-up sentence " * 8])
     return embedder
+
+
+def build_backend(
+    source: ModelSource, tokenizer: ModelTokenizer, settings: Settings
+) -> tuple[Backend, bool]:
+    """ONNX Runtime on CPU (fp32 exact by default, int8 opt-in); torch on GPU (fp16 by default),
+    for bf16, when asked, or when the model cannot be exported. Faster modes are measured
+    against fp32 on a probe set and the figures logged."""
+    from embedserve.backends.torch import TorchBackend, gpu_present
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if gpu_present() else "cpu"
+    on_gpu = device.startswith("cuda")
+    precision = settings.precision
+    if precision == "auto":
+        precision = "fp16" if on_gpu else "fp32"
+    use_torch = settings.backend == "torch" or on_gpu or precision in ("bf16", "fp16")
+    if precision == "int8" and use_torch:
+        raise ModelUnavailable(
+            "int8 runs on ONNX Runtime on the CPU: drop --backend torch / --device cuda"
+        )
+    if not use_torch:
+        try:
+            return _onnx_backend(source, tokenizer, settings, precision), False
+        except Exception as exc:
+            if settings.backend == "onnx" or precision == "int8":
+                raise ModelUnavailable(
+                    f"cannot build the ONNX model of {source.id}: {exc}"
+                ) from exc
+            log.warning("cannot export %s to ONNX (%s); serving it with torch", source.id, exc)
+    backend = TorchBackend(source.folder, device, precision)  # type: ignore[arg-type]
+    if precision != "fp32":
+        reference = TorchBackend(source.folder, device, "fp32")
+        report(precision, measure(reference, backend, tokenizer))
+        del reference
+    return backend, on_gpu
+
+
+def _onnx_backend(
+    source: ModelSource, tokenizer: ModelTokenizer, settings: Settings, precision: str
+) -> Backend:
+    from embedserve.backends.onnx import OnnxBackend
+    from embedserve.backends.onnx_build import cached_onnx_model
+
+    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    backend = OnnxBackend(cached_onnx_model(source.folder, precision, cache, source.id))  # type: ignore[arg-type]
+    if precision == "int8":
+        reference = OnnxBackend(cached_onnx_model(source.folder, "fp32", cache, source.id))
+        report("int8", measure(reference, backend, tokenizer))
+    return backend
 
 
 def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:

@@ -1,33 +1,62 @@
 """PyTorch backend: the model's own sentence-transformers module stack (transformer, pooling,
-dense, normalize, as its modules.json says), fed pre-tokenized padded batches."""
+dense, normalize, as its modules.json says), fed pre-tokenized padded batches. Used on GPUs
+(fp16/bf16), for bf16 on CPUs that support it, and for models that cannot be exported."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from embedserve.errors import ModelUnavailable
+
 log = logging.getLogger(__name__)
 
+TorchPrecision = Literal["fp32", "bf16", "fp16"]
 
-def pick_device(requested: str) -> str:
+
+def gpu_present() -> bool:
+    """True when an NVIDIA driver is loaded and torch sees a CUDA device (imports torch then)."""
+    if not Path("/proc/driver/nvidia").exists():
+        return False
     import torch
 
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return bool(torch.cuda.is_available())
+
+
+def cpu_supports_bf16() -> bool:
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class TorchBackend:
-    def __init__(self, folder: Path, device: str = "auto") -> None:
+    def __init__(
+        self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"
+    ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         self._torch = torch
-        self.device = pick_device(device)
-        self._model = SentenceTransformer(str(folder), device=self.device, local_files_only=True)
-        self._model.eval()
+        self.device = device
+        self.precision = precision
+        on_gpu = device.startswith("cuda")
+        if precision == "fp16" and not on_gpu:
+            raise ModelUnavailable(
+                "fp16 needs a CUDA GPU; on a CPU use --precision fp32, bf16 or int8"
+            )
+        if precision == "bf16" and not on_gpu and not cpu_supports_bf16():
+            raise ModelUnavailable(
+                "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or int8"
+            )
+        self._model = SentenceTransformer(str(folder), device=device, local_files_only=True).eval()
+        if on_gpu and precision != "fp32":
+            self._model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        self._autocast = precision == "bf16" and not on_gpu
         names = getattr(self._model.tokenizer, "model_input_names", [])
         self._token_types = "token_type_ids" in names
         get_dimension = (
@@ -36,9 +65,9 @@ class TorchBackend:
         )
         dimension = get_dimension()
         if not dimension:
-            raise ValueError("the model does not state its embedding dimension")
+            raise ModelUnavailable(f"{folder} does not state its embedding dimension")
         self._dimension = int(dimension)
-        log.info("torch backend on %s (%d threads)", self.device, torch.get_num_threads())
+        log.info("torch backend: %s on %s (%d threads)", precision, device, torch.get_num_threads())
 
     @property
     def dimension(self) -> int:
@@ -50,6 +79,11 @@ class TorchBackend:
         features = {"input_ids": ids, "attention_mask": torch.from_numpy(attention_mask).to(ids)}
         if self._token_types:
             features["token_type_ids"] = torch.zeros_like(ids)
-        with torch.inference_mode():
+        autocast: Any = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self._autocast
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
             pooled = self._model.forward(features)["sentence_embedding"]
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)

@@ -1,0 +1,40 @@
+"""ONNX Runtime backend: one session tuned to the machine's cores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class OnnxBackend:
+    def __init__(self, model: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        probe = np.array([[101, 102]], dtype=np.int64)
+        self._dimension = int(self.embed(probe, np.ones_like(probe)).shape[1])
+        log.info("ONNX Runtime backend: %s, %d threads", model.name, options.intra_op_num_threads)
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (pooled,) = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
+        return np.asarray(pooled, dtype=np.float32)

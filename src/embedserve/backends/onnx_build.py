@@ -1,0 +1,254 @@
+"""Turn a sentence-transformers folder into an optimized ONNX model, once, and cache it.
+
+Steps (logged as they run, first start only): export the whole module stack (transformer,
+pooling, dense, normalize) with torch; fuse the graph for transformer inference with
+ONNX Runtime's optimizer (kept only if it reproduces the export exactly); for int8, quantize
+weights dynamically, per channel, keeping the FFN down-projections (fed by GELU, whose
+activations quantize worst) in fp32. The result lives under a folder named by a key of the
+model's content and every option; a manifest with the file's hash detects a corrupt or stale
+cache, which is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from embedserve.models.cache import file_digest, folder_digest
+
+log = logging.getLogger(__name__)
+
+OnnxPrecision = Literal["fp32", "int8"]
+PIPELINE_VERSION = 1  # bump when the steps below change what they produce
+_OPSET = 17
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def cached_onnx_model(
+    folder: Path, precision: OnnxPrecision, cache_root: Path, name: str | None = None
+) -> Path:
+    """Path of the ready ONNX file for `folder` at `precision`, building it if needed."""
+    key = _cache_key(folder, precision)
+    label = (name or folder.name).replace("/", "--")
+    target = cache_root / "onnx" / f"{label}-{precision}-{key[:16]}"
+    model = target / "model.onnx"
+    problem = _cache_problem(target, key)
+    if problem is None:
+        log.info("ONNX model (%s) from cache %s", precision, target)
+        return model
+    if target.exists():
+        log.warning("ONNX cache %s is unusable (%s); rebuilding it", target, problem)
+        shutil.rmtree(target, ignore_errors=True)
+    _remove_stale(target)
+    source = (
+        cached_onnx_model(folder, "fp32", cache_root, name) if precision == "int8" else None
+    )  # int8 is quantized from the cached, optimized fp32 graph
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+    try:
+        built = work / "model.onnx"
+        if source is not None:
+            _step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, built))
+        else:
+            _build_fp32(folder, built, work, label)
+        final = work / "final"
+        final.mkdir()
+        built.replace(final / "model.onnx")
+        manifest = {"key": key, "sha256": file_digest(final / "model.onnx"), "precision": precision}
+        (final / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            final.replace(target)
+        except OSError:  # another process finished the same build first
+            if _cache_problem(target, key) is not None:
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return model
+
+
+def _build_fp32(folder: Path, out: Path, scratch: Path, label: str) -> None:
+    exported = scratch / "exported.onnx"
+    log.info("building the ONNX model of %s (first start only; cached afterwards)", label)
+    _step(1, 2, "exporting with torch", lambda: _export(folder, exported))
+    optimized = scratch / "optimized.onnx"
+    _step(
+        2,
+        2,
+        "fusing the graph for transformer inference",
+        lambda: _optimize(folder, exported, optimized),
+    )
+    if _same_outputs(exported, optimized):
+        optimized.replace(out)
+    else:
+        log.warning(
+            "the fused graph of %s differs from the export; serving the export", folder.name
+        )
+        exported.replace(out)
+
+
+def _step(index: int, total: int, what: str, run: Any) -> None:
+    log.info("  [%d/%d] %s ...", index, total, what)
+    started = time.perf_counter()
+    with _quiet():
+        run()
+    log.info("  [%d/%d] %s: done in %.1fs", index, total, what, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter, optimizer and quantizer log every node (some on the root logger) and warn
+    about tracing; our step lines say what matters. Start-up only, so briefly global."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _export(folder: Path, out: Path) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        str(folder),
+        device="cpu",
+        local_files_only=True,
+        model_kwargs={"attn_implementation": "eager"},
+    ).eval()
+    names = [n for n in _INPUTS if n in getattr(model.tokenizer, "model_input_names", _INPUTS)]
+
+    class Stack(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            features = dict(zip(names, inputs, strict=True))
+            return self.model(features)["sentence_embedding"]  # type: ignore[no-any-return]
+
+    sample = torch.randint(1000, 2000, (2, 16))
+    fill = {"attention_mask": torch.ones_like(sample), "token_type_ids": torch.zeros_like(sample)}
+    args = tuple(fill.get(n, sample) for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
+    with torch.inference_mode():
+        torch.onnx.export(
+            Stack().eval(),
+            args,
+            str(out),
+            input_names=names,
+            output_names=["sentence_embedding"],
+            dynamic_axes=axes,
+            opset_version=_OPSET,
+            dynamo=False,
+        )
+
+
+def _optimize(folder: Path, exported: Path, out: Path) -> None:
+    from onnxruntime.transformers import optimizer
+
+    config = json.loads((folder / "config.json").read_text())
+    fused = optimizer.optimize_model(
+        str(exported),
+        model_type="bert",  # BERT-family fusions; patterns that do not match are left as is
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+    )
+    log.info(
+        "  fused operators: %s",
+        {k: v for k, v in fused.get_fused_operator_statistics().items() if v},
+    )
+    fused.save_model_to_file(str(out))
+
+
+def _quantize(source: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    down_projections = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and "Gelu" in producers.get(node.input[0], "")
+    ]
+    quantize_dynamic(
+        str(source),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_exclude=down_projections,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _same_outputs(a: Path, b: Path) -> bool:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    outputs = []
+    for path in (a, b):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {}
+        for spec in session.get_inputs():
+            ids = rng.integers(1000, 2000, (3, 24)) if spec.name == "input_ids" else None
+            feeds[spec.name] = ids if ids is not None else np.ones((3, 24), dtype=np.int64)
+            if spec.name == "token_type_ids":
+                feeds[spec.name] = np.zeros((3, 24), dtype=np.int64)
+        rng = np.random.default_rng(0)
+        outputs.append(session.run(None, feeds)[0])
+    a_out, b_out = (o / np.linalg.norm(o, axis=1, keepdims=True) for o in outputs)
+    return bool(((a_out * b_out).sum(axis=1) >= 0.99999).all())
+
+
+def _cache_key(folder: Path, precision: str) -> str:
+    import hashlib
+
+    import onnxruntime
+    import torch
+
+    parts = [
+        folder_digest(folder),
+        precision,
+        PIPELINE_VERSION,
+        _OPSET,
+        torch.__version__,
+        onnxruntime.__version__,
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _cache_problem(target: Path, key: str) -> str | None:
+    manifest_path, model = target / "manifest.json", target / "model.onnx"
+    if not target.exists():
+        return "missing"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return "no readable manifest"
+    if manifest.get("key") != key:
+        return "built from other model files or options"
+    if not model.is_file() or file_digest(model) != manifest.get("sha256"):
+        return "model.onnx is missing or does not match its recorded hash"
+    return None
+
+
+def _remove_stale(target: Path) -> None:
+    """Drop caches of the same model and precision built from older files or options."""
+    prefix = target.name.rsplit("-", 1)[0] + "-"
+    for old in target.parent.glob(prefix + "*") if target.parent.exists() else []:
+        if old != target and old.is_dir():
+            log.info("removing stale ONNX cache %s", old)
+            shutil.rmtree(old, ignore_errors=True)

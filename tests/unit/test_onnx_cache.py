@@ -1,0 +1,68 @@
+"""The ONNX export cache: reused when sound, rebuilt when corrupt, replaced when stale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedserve.backends import onnx_build
+from embedserve.backends.onnx import OnnxBackend
+from embedserve.backends.onnx_build import cached_onnx_model
+from embedserve.models.source import ModelSource
+
+
+@pytest.fixture(scope="module")
+def built(minilm: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    return cache, cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
+
+
+def forbid_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(onnx_build, "_export", fail)
+
+
+def test_second_start_reuses_the_cache(built, minilm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cache, model = built
+    forbid_builds(monkeypatch)
+    assert cached_onnx_model(minilm.folder, "fp32", cache, minilm.id) == model
+    manifest = json.loads((model.parent / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32"
+    assert sorted(p.name for p in model.parent.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+def test_a_corrupt_cache_is_detected_and_rebuilt(built, minilm, caplog) -> None:  # type: ignore[no-untyped-def]
+    cache, model = built
+    with model.open("r+b") as handle:  # flip bytes in the middle of the weights
+        handle.seek(model.stat().st_size // 2)
+        handle.write(b"\x00" * 64)
+    rebuilt = cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
+    assert rebuilt == model
+    assert any("is unusable" in r.getMessage() for r in caplog.records)
+    probe = np.array([[101, 7592, 2088, 102]])
+    assert np.isfinite(OnnxBackend(rebuilt).embed(probe, np.ones_like(probe))).all()
+
+
+def test_a_missing_manifest_is_rebuilt(built, minilm) -> None:  # type: ignore[no-untyped-def]
+    cache, model = built
+    (model.parent / "manifest.json").unlink()
+    assert cached_onnx_model(minilm.folder, "fp32", cache, minilm.id) == model
+    assert (model.parent / "manifest.json").is_file()
+
+
+def test_changed_model_files_replace_the_stale_cache(built, minilm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache, _ = built
+    folder = tmp_path / "edited"
+    shutil.copytree(minilm.folder, folder)
+    first = cached_onnx_model(folder, "fp32", cache, "edited")
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=4))  # new bytes
+    second = cached_onnx_model(folder, "fp32", cache, "edited")
+    assert second != first
+    assert not first.parent.exists()  # the stale build is gone
