@@ -124,10 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="sequences per forward pass (default: from the machine)",
     )
     add(
+        "--max-padding",
+        type=float,
+        default=None,
+        help="largest share of a batch that may be padding (default: 0.15 on CPU, 0.5 on GPU)",
+    )
+    add(
         "--max-wait-ms",
         type=float,
-        default=2.0,
-        help="how long a batch that is not full waits to fill (default %(default)s)",
+        default=None,
+        help="how long a batch that is not full waits to fill (default: 0 on CPU, 2 on GPU)",
     )
     add(
         "--max-queued",

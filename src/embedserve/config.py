@@ -66,8 +66,13 @@ class Settings:
     max_batch_size: int | None = None
     """Most sequences in one forward pass; None derives it from the machine."""
 
-    max_wait_ms: float = 2.0
-    """How long a batch that is not full waits for more sequences."""
+    max_padding: float | None = None
+    """Largest share of a batch that may be padding; None derives it from the machine (a CPU
+    pays for every padded token, a GPU prefers big batches)."""
+
+    max_wait_ms: float | None = None
+    """How long a batch that is not full waits for more sequences; None derives it: 0 on a CPU
+    (batches are bounded by padding, so waiting only adds latency), 2 ms on a GPU."""
 
     max_queued: int | None = None
     """Most sequences waiting per model before requests get 429; None is 8 x max_inputs."""

@@ -97,7 +97,11 @@ def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
     return BatchLimits(
         max_batch_tokens=settings.max_batch_tokens or tokens,
         max_batch_size=settings.max_batch_size or (256 if on_gpu else 64),
-        max_wait_s=settings.max_wait_ms / 1000,
+        max_padding=settings.max_padding
+        if settings.max_padding is not None
+        else (0.5 if on_gpu else 0.15),
+        max_wait_s=(settings.max_wait_ms if settings.max_wait_ms is not None else 2.0 * on_gpu)
+        / 1000,
         max_queued=settings.max_queued or 8 * settings.max_inputs,
     )
 

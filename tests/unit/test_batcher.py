@@ -58,6 +58,41 @@ async def test_similar_lengths_share_batches() -> None:
     batcher.close()
 
 
+async def test_padding_stays_under_its_share() -> None:
+    backend = EchoBackend()
+    batcher = batcher_for(backend, max_batch_tokens=100_000, max_batch_size=64, max_padding=0.15)
+    rng = random.Random(3)
+    lengths = [rng.randint(3, 120) for _ in range(200)]
+    vectors = await batcher.submit([seq(8000 + i, n) for i, n in enumerate(lengths)])
+    assert vectors[:, 0].tolist() == lengths
+    real = sum(lengths)
+    padded = sum(rows * width for rows, width in backend.batches)
+    assert 1 - real / padded <= 0.15
+    for rows, width in backend.batches:
+        assert rows == 1 or width <= 1.2 * 120  # no batch mixes the shortest with the longest
+    batcher.close()
+
+
+async def test_the_oldest_request_is_never_starved() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=4, max_padding=0.0)
+    blocker = asyncio.create_task(batcher.submit([seq(9000, 5)]))
+    await asyncio.to_thread(backend.entered.wait, 5)
+    fillers = []
+    for token in (9001, 9002):  # one waits in the prepared slot, one in the former's hands
+        fillers.append(asyncio.create_task(batcher.submit([seq(token, 5)])))
+        await asyncio.sleep(0.05)
+    old = asyncio.create_task(batcher.submit([seq(9003, 90)]))  # long, and first in line
+    await asyncio.sleep(0.02)
+    crowd = [asyncio.create_task(batcher.submit([seq(9100 + i, 6)])) for i in range(12)]
+    await asyncio.sleep(0.05)
+    backend.release.set()
+    await asyncio.gather(blocker, *fillers, old, *crowd)
+    waiting_together = [t for t in backend.seen if t == 9003 or t >= 9100]
+    assert waiting_together[0] == 9003  # the shorter crowd did not overtake it
+    batcher.close()
+
+
 async def test_a_cancelled_request_is_dropped_before_compute() -> None:
     backend = BlockingBackend()
     batcher = batcher_for(backend, max_batch_size=1)

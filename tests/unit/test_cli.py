@@ -35,3 +35,13 @@ def test_fire_style_booleans(text: str, value: bool) -> None:
 def test_openai_pass_through_fails_fast() -> None:
     with pytest.raises(FeatureNotAvailable, match="not available in this version"):
         parse("--use_openai_embedding")
+
+
+def test_every_setting_has_a_flag_with_the_same_default() -> None:
+    from dataclasses import fields
+
+    from embedserve.config import Settings
+
+    parsed = parse()
+    for field in fields(Settings):
+        assert getattr(parsed, field.name) == getattr(Settings(), field.name), field.name

@@ -35,6 +35,9 @@ class BatchLimits:
     max_batch_size: int = 64
     """Most sequences in one forward pass."""
 
+    max_padding: float = 0.15
+    """Largest share of a batch's padded tokens that may be padding."""
+
     max_wait_s: float = 0.002
     """How long the former waits for more sequences to fill a batch that is not full."""
 
@@ -152,21 +155,35 @@ class Batcher:
         return None
 
     def _select(self) -> list[_Item]:
-        """The oldest request's shortest waiting sequence anchors the batch (nothing starves);
-        the sequences closest to it in length fill it up to the token budget."""
+        """A window of similar lengths around the anchor: the oldest request's shortest waiting
+        sequence (so nothing starves). The window grows toward whichever neighbour, in length
+        order, wastes least padding, while padding stays under its share of the batch and the
+        batch under its token budget and row limit. On a CPU, compute follows padded tokens,
+        so a smaller batch without padding beats a full one with it."""
         limits = self.limits
-        anchor = len(self._pending[0].tokens)
-        ranked = sorted(self._pending, key=lambda i: (abs(len(i.tokens) - anchor), i.arrival))
-        chosen: list[_Item] = []
-        longest = 0
-        for item in ranked:
-            width = max(longest, len(item.tokens))
-            if chosen and width * (len(chosen) + 1) > limits.max_batch_tokens:
-                continue
-            chosen.append(item)
-            longest = width
-            if len(chosen) == limits.max_batch_size:
+        anchor = self._pending[0]
+        ranked = sorted(self._pending, key=lambda i: (len(i.tokens), i.arrival))
+        low = high = next(n for n, item in enumerate(ranked) if item is anchor)
+        width = real = len(anchor.tokens)
+        while high - low + 1 < limits.max_batch_size:
+            rows = high - low + 2
+            options = []
+            if low > 0:
+                options.append((real + len(ranked[low - 1].tokens), width, -1))
+            if high + 1 < len(ranked):
+                longer = len(ranked[high + 1].tokens)
+                options.append((real + longer, longer, +1))
+            fits = [
+                (tokens / (new_width * rows), tokens, new_width, step)
+                for tokens, new_width, step in options
+                if new_width * rows <= limits.max_batch_tokens
+                and 1 - tokens / (new_width * rows) <= limits.max_padding
+            ]
+            if not fits:
                 break
+            _, real, width, step = max(fits)
+            low, high = (low - 1, high) if step < 0 else (low, high + 1)
+        chosen = ranked[low : high + 1]
         taken = set(map(id, chosen))
         self._pending = [item for item in self._pending if id(item) not in taken]
         return chosen
