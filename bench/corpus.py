@@ -1,0 +1,68 @@
+"""Benchmark texts, made offline and deterministically.
+
+Short texts: query-like sentences. The mixed corpus: real English prose of varied length, the
+paragraphs of the standard library's own documentation strings (a few words to several hundred
+tokens, as a RAG ingestion job sends them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+
+_SUBJECTS = ["the invoice", "my account", "the train", "our API", "this recipe", "the patient"]
+_VERBS = ["was delayed", "needs review", "looks broken", "works again", "was updated", "is missing"]
+_TAILS = ["today", "after the update", "for the third time", "since Monday", "in production"]
+
+
+def short_texts(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"Why {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_TAILS)} #{i}"
+        for i in range(count)
+    ]
+
+
+_MODULES = [
+    "argparse",
+    "asyncio",
+    "collections",
+    "csv",
+    "datetime",
+    "email",
+    "functools",
+    "http.client",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "re",
+    "shutil",
+    "sqlite3",
+    "subprocess",
+    "tarfile",
+    "threading",
+    "unittest",
+    "urllib.request",
+    "zipfile",
+]
+
+
+def mixed_corpus(count: int, seed: int = 0) -> list[str]:
+    paragraphs: list[str] = []
+    for name in _MODULES:
+        module = importlib.import_module(name)
+        for _, obj in inspect.getmembers(module):
+            doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
+            for block in (doc or "").split("\n\n"):
+                text = " ".join(block.split())
+                if len(text.split()) >= 3:
+                    paragraphs.append(text)
+    unique = sorted(set(paragraphs))
+    rng = random.Random(seed)
+    rng.shuffle(unique)
+    out = unique[:count]
+    while len(out) < count:  # join paragraphs into longer passages if the docs run short
+        out.append(" ".join(rng.sample(unique, 3)))
+    return out

@@ -1,0 +1,104 @@
+"""A bounded closed-loop load generator: N clients, each sends its next request when the last
+one answered, until a deadline or a request count is reached."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class Result:
+    requests: int = 0
+    inputs: int = 0
+    tokens: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else float("nan")
+
+
+async def drive(
+    url: str,
+    batches: list[list[str]],
+    tokens: list[int],
+    *,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+) -> Result:
+    """POST `batches` (cycled) to `url` from `clients` concurrent clients; `tokens[i]` is the
+    model-token count of batch i, so every server is credited the same work. One client uses a
+    plain blocking connection, so latency figures carry as little client overhead as can be."""
+    if clients == 1:
+        return await asyncio.to_thread(_drive_one, url, batches, tokens, seconds, max_requests)
+    result = Result()
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(max_requests))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one_client() -> None:
+            for n in counter:
+                if time.perf_counter() >= deadline:
+                    return
+                i = n % len(batches)
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, json={"input": batches[i], "model": "bench"})
+                    ok = response.status_code == 200 and len(response.json()["data"]) == len(
+                        batches[i]
+                    )
+                except httpx.HTTPError:
+                    ok = False
+                result.latencies.append(time.perf_counter() - started)
+                result.requests += 1
+                if ok:
+                    result.inputs += len(batches[i])
+                    result.tokens += tokens[i]
+                else:
+                    result.errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def _drive_one(
+    url: str, batches: list[list[str]], tokens: list[int], seconds: float, max_requests: int
+) -> Result:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    result = Result()
+    started = time.perf_counter()
+    for n in range(max_requests):
+        if time.perf_counter() - started >= seconds:
+            break
+        i = n % len(batches)
+        body = json.dumps({"input": batches[i], "model": "bench"})
+        sent = time.perf_counter()
+        try:
+            connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+            ok = response.status == 200 and len(json.loads(payload)["data"]) == len(batches[i])
+        except (OSError, http.client.HTTPException, ValueError):
+            ok = False
+            connection.close()
+        result.latencies.append(time.perf_counter() - sent)
+        result.requests += 1
+        result.inputs += len(batches[i]) if ok else 0
+        result.tokens += tokens[i] if ok else 0
+        result.errors += 0 if ok else 1
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,324 @@
+"""Benchmark embedserve against Infinity and an h2oGPT-style server, side by side, in one run.
+
+    python bench/run.py [--seconds 15] [--only "embedserve fp32,infinity"]
+
+Each server is started in turn on 127.0.0.1 with the same packaged all-MiniLM-L6-v2 folder,
+driven with the same bounded loads, and stopped. Prints a markdown table (and writes it to
+bench/results/latest.md). Infinity runs from its own virtual environment (it pins numpy<2 and
+sentence-transformers<4): create it with bench/setup_infinity.sh. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import mixed_corpus, short_texts
+from embedserve.engine.tokenizer import ModelTokenizer
+from embedserve.models.source import resolve
+from load import Result, drive
+
+HERE = Path(__file__).resolve().parent
+EXTRA = os.environ.get("EMBEDSERVE_BENCH_ARGS", "").split()
+INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", HERE / ".venv-infinity"))
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    path: str  # the embeddings route
+
+
+@dataclass
+class Scenario:
+    name: str
+    batches: list[list[str]]
+    clients: int
+
+
+def servers(folder: Path, port: int) -> list[Server]:
+    ours = [
+        sys.executable,
+        "-m",
+        "embedserve",
+        "serve",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return [
+        Server("embedserve fp32 (default)", [*ours, "--precision", "fp32"], "/v1/embeddings"),
+        Server("embedserve int8", [*ours, "--precision", "int8"], "/v1/embeddings"),
+        Server(
+            "infinity (torch)",
+            [
+                str(INFINITY_VENV / "bin" / "infinity_emb"),
+                "v2",
+                "--model-id",
+                str(folder),
+                "--port",
+                str(port),
+                "--engine",
+                "torch",
+                "--device",
+                "cpu",
+                "--no-bettertransformer",
+            ],
+            "/embeddings",
+        ),
+        Server(
+            "h2oGPT-style",
+            [sys.executable, str(HERE / "h2ogpt_style.py"), str(folder), str(port)],
+            "/v1/embeddings",
+        ),
+    ]
+
+
+def scenarios() -> list[Scenario]:
+    short = short_texts(8 * 500)
+    mixed = mixed_corpus(1024)
+    return [
+        Scenario(
+            "16 clients x 8 short texts", [short[i : i + 8] for i in range(0, len(short), 8)], 16
+        ),
+        Scenario(
+            "4 clients x 32 mixed-length texts",
+            [mixed[i : i + 32] for i in range(0, len(mixed), 32)],
+            4,
+        ),
+        Scenario("1 client x 1 short text", [[t] for t in short[:400]], 1),
+    ]
+
+
+class PeakMemory:
+    """Samples the resident memory of a process and its children every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._process = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                tree = [self._process, *self._process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak // 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(process: subprocess.Popen[bytes], base: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("did not become ready")
+
+
+def bench_server(server: Server, base: str, plan: list[Scenario], counts, seconds: float):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "DO_NOT_TRACK": "1",
+    }
+    log = (HERE / "results" / f"{server.name.split()[0]}.log").open("ab")
+    process = subprocess.Popen(server.command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    memory = PeakMemory(process.pid)
+    rows = []
+    try:
+        wait_ready(process, base)
+        url = base + server.path
+        for scenario in plan:
+            tokens = [counts(batch) for batch in scenario.batches]
+            asyncio.run(
+                drive(
+                    url,
+                    scenario.batches[:5],
+                    tokens[:5],
+                    clients=min(4, scenario.clients),
+                    seconds=5,
+                    max_requests=20,
+                )
+            )  # warm-up
+            result = asyncio.run(
+                drive(
+                    url,
+                    scenario.batches,
+                    tokens,
+                    clients=scenario.clients,
+                    seconds=seconds,
+                    max_requests=100_000,
+                )
+            )
+            rows.append((scenario.name, result))
+    except RuntimeError as exc:
+        print(f"  {server.name}: {exc}", file=sys.stderr)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        peak = memory.stop()
+    return rows, peak
+
+
+def bare_engine(folder: Path, corpus: list[str], precision: str) -> float:
+    """Tokens/s of the ONNX backend alone on the corpus, length-sorted: the ceiling."""
+    from embedserve.config import Settings
+    from embedserve.runtime import load_embedder
+
+    embedder = load_embedder(resolve(None), Settings(precision=precision))  # type: ignore[arg-type]
+    sequences = embedder.tokenize(corpus, truncate=True)
+    sequences.sort(key=len)
+    limits = embedder.batcher.limits
+    best = 0.0
+    from embedserve.engine.batcher import pad
+
+    for _ in range(2):
+        started = time.perf_counter()
+        i = 0
+        while i < len(sequences):
+            rows = 1
+            while (
+                i + rows < len(sequences)
+                and rows < limits.max_batch_size
+                and len(sequences[i + rows]) * (rows + 1) <= limits.max_batch_tokens
+            ):
+                rows += 1
+            embedder.backend.embed(*pad(sequences[i : i + rows], embedder.tokenizer.pad_id))
+            i += rows
+        best = max(best, sum(map(len, sequences)) / (time.perf_counter() - started))
+    embedder.close()
+    return best
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=15, help="measured time per scenario")
+    parser.add_argument("--only", default="", help="comma-separated server name prefixes")
+    args = parser.parse_args()
+    (HERE / "results").mkdir(exist_ok=True)
+    folder = resolve(None).folder
+    tokenizer = ModelTokenizer(folder / "tokenizer.json", 256)
+
+    def counts(batch: list[str]) -> int:
+        return sum(min(len(c) + 2, 256) for c in tokenizer.content_ids(batch))
+
+    plan = scenarios()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    table: dict[str, list[tuple[str, Result]]] = {}
+    peaks: dict[str, int] = {}
+    for server in servers(folder, port):
+        if args.only and not any(server.name.startswith(p.strip()) for p in args.only.split(",")):
+            continue
+        if not Path(server.command[0]).exists() and server.command[0] != sys.executable:
+            print(
+                f"skipping {server.name}: {server.command[0]} not found (bench/setup_infinity.sh)"
+            )
+            continue
+        print(f"benchmarking {server.name} ...", flush=True)
+        table[server.name], peaks[server.name] = bench_server(
+            server, base, plan, counts, args.seconds
+        )
+    mixed = [t for batch in plan[1].batches for t in batch]
+    ceilings = {p: bare_engine(folder, mixed, p) for p in ("fp32", "int8")}
+    print(render(table, peaks, ceilings, args.seconds))
+
+
+def render(table, peaks, ceilings, seconds) -> str:  # type: ignore[no-untyped-def]
+    infinity = {name: r for name, r in table.get("infinity (torch)", [])}
+    lines = [
+        f"Machine: {machine()}. {seconds:.0f} s per load; closed-loop clients on the same machine.",
+        "",
+        "| server | load | inputs/s | tokens/s | p50 ms | p99 ms | errors | peak RSS MiB "
+        "| inputs/s vs Infinity |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for server, rows in table.items():
+        for scenario, r in rows:
+            rate = r.inputs / r.seconds if r.seconds else 0.0
+            ref = infinity.get(scenario)
+            ratio = f"{rate / (ref.inputs / ref.seconds):.2f}x" if ref and ref.inputs else "n/a"
+            lines.append(
+                f"| {server} | {scenario} | {rate:,.0f} | {r.tokens / r.seconds:,.0f} | "
+                f"{r.percentile(50):.1f} | {r.percentile(99):.1f} | {r.errors} | "
+                f"{peaks[server]:,} | {ratio} |"
+            )
+    lines.append("")
+    for precision, ceiling in ceilings.items():
+        served = next(
+            (
+                r
+                for s, rows in table.items()
+                if precision in s
+                for name, r in rows
+                if "mixed" in name
+            ),
+            None,
+        )
+        share = f"; served: {served.tokens / served.seconds / ceiling:.0%} of it" if served else ""
+        lines.append(
+            f"- Bare ONNX engine, {precision}, mixed corpus length-sorted: "
+            f"{ceiling:,.0f} tokens/s{share}."
+        )
+    text = "\n".join(lines)
+    (HERE / "results" / "latest.md").write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
