@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,14 @@ BackendKind = Literal["auto", "onnx", "torch"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from pathlib import Path
 
 from embedserve.api.app import create_app
 from embedserve.backends.base import Backend
-from embedserve.config import Settings
+from embedserve.config import Settings, usable_cores
 from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.fidelity import measure, report
@@ -92,7 +91,7 @@ def _onnx_backend(
 def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
     """Batch sizes from the flags, or from the machine: a CPU gains nothing from batches much
     larger than its cores can keep busy; a GPU wants large ones."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     tokens = 65536 if on_gpu else min(max(4096, 2048 * cores), 32768)
     return BatchLimits(
         max_batch_tokens=settings.max_batch_tokens or tokens,

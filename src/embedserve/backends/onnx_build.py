@@ -12,6 +12,8 @@ cache, which is rebuilt.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -214,19 +216,9 @@ def _same_outputs(a: Path, b: Path) -> bool:
 
 
 def _cache_key(folder: Path, precision: str) -> str:
-    import hashlib
-
-    import onnxruntime
-    import torch
-
-    parts = [
-        folder_digest(folder),
-        precision,
-        PIPELINE_VERSION,
-        _OPSET,
-        torch.__version__,
-        onnxruntime.__version__,
-    ]
+    # Versions from package metadata: importing torch only to read its version costs seconds.
+    tools = [importlib.metadata.version(name) for name in ("torch", "onnxruntime", "onnx")]
+    parts = [folder_digest(folder), precision, PIPELINE_VERSION, _OPSET, *tools]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
