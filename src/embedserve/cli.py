@@ -6,10 +6,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
+from typing import Any
 
 from embedserve import __version__
-from embedserve.config import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings
+from embedserve.config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    ModelSpec,
+    Settings,
+)
 from embedserve.errors import EmbedServeError, FeatureNotAvailable
 
 log = logging.getLogger("embedserve")
@@ -25,6 +32,45 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+class _NewModel(argparse.Action):
+    """--model starts a new served model."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        if not getattr(namespace, "_explicit_models", False) and namespace.models != (ModelSpec(),):
+            parser.error(
+                "--name, --alias and the instruction flags go after the --model they describe"
+            )
+        specs = _specs(namespace, started=True)
+        specs.append(ModelSpec(ref=value))
+        namespace.models = tuple(specs)
+
+
+class _ModelField(argparse.Action):
+    """--name, --alias and the instruction flags describe the latest --model."""
+
+    def __init__(self, *args: Any, field: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        specs = _specs(namespace, started=False)
+        if self.field == "aliases":
+            value = (*specs[-1].aliases, value)
+        specs[-1] = replace(specs[-1], **{self.field: value})
+        namespace.models = tuple(specs)
+
+
+def _specs(namespace: Any, *, started: bool) -> list[ModelSpec]:
+    """The models so far; before any --model, flags describe the default model, which the first
+    --model then replaces."""
+    current = list(namespace.models)
+    explicit = getattr(namespace, "_explicit_models", False)
+    if started and not explicit:
+        namespace._explicit_models = True
+        return []
+    return current
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
@@ -34,10 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--model",
         "--hf_embedding_model",
-        dest="model",
+        dest="models",
+        action=_NewModel,
+        metavar="MODEL",
+        help="serve a local sentence-transformers folder or Hugging Face hub id; repeat to "
+        "serve several (default: the packaged sentence-transformers/all-MiniLM-L6-v2). "
+        "--name, --alias and the instruction flags apply to the --model before them",
+    )
+    add(
+        "--name",
+        dest="models",
+        action=_ModelField,
+        field="name",
+        help="served name of the model (default: its id)",
+    )
+    add(
+        "--alias",
+        dest="models",
+        action=_ModelField,
+        field="aliases",
+        help="another name requests may use for the model (repeatable)",
+    )
+    add(
+        "--query-instruction",
+        dest="models",
+        action=_ModelField,
+        field="query_instruction",
+        help="text put before queries (input_type=query); default: the model's own prompts "
+        "or its family's (bge, e5, instructor)",
+    )
+    add(
+        "--document-instruction",
+        dest="models",
+        action=_ModelField,
+        field="document_instruction",
+        help="text put before documents (the default input_type)",
+    )
+    add(
+        "--default-model",
         default=None,
-        help="local sentence-transformers folder or Hugging Face hub id "
-        "(default: the packaged sentence-transformers/all-MiniLM-L6-v2)",
+        help="with several models, the one serving requests that name none of them",
     )
     add("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
     add(
@@ -148,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not log one line per request",
     )
+    serve.set_defaults(models=Settings().models)
     return parser
 
 

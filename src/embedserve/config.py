@@ -24,9 +24,32 @@ def usable_cores() -> int:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """One served model, as the command line or a test describes it."""
+
+    ref: str | None = None
+    """Local sentence-transformers folder or hub id; None is the packaged all-MiniLM-L6-v2."""
+
+    name: str | None = None
+    """Served name (responses, /v1/models); None uses the model's id."""
+
+    aliases: tuple[str, ...] = ()
+    """Other names requests may use for it, e.g. "text-embedding-3-small"."""
+
+    query_instruction: str | None = None
+    """Text put before queries; None takes the model's own prompts or its family's default."""
+
+    document_instruction: str | None = None
+    """Text put before documents; None as for queries."""
+
+
+@dataclass(frozen=True)
 class Settings:
-    model: str | None = None
-    """Local sentence-transformers folder or hub id; None serves the packaged all-MiniLM-L6-v2."""
+    models: tuple[ModelSpec, ...] = (ModelSpec(),)
+    """The served models; the packaged all-MiniLM-L6-v2 unless told otherwise."""
+
+    default_model: str | None = None
+    """With several models, the one that serves requests naming none of them (else 404)."""
 
     host: str = DEFAULT_HOST
     """Interface to bind. The default keeps the server private to this machine."""

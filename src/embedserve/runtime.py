@@ -81,7 +81,8 @@ def _onnx_backend(
     from embedserve.backends.onnx_build import cached_onnx_model
 
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    backend = OnnxBackend(cached_onnx_model(source.folder, precision, cache, source.id))  # type: ignore[arg-type]
+    model = cached_onnx_model(source.folder, precision, cache, source.id)  # type: ignore[arg-type]
+    backend = OnnxBackend(model, precision=precision)
     if precision == "int8":
         reference = OnnxBackend(cached_onnx_model(source.folder, "fp32", cache, source.id))
         report("int8", measure(reference, backend, tokenizer))
@@ -106,10 +107,10 @@ def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
 
 
 def build_registry(settings: Settings, loader: Loader | None = None) -> ModelRegistry:
-    """Resolve the configured model (fails fast with one clear line) without loading it."""
-    source = resolve(settings.model)
-    model = ServedModel(source, loader or partial(load_embedder, settings=settings))
-    return ModelRegistry([model], strict=settings.strict_model)
+    """Resolve every configured model (fails fast with one clear line) without loading them."""
+    load = loader or partial(load_embedder, settings=settings)
+    models = [ServedModel(resolve(spec.ref), load, spec) for spec in settings.models]
+    return ModelRegistry(models, strict=settings.strict_model, default=settings.default_model)
 
 
 def serve(settings: Settings) -> None:
@@ -122,7 +123,8 @@ def serve(settings: Settings) -> None:
     else:
         log.info("models load on first use (--pre_load_embedding_model=False)")
     app = create_app(settings, registry)
-    log.info("serving %s on http://%s:%d/v1", registry.models[0].id, settings.host, settings.port)
+    names = ", ".join(m.id for m in registry.models)
+    log.info("serving %s on http://%s:%d/v1", names, settings.host, settings.port)
     config = uvicorn.Config(
         app,
         host=settings.host,

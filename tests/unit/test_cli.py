@@ -1,6 +1,7 @@
 import pytest
 
 from embedserve.cli import build_parser, settings_from_args
+from embedserve.config import ModelSpec
 from embedserve.errors import FeatureNotAvailable
 
 
@@ -11,7 +12,7 @@ def parse(*argv: str):  # type: ignore[no-untyped-def]
 def test_defaults_match_h2ogpt() -> None:
     settings = parse()
     assert (settings.host, settings.port, settings.preload) == ("127.0.0.1", 5000, True)
-    assert settings.model is None
+    assert settings.models == (ModelSpec(),)
     assert settings.token_ids == "tiktoken"
     assert settings.truncate
 
@@ -24,7 +25,7 @@ def test_h2ogpt_flags_are_accepted() -> None:
         "--openai_port=5001",
         "--use_openai_embedding=False",
     )
-    assert (settings.model, settings.preload, settings.port) == ("/models/x", False, 5001)
+    assert (settings.models[0].ref, settings.preload, settings.port) == ("/models/x", False, 5001)
 
 
 @pytest.mark.parametrize(("text", "value"), [("True", True), ("0", False), ("no", False)])
@@ -45,3 +46,37 @@ def test_every_setting_has_a_flag_with_the_same_default() -> None:
     parsed = parse()
     for field in fields(Settings):
         assert getattr(parsed, field.name) == getattr(Settings(), field.name), field.name
+
+
+def test_several_models_with_names_aliases_and_instructions() -> None:
+    settings = parse(
+        "--model",
+        "/m/a",
+        "--name",
+        "a",
+        "--alias",
+        "text-embedding-3-small",
+        "--alias",
+        "x",
+        "--hf_embedding_model",
+        "/m/b",
+        "--query-instruction",
+        "q: ",
+        "--document-instruction",
+        "",
+        "--default-model",
+        "a",
+    )
+    assert settings.models == (
+        ModelSpec(ref="/m/a", name="a", aliases=("text-embedding-3-small", "x")),
+        ModelSpec(ref="/m/b", query_instruction="q: ", document_instruction=""),
+    )
+    assert settings.default_model == "a"
+
+
+def test_model_flags_describe_the_default_model_until_a_model_is_given() -> None:
+    assert parse("--alias", "text-embedding-3-small").models == (
+        ModelSpec(aliases=("text-embedding-3-small",)),
+    )
+    with pytest.raises(SystemExit):
+        parse("--alias", "lost", "--model", "/m/a")  # would silently drop the alias

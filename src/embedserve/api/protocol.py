@@ -37,6 +37,11 @@ class EmbeddingRequest(BaseModel):
         description="Keep the first N components (1..model dimension), re-normalized.",
     )
     user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
+    input_type: Literal["query", "document", "passage"] | None = Field(
+        default=None,
+        description='"query" gets the model\'s query instruction; "document" (the default, as '
+        'in h2oGPT) or "passage" its document instruction.',
+    )
     truncate: StrictBool | None = Field(
         default=None,
         description="Truncate over-long inputs (default: the server's setting) or refuse them.",
@@ -125,6 +130,12 @@ class ModelCard(BaseModel):
     dimension: int | None = Field(description="Length of the model's embeddings.")
     max_tokens: int = Field(description="Longest input the model reads, in its own tokens.")
     ready: bool = Field(description="Whether the model is loaded.")
+    aliases: list[str] = Field(description="Other names requests may use.")
+    pooling: str | None = Field(description="How token vectors are pooled.")
+    backend: str | None = Field(description="onnx or torch, once loaded.")
+    precision: str | None = Field(description="fp32, int8, bf16 or fp16, once loaded.")
+    query_instruction: str = Field(description="Put before inputs with input_type=query.")
+    document_instruction: str = Field(description="Put before documents.")
 
 
 class ModelList(BaseModel):

@@ -64,9 +64,11 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
         )
     embedder = await model.embedder()
     truncate = state.settings.truncate if body.truncate is None else body.truncate
-    result = await _unless_client_leaves(
-        request, embedder.embed(items, truncate=truncate, dimensions=body.dimensions)
+    instruction = model.instructions.for_type(body.input_type or "document")
+    work = embedder.embed(
+        items, truncate=truncate, dimensions=body.dimensions, instruction=instruction
     )
+    result = await _unless_client_leaves(request, work)
     fmt = body.encoding_format or "float"
     content = embeddings_body(result.vectors, model.id, fmt, result.prompt_tokens)
     if result.vectors.size < _ENCODE_INLINE_FLOATS:
@@ -146,4 +148,10 @@ def _card(model: ServedModel, created: int) -> dict[str, Any]:
         "dimension": embedder.dimension if embedder else model.metadata.dimension,
         "max_tokens": embedder.max_tokens if embedder else model.metadata.max_tokens,
         "ready": embedder is not None,
+        "aliases": list(model.aliases),
+        "pooling": model.metadata.pooling,
+        "backend": getattr(embedder.backend, "kind", None) if embedder else None,
+        "precision": getattr(embedder.backend, "precision", None) if embedder else None,
+        "query_instruction": model.instructions.query,
+        "document_instruction": model.instructions.document,
     }

@@ -13,7 +13,10 @@ log = logging.getLogger(__name__)
 
 
 class OnnxBackend:
-    def __init__(self, model: Path, threads: int | None = None) -> None:
+    kind = "onnx"
+
+    def __init__(self, model: Path, threads: int | None = None, precision: str = "fp32") -> None:
+        self.precision = precision
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -35,6 +35,8 @@ def cpu_supports_bf16() -> bool:
 
 
 class TorchBackend:
+    kind = "torch"
+
     def __init__(
         self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"
     ) -> None:

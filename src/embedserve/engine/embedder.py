@@ -58,11 +58,18 @@ class Embedder:
         return self.tokenizer.max_tokens
 
     async def embed(
-        self, items: Sequence[Item], *, truncate: bool = True, dimensions: int | None = None
+        self,
+        items: Sequence[Item],
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        instruction: str = "",
     ) -> Embeddings:
+        """Unit vectors for `items`; `instruction` is put before each (as text, or as the
+        model's tokens of it for native token ids), as sentence-transformers' `prompt` does."""
         self._check_dimensions(dimensions)
         loop = asyncio.get_running_loop()
-        sequences = await loop.run_in_executor(None, self.tokenize, items, truncate)
+        sequences = await loop.run_in_executor(None, self.tokenize, items, truncate, instruction)
         pooled = await self.batcher.submit(sequences)
         return Embeddings(_unit(pooled, dimensions), sum(map(len, sequences)))
 
@@ -75,11 +82,13 @@ class Embedder:
     def close(self) -> None:
         self.batcher.close()
 
-    def tokenize(self, items: Sequence[Item], truncate: bool) -> list[list[int]]:
+    def tokenize(
+        self, items: Sequence[Item], truncate: bool, instruction: str = ""
+    ) -> list[list[int]]:
         """Framed token ids per input. Items are all text or all token-id sequences."""
-        texts = {i: item for i, item in enumerate(items) if isinstance(item, str)}
+        texts = {i: instruction + item for i, item in enumerate(items) if isinstance(item, str)}
         id_lists = {i: item for i, item in enumerate(items) if not isinstance(item, str)}
-        contents = self._token_id_contents(id_lists) if id_lists else {}
+        contents = self._token_id_contents(id_lists, instruction) if id_lists else {}
         if texts:
             contents.update(
                 zip(texts, self.tokenizer.content_ids(list(texts.values())), strict=True)
@@ -88,7 +97,9 @@ class Embedder:
             self.tokenizer.frame(contents[i], truncate=truncate, index=i) for i in range(len(items))
         ]
 
-    def _token_id_contents(self, id_lists: dict[int, Sequence[int]]) -> dict[int, list[int]]:
+    def _token_id_contents(
+        self, id_lists: dict[int, Sequence[int]], instruction: str
+    ) -> dict[int, list[int]]:
         if self.token_ids == "reject":
             raise InvalidInput(
                 "this server does not accept token-id inputs (started with --token-ids reject); "
@@ -98,10 +109,12 @@ class Embedder:
             )
         if self._openai_tokens is not None:
             texts = self._openai_tokens.decode(list(id_lists.values()), list(id_lists))
+            texts = [instruction + text for text in texts]
             return dict(zip(id_lists, self.tokenizer.content_ids(texts), strict=True))
         for index, ids in id_lists.items():
             self.tokenizer.check_native(ids, index)
-        return {i: list(ids) for i, ids in id_lists.items()}
+        prefix = self.tokenizer.content_ids([instruction])[0] if instruction else []
+        return {i: prefix + list(ids) for i, ids in id_lists.items()}
 
     def _check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is not None and not 1 <= dimensions <= self.dimension:

@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from embedserve.config import ModelSpec
 from embedserve.engine.embedder import Embedder
-from embedserve.errors import ModelNotFound, ModelNotReady
+from embedserve.engine.instructions import instructions_for
+from embedserve.errors import ConfigError, ModelNotFound, ModelNotReady
 from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource
 
@@ -19,9 +21,15 @@ Loader = Callable[[ModelSource], Embedder]
 
 
 class ServedModel:
-    def __init__(self, source: ModelSource, loader: Loader) -> None:
+    def __init__(self, source: ModelSource, loader: Loader, spec: ModelSpec | None = None) -> None:
+        spec = spec or ModelSpec()
         self.source = source
         self.metadata: ModelMetadata = read_metadata(source.folder)
+        self.served_name = spec.name or source.id
+        self.aliases = spec.aliases
+        self.instructions = instructions_for(
+            source.id, self.metadata.prompts, spec.query_instruction, spec.document_instruction
+        )
         self.error: str | None = None
         self.load_seconds: float | None = None
         self._loader = loader
@@ -31,12 +39,14 @@ class ServedModel:
 
     @property
     def id(self) -> str:
-        return self.source.id
+        """The name responses and /v1/models report."""
+        return self.served_name
 
     @property
     def names(self) -> tuple[str, ...]:
-        short = self.id.rsplit("/", 1)[-1]
-        return (self.id, short) if short != self.id else (self.id,)
+        """Every name a request may use: served name, model id, its last part, aliases."""
+        candidates = (self.served_name, self.source.id, self.source.id.rsplit("/", 1)[-1])
+        return tuple(dict.fromkeys((*candidates, *self.aliases)))
 
     @property
     def loaded(self) -> Embedder | None:
@@ -70,19 +80,26 @@ class ServedModel:
 
 
 class ModelRegistry:
-    def __init__(self, models: list[ServedModel], *, strict: bool = False) -> None:
+    def __init__(
+        self, models: list[ServedModel], *, strict: bool = False, default: str | None = None
+    ) -> None:
         if not models:
             raise ValueError("at least one model must be served")
         self.models = models
         self.strict = strict
+        self._check_names()
+        if default and not any(default in m.names for m in models):
+            raise ConfigError(f"--default-model '{default}' is not one of the served models")
+        self.default = self.get(default) if default else (models[0] if len(models) == 1 else None)
 
     def resolve(self, name: str | None) -> ServedModel:
-        """The model a request names. With one model, any name reaches it unless strict."""
+        """The model a request names. Unknown names (and none) reach the default model: the only
+        one, or the configured one; with --strict-model an unknown name is always a 404."""
         for model in self.models:
             if name in model.names:
                 return model
-        if (name is None or not self.strict) and len(self.models) == 1:
-            return self.models[0]
+        if self.default is not None and (name is None or not self.strict):
+            return self.default
         served = ", ".join(m.id for m in self.models)
         raise ModelNotFound(
             f"the model '{name}' does not exist on this server; served models: {served}",
@@ -97,6 +114,13 @@ class ModelRegistry:
         raise ModelNotFound(
             f"the model '{model_id}' does not exist on this server", code="model_not_found"
         )
+
+    def _check_names(self) -> None:
+        owners: dict[str, int] = {}
+        for index, model in enumerate(self.models):
+            for name in dict.fromkeys((model.served_name, *model.aliases)):
+                if owners.setdefault(name, index) != index:
+                    raise ConfigError(f"the name '{name}' is given to two served models")
 
     @property
     def ready(self) -> bool:

@@ -16,6 +16,12 @@ class ModelMetadata:
     dimension: int | None
     """Output dimension when the configuration states it (confirmed by the backend on load)."""
 
+    pooling: str | None = None
+    """How token vectors become one: "mean", "cls", "max", "lasttoken", ... (1_Pooling)."""
+
+    prompts: dict[str, str] | None = None
+    """The model's own prompts by name ("query", "document", ...), if it declares any."""
+
 
 def read_metadata(folder: Path) -> ModelMetadata:
     st_config = _json(folder / "sentence_bert_config.json")
@@ -27,7 +33,25 @@ def read_metadata(folder: Path) -> ModelMetadata:
         or hf_config.get("max_position_embeddings")
         or 512
     )
-    return ModelMetadata(max_tokens=int(max_tokens), dimension=_dimension(folder))
+    prompts = _json(folder / "config_sentence_transformers.json").get("prompts") or None
+    return ModelMetadata(
+        max_tokens=int(max_tokens),
+        dimension=_dimension(folder),
+        pooling=_pooling(folder),
+        prompts={str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else None,
+    )
+
+
+def _pooling(folder: Path) -> str | None:
+    modules = _json(folder / "modules.json")
+    for module in modules if isinstance(modules, list) else []:
+        if module.get("type", "").endswith("Pooling"):
+            config = _json(folder / module.get("path", "") / "config.json")
+            if config.get("pooling_mode"):
+                return str(config["pooling_mode"])
+            modes = [k.removeprefix("pooling_mode_") for k, v in config.items() if v is True]
+            return "+".join(m.removesuffix("_tokens").removesuffix("_token") for m in modes) or None
+    return None
 
 
 def _dimension(folder: Path) -> int | None:

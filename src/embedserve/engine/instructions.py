@@ -1,0 +1,57 @@
+"""Query and document instructions: what text goes before an input, by model and input type.
+
+h2oGPT embeds every input as a document; retrieval models (bge, e5, instructor) want their
+queries marked. Precedence: an instruction set for the model at start-up, then the model's own
+`prompts` (sentence-transformers config), then the known default of its family.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# (substring of the model id, query instruction, document instruction)
+FAMILY_DEFAULTS = (
+    (
+        "instructor",
+        "Represent the question for retrieving supporting documents: ",
+        "Represent the document for retrieval: ",
+    ),  # h2oGPT's instructions for instructor models
+    ("bge", "Represent this sentence for searching relevant passages: ", ""),
+    ("e5", "query: ", "passage: "),
+)
+_QUERY_KEYS = ("query", "search_query", "question")
+_DOCUMENT_KEYS = ("document", "passage", "search_document", "corpus")
+
+
+@dataclass(frozen=True)
+class Instructions:
+    query: str = ""
+    document: str = ""
+
+    def for_type(self, input_type: str) -> str:
+        return self.query if input_type == "query" else self.document
+
+
+def instructions_for(
+    model_id: str,
+    prompts: dict[str, str] | None,
+    query: str | None = None,
+    document: str | None = None,
+) -> Instructions:
+    parts = set(re.split(r"[/_.\-]", model_id.lower()))
+    family = next((f for f in FAMILY_DEFAULTS if f[0] in parts), None)
+    prompts = prompts or {}
+    if query is None:
+        query = _first(prompts, _QUERY_KEYS)
+    if document is None:
+        document = _first(prompts, _DOCUMENT_KEYS)
+    if query is None and family:
+        query = family[1]
+    if document is None and family:
+        document = family[2]
+    return Instructions(query=query or "", document=document or "")
+
+
+def _first(prompts: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((prompts[k] for k in keys if k in prompts), None)
