@@ -61,7 +61,9 @@ def _dimension(folder: Path) -> int | None:
         config = _json(folder / module.get("path", "") / "config.json")
         kind = module.get("type", "")
         if kind.endswith("Pooling"):
-            dimension = config.get("word_embedding_dimension", dimension)
+            dimension = config.get("word_embedding_dimension") or config.get(
+                "embedding_dimension", dimension
+            )
         elif kind.endswith("Dense"):
             dimension = config.get("out_features", dimension)
     return int(dimension) if dimension else None

@@ -1,0 +1,156 @@
+"""Two different models served at once, routed by name, each equal to its own reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from embedserve.config import ModelSpec, Settings
+from embedserve.engine.embedder import Embedder
+from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.errors import ConfigError
+from embedserve.models.source import ModelSource, resolve
+from embedserve.runtime import load_embedder
+from tests.conftest import REAL_SENTENCES, cosines
+from tests.fakes import client_for
+from tests.generated import tiny_cls_dense_model
+
+TEXTS = [*REAL_SENTENCES[:6], "", "word " * 200]  # the last is over the tiny model's 64 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> ModelSource:
+    return resolve(str(tiny_cls_dense_model(tmp_path_factory.mktemp("models"), minilm.folder)))
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny: ModelSource):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny.folder), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_embedder(tiny: ModelSource) -> Embedder:
+    return load_embedder(tiny, Settings())  # the real path: ONNX export of CLS + Dense
+
+
+def two_models(minilm, embedder, tiny, tiny_embedder, default=None):  # type: ignore[no-untyped-def]
+    spec = ModelSpec(name="tiny", aliases=("text-embedding-3-small",))
+    models = [
+        ServedModel(minilm, lambda _s: embedder),
+        ServedModel(tiny, lambda _s: tiny_embedder, spec),
+    ]
+    for model in models:
+        model.load()
+    return ModelRegistry(models, default=default)
+
+
+@pytest.fixture
+def client(minilm, embedder, tiny, tiny_embedder) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+    return client_for(two_models(minilm, embedder, tiny, tiny_embedder))
+
+
+async def post(client: httpx.AsyncClient, **body: object) -> np.ndarray:
+    response = await client.post("/v1/embeddings", json=body)
+    assert response.status_code == 200, response.text
+    return np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+
+
+async def test_each_model_equals_its_own_reference(client, reference, tiny_reference) -> None:  # type: ignore[no-untyped-def]
+    minilm = await post(client, input=TEXTS, model="sentence-transformers/all-MiniLM-L6-v2")
+    tiny = await post(client, input=TEXTS, model="tiny")
+    assert minilm.shape == (len(TEXTS), 384)
+    assert tiny.shape == (len(TEXTS), 16)
+    expected_minilm = reference.encode(TEXTS, normalize_embeddings=True)
+    expected_tiny = tiny_reference.encode(TEXTS, normalize_embeddings=True, prompt_name="document")
+    assert cosines(minilm, expected_minilm).min() >= 0.9999
+    assert cosines(tiny, expected_tiny).min() >= 0.9999
+
+
+async def test_queries_and_documents_get_their_instructions(client, tiny_reference) -> None:  # type: ignore[no-untyped-def]
+    texts = REAL_SENTENCES[:5]
+    query = await post(client, input=texts, model="tiny", input_type="query")
+    document = await post(client, input=texts, model="tiny", input_type="document")
+    default = await post(client, input=texts, model="tiny")
+    for got, prompt in ((query, "query"), (document, "document"), (default, "document")):
+        expected = tiny_reference.encode(texts, normalize_embeddings=True, prompt_name=prompt)
+        assert cosines(got, expected).min() >= 0.9999
+    # the instruction really changed the input (random weights move a CLS vector only a little,
+    # still far above the ~1e-6 numerical noise of the same input)
+    assert np.abs(query - document).max() > 1e-4
+
+
+async def test_usage_counts_the_instruction_tokens(client) -> None:  # type: ignore[no-untyped-def]
+    plain = await client.post(
+        "/v1/embeddings", json={"input": "hello", "model": "all-MiniLM-L6-v2"}
+    )
+    query = await client.post(
+        "/v1/embeddings", json={"input": "hello", "model": "tiny", "input_type": "query"}
+    )
+    assert plain.json()["usage"]["prompt_tokens"] == 3  # [CLS] hello [SEP]
+    assert query.json()["usage"]["prompt_tokens"] == 5  # [CLS] query : hello [SEP]
+
+
+async def test_token_arrays_get_the_instruction_too(client) -> None:  # type: ignore[no-untyped-def]
+    import tiktoken
+
+    ids = [tiktoken.get_encoding("cl100k_base").encode(t) for t in REAL_SENTENCES[:3]]
+    by_ids = await post(client, input=ids, model="tiny", input_type="query")
+    by_text = await post(client, input=REAL_SENTENCES[:3], model="tiny", input_type="query")
+    assert cosines(by_ids, by_text).min() >= 0.99999
+
+
+async def test_routing_by_name_alias_and_default(minilm, embedder, tiny, tiny_embedder) -> None:  # type: ignore[no-untyped-def]
+    async with client_for(two_models(minilm, embedder, tiny, tiny_embedder)) as client:
+        alias = await client.post(
+            "/v1/embeddings", json={"input": "a", "model": "text-embedding-3-small"}
+        )
+        assert alias.json()["model"] == "tiny"
+        unknown = await client.post("/v1/embeddings", json={"input": "a", "model": "nope"})
+        assert unknown.status_code == 404
+        message = unknown.json()["error"]["message"]
+        assert "sentence-transformers/all-MiniLM-L6-v2" in message
+        assert "tiny" in message
+    registry = two_models(minilm, embedder, tiny, tiny_embedder, default="tiny")
+    async with client_for(registry) as client:
+        routed = await client.post("/v1/embeddings", json={"input": "a", "model": "nope"})
+        assert routed.status_code == 200
+        assert routed.json()["model"] == "tiny"
+
+
+async def test_models_lists_both_with_their_facts(client) -> None:  # type: ignore[no-untyped-def]
+    cards = {c["id"]: c for c in (await client.get("/v1/models")).json()["data"]}
+    minilm, tiny = cards["sentence-transformers/all-MiniLM-L6-v2"], cards["tiny"]
+    assert (minilm["dimension"], minilm["max_tokens"], minilm["pooling"]) == (384, 256, "mean")
+    assert (tiny["dimension"], tiny["max_tokens"], tiny["pooling"]) == (16, 64, "cls")
+    assert tiny["aliases"] == ["text-embedding-3-small"]
+    assert (tiny["backend"], tiny["precision"]) == ("onnx", "fp32")
+    assert (tiny["query_instruction"], tiny["document_instruction"]) == ("query: ", "passage: ")
+
+
+def test_clashing_names_and_unknown_default_are_refused(minilm, tiny) -> None:  # type: ignore[no-untyped-def]
+    def served(source: ModelSource, spec: ModelSpec) -> ServedModel:
+        return ServedModel(source, lambda _s: None, spec)  # type: ignore[arg-type,return-value]
+
+    with pytest.raises(ConfigError, match="given to two served models"):
+        ModelRegistry(
+            [served(minilm, ModelSpec(name="x")), served(tiny, ModelSpec(aliases=("x",)))]
+        )
+    with pytest.raises(ConfigError, match="not one of the served models"):
+        ModelRegistry([served(minilm, ModelSpec()), served(tiny, ModelSpec())], default="zzz")
+
+
+def test_cli_serves_two_models(tiny: ModelSource, tmp_path: Path) -> None:
+    from embedserve.cli import build_parser, settings_from_args
+    from embedserve.runtime import build_registry
+
+    args = build_parser().parse_args(
+        ["serve", "--model", "all-MiniLM-L6-v2", "--model", str(tiny.folder), "--name", "tiny"]
+    )
+    registry = build_registry(settings_from_args(args))
+    assert [m.id for m in registry.models] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny"]
+    assert registry.default is None
