@@ -17,7 +17,7 @@ from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir
 from embedserve.models.metadata import read_metadata
-from embedserve.models.source import ModelSource, resolve
+from embedserve.models.source import ModelSource, onnx_file, resolve
 
 log = logging.getLogger("embedserve")
 
@@ -52,6 +52,9 @@ def build_backend(
     precision = settings.precision
     if precision == "auto":
         precision = "fp16" if on_gpu else "fp32"
+    shipped = onnx_file(source.folder)
+    if shipped is not None:
+        return _shipped_onnx(source, shipped, settings, precision), False
     use_torch = settings.backend == "torch" or on_gpu or precision in ("bf16", "fp16")
     if precision == "int8" and use_torch:
         raise ModelUnavailable(
@@ -72,6 +75,31 @@ def build_backend(
         report(precision, measure(reference, backend, tokenizer))
         del reference
     return backend, on_gpu
+
+
+def _shipped_onnx(source: ModelSource, model: Path, settings: Settings, precision: str) -> Backend:
+    """An ONNX folder is served as it is: no export, fp32, pooled as its 1_Pooling says."""
+    from embedserve.backends.onnx import OnnxBackend
+    from embedserve.backends.pooling import POOLINGS
+
+    if settings.backend == "torch" or precision not in ("fp32", "auto"):
+        raise ModelUnavailable(
+            f"{source.id} ships only an ONNX model: it is served by ONNX Runtime in fp32 "
+            f"(drop --backend torch / --precision {precision})"
+        )
+    metadata = read_metadata(source.folder)
+    if any("Dense" in m for m in metadata.modules):
+        raise ModelUnavailable(
+            f"{source.id} has a Dense layer after pooling but only ONNX weights for the "
+            f"transformer; provide the PyTorch weights so the whole stack can be exported"
+        )
+    pooling = metadata.pooling or "mean"
+    if pooling not in POOLINGS:
+        raise ModelUnavailable(
+            f"{source.id}: pooling '{pooling}' is not supported for ONNX folders"
+        )
+    log.info("serving the ONNX model shipped in %s (%s pooling)", model, pooling)
+    return OnnxBackend(model, pooling=pooling)
 
 
 def _onnx_backend(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedserve.backends.pooling import pool
 from embedserve.config import usable_cores
 
 log = logging.getLogger(__name__)
@@ -15,8 +16,17 @@ log = logging.getLogger(__name__)
 class OnnxBackend:
     kind = "onnx"
 
-    def __init__(self, model: Path, threads: int | None = None, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: Path,
+        threads: int | None = None,
+        precision: str = "fp32",
+        pooling: str | None = None,
+    ) -> None:
+        """`pooling` is for graphs that output token vectors (ONNX folders from the hub); our
+        own exports output pooled vectors and need none."""
         self.precision = precision
+        self._pooling = pooling
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -40,5 +50,8 @@ class OnnxBackend:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        (pooled,) = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
-        return np.asarray(pooled, dtype=np.float32)
+        outputs = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
+        vectors = np.asarray(outputs[0], dtype=np.float32)
+        if vectors.ndim == 3:  # token vectors: pool them as the model's configuration says
+            vectors = pool(vectors, attention_mask, self._pooling or "mean")
+        return vectors

@@ -22,6 +22,9 @@ class ModelMetadata:
     prompts: dict[str, str] | None = None
     """The model's own prompts by name ("query", "document", ...), if it declares any."""
 
+    modules: tuple[str, ...] = ()
+    """The sentence-transformers module types, in order (modules.json)."""
+
 
 def read_metadata(folder: Path) -> ModelMetadata:
     st_config = _json(folder / "sentence_bert_config.json")
@@ -39,12 +42,17 @@ def read_metadata(folder: Path) -> ModelMetadata:
         dimension=_dimension(folder),
         pooling=_pooling(folder),
         prompts={str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else None,
+        modules=tuple(str(m.get("type", "")) for m in _modules(folder)),
     )
 
 
-def _pooling(folder: Path) -> str | None:
+def _modules(folder: Path) -> list[dict[str, Any]]:
     modules = _json(folder / "modules.json")
-    for module in modules if isinstance(modules, list) else []:
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+
+
+def _pooling(folder: Path) -> str | None:
+    for module in _modules(folder):
         if module.get("type", "").endswith("Pooling"):
             config = _json(folder / module.get("path", "") / "config.json")
             if config.get("pooling_mode"):
@@ -55,9 +63,8 @@ def _pooling(folder: Path) -> str | None:
 
 
 def _dimension(folder: Path) -> int | None:
-    modules = _json(folder / "modules.json")
     dimension = None
-    for module in modules if isinstance(modules, list) else []:
+    for module in _modules(folder):
         config = _json(folder / module.get("path", "") / "config.json")
         kind = module.get("type", "")
         if kind.endswith("Pooling"):

@@ -71,11 +71,27 @@ def _from_hub(repo_id: str) -> Path:
         ) from exc
 
 
+WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+ONNX_FILES = ("model.onnx", "onnx/model.onnx")
+
+
+def onnx_file(folder: Path) -> Path | None:
+    """The ONNX model a folder ships, when it has no PyTorch weights to export from."""
+    if any((folder / name).is_file() for name in WEIGHTS):
+        return None
+    return next((folder / n for n in ONNX_FILES if (folder / n).is_file()), None)
+
+
 def _checked(folder: Path, ref: str) -> Path:
+    """Refuse, with the reason, a folder that cannot be served."""
     if not folder.is_dir():
         raise ModelUnavailable(f"model folder '{ref}' does not exist")
     if not (folder / "tokenizer.json").is_file():
         raise ModelUnavailable(
             f"model folder '{ref}' has no tokenizer.json (a fast tokenizer is required)"
+        )
+    if not any((folder / n).is_file() for n in (*WEIGHTS, *ONNX_FILES)):
+        raise ModelUnavailable(
+            f"model folder '{ref}' has no weights: none of {', '.join((*WEIGHTS, *ONNX_FILES))}"
         )
     return folder

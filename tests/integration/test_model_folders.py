@@ -1,0 +1,77 @@
+"""Model folders: ONNX folders served without export; folders that cannot be served refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedserve.backends.onnx import OnnxBackend
+from embedserve.config import Settings
+from embedserve.errors import ModelUnavailable
+from embedserve.models.source import ModelSource, resolve
+from embedserve.runtime import load_embedder
+from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
+from tests.generated import hub_style_onnx_folder
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> Path:
+    return hub_style_onnx_folder(tmp_path_factory.mktemp("onnx"), minilm.folder)
+
+
+def test_an_onnx_folder_is_served_as_it_is(onnx_folder, reference, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.backends import onnx_build
+
+    monkeypatch.setattr(onnx_build, "_export", lambda *a: pytest.fail("no export expected"))
+    embedder = load_embedder(resolve(str(onnx_folder)), Settings())
+    assert isinstance(embedder.backend, OnnxBackend)
+    texts = [*VARIED_TEXTS, *REAL_SENTENCES]
+    got = embedder.embed_sync(texts).vectors
+    assert cosines(got, reference_vectors(reference, texts)).min() >= 0.9999
+    embedder.close()
+
+
+def test_an_onnx_folder_with_a_dense_layer_is_refused_with_the_reason(
+    onnx_folder, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "with-dense"
+    shutil.copytree(onnx_folder, folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.insert(
+        2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelUnavailable, match="Dense layer after pooling but only ONNX weights"):
+        load_embedder(resolve(str(folder)), Settings())
+
+
+def test_a_folder_without_weights_is_refused(minilm: ModelSource, tmp_path: Path) -> None:
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    shutil.copy(minilm.folder / "tokenizer.json", folder / "tokenizer.json")
+    with pytest.raises(ModelUnavailable, match="has no weights"):
+        resolve(str(folder))
+
+
+def test_int8_of_an_onnx_folder_is_refused(onnx_folder) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelUnavailable, match="ships only an ONNX model"):
+        load_embedder(resolve(str(onnx_folder)), Settings(precision="int8"))
+
+
+def test_pooling_modes_ignore_padding() -> None:
+    from embedserve.backends.pooling import pool
+
+    tokens = np.array(
+        [[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 1.0], [7.0, 9.0], [0.0, 3.0]]]
+    )
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    assert pool(tokens, mask, "mean").tolist() == [[2.0, 3.0], [4.0, 13 / 3]]
+    assert pool(tokens, mask, "cls").tolist() == [[1.0, 2.0], [5.0, 1.0]]
+    assert pool(tokens, mask, "max").tolist() == [[3.0, 4.0], [7.0, 9.0]]
+    assert pool(tokens, mask, "lasttoken").tolist() == [[3.0, 4.0], [0.0, 3.0]]
+    with pytest.raises(ValueError, match="not supported"):
+        pool(tokens, mask, "weightedmean")
