@@ -22,6 +22,7 @@ def test_local_folder_is_served_by_its_name(tmp_path: Path) -> None:
     folder = tmp_path / "my-model"
     folder.mkdir()
     (folder / "tokenizer.json").write_bytes((source.folder / "tokenizer.json").read_bytes())
+    (folder / "model.safetensors").write_bytes(b"")  # resolving checks files, loading reads them
     assert resolve(str(folder)).id == "my-model"
 
 
