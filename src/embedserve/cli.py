@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 from embedserve import __version__
@@ -17,6 +18,7 @@ from embedserve.config import (
     ModelSpec,
     Settings,
 )
+from embedserve.config_file import read_config
 from embedserve.errors import EmbedServeError, FeatureNotAvailable
 
 log = logging.getLogger("embedserve")
@@ -72,6 +74,11 @@ def _specs(namespace: Any, *, started: bool) -> list[ModelSpec]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line parser and its `serve` subparser (which a --config file feeds)."""
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=_ModelField,
         field="document_instruction",
         help="text put before documents (the default input_type)",
+    )
+    add(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TOML, YAML or JSON file with settings and models; flags given here override it",
     )
     add(
         "--default-model",
@@ -231,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not log one line per request",
     )
     serve.set_defaults(models=Settings().models)
-    return parser
+    return parser, serve
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -248,20 +261,33 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
 
 
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """Settings from a command line (the command included), a --config file under its flags."""
+    parser, serve = _parsers()
+    args = parser.parse_args(argv)
+    if args.config:
+        serve.set_defaults(**read_config(Path(args.config)))
+        args = parser.parse_args(argv)
+    return settings_from_args(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # `embedserve --hf_embedding_model=...` works like h2oGPT
-    args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        settings = parse_settings(argv)
+    except EmbedServeError as exc:
+        print(f"embedserve: error: {exc.message}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(settings.log_level.upper())
     from embedserve.runtime import serve
 
     try:
-        serve(settings_from_args(args))
+        serve(settings)
     except EmbedServeError as exc:
         print(f"embedserve: error: {exc.message}", file=sys.stderr)
         return 2

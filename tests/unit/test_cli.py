@@ -80,3 +80,56 @@ def test_model_flags_describe_the_default_model_until_a_model_is_given() -> None
     )
     with pytest.raises(SystemExit):
         parse("--alias", "lost", "--model", "/m/a")  # would silently drop the alias
+
+
+def test_config_file_sets_models_and_settings_and_flags_override(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.cli import parse_settings
+
+    toml = tmp_path / "embedserve.toml"
+    toml.write_text(
+        'default_model = "minilm"\nprecision = "int8"\nport = 6000\n'
+        '[[models]]\nmodel = "all-MiniLM-L6-v2"\nname = "minilm"\n'
+        'aliases = ["text-embedding-3-small"]\n'
+        '[[models]]\nmodel = "/m/bge"\nquery_instruction = "q: "\n'
+    )
+    settings = parse_settings(["serve", "--config", str(toml), "--port", "7000"])
+    assert settings.models == (
+        ModelSpec(ref="all-MiniLM-L6-v2", name="minilm", aliases=("text-embedding-3-small",)),
+        ModelSpec(ref="/m/bge", query_instruction="q: "),
+    )
+    assert (settings.default_model, settings.precision, settings.port) == ("minilm", "int8", 7000)
+    yaml = tmp_path / "embedserve.yaml"
+    yaml.write_text("models:\n  - /m/a\n  - model: /m/b\n    name: b\n")
+    assert parse_settings(["serve", "--config", str(yaml)]).models == (
+        ModelSpec(ref="/m/a"),
+        ModelSpec(ref="/m/b", name="b"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("bad.toml", "prot = 1\n", "unknown setting(s) prot"),
+        ("bad.toml", "[[models]]\nmodel = 'x'\nnmae = 'y'\n", "models[0] has unknown key(s) nmae"),
+        ("bad.toml", "port = \n", "is not valid TOML"),
+        ("bad.yaml", "models: [a, \n", "is not valid YAML"),
+        ("bad.ini", "x", "use a .toml, .yaml"),
+    ],
+)
+def test_bad_config_files_are_one_clear_error(tmp_path, name, text, fragment) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.cli import main
+
+    path = tmp_path / name
+    path.write_text(text)
+    from embedserve.cli import parse_settings
+    from embedserve.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError,
+        match=fragment.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
+        parse_settings(["serve", "--config", str(path)])
+    assert main(["serve", "--config", str(path)]) == 2
