@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from embedserve.cli import build_parser, settings_from_args
@@ -117,19 +119,11 @@ def test_config_file_sets_models_and_settings_and_flags_override(tmp_path) -> No
     ],
 )
 def test_bad_config_files_are_one_clear_error(tmp_path, name, text, fragment) -> None:  # type: ignore[no-untyped-def]
-    from embedserve.cli import main
+    from embedserve.cli import main, parse_settings
+    from embedserve.errors import ConfigError
 
     path = tmp_path / name
     path.write_text(text)
-    from embedserve.cli import parse_settings
-    from embedserve.errors import ConfigError
-
-    with pytest.raises(
-        ConfigError,
-        match=fragment.replace("(", r"\(")
-        .replace(")", r"\)")
-        .replace("[", r"\[")
-        .replace("]", r"\]"),
-    ):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         parse_settings(["serve", "--config", str(path)])
     assert main(["serve", "--config", str(path)]) == 2
