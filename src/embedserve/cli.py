@@ -19,7 +19,7 @@ from embedserve.config import (
     Settings,
 )
 from embedserve.config_file import read_config
-from embedserve.errors import EmbedServeError, FeatureNotAvailable
+from embedserve.errors import EmbedServeError
 
 log = logging.getLogger("embedserve")
 
@@ -159,7 +159,36 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         nargs="?",
         const=True,
         default=False,
-        help="pass requests through to OpenAI (not available yet)",
+        help="serve the upstream model --openai_model (key in OPENAI_API_KEY) instead of the "
+        "default local model, or beside the --model ones",
+    )
+    add(
+        "--openai_base_url",
+        "--openai-base-url",
+        dest="openai_base_url",
+        default=Settings.openai_base_url,
+        help="OpenAI-compatible upstream (default %(default)s)",
+    )
+    add(
+        "--openai_model",
+        "--openai-model",
+        dest="openai_model",
+        default=Settings.openai_model,
+        help="upstream model for --use_openai_embedding (default %(default)s)",
+    )
+    add(
+        "--openai-timeout",
+        dest="openai_timeout_s",
+        type=float,
+        default=Settings.openai_timeout_s,
+        help="seconds per upstream call (default %(default)s)",
+    )
+    add(
+        "--openai-max-inputs",
+        dest="openai_max_inputs",
+        type=int,
+        default=Settings.openai_max_inputs,
+        help="inputs per upstream call; larger requests are split (default %(default)s)",
     )
     add("--langchain_mode", default=None, help="accepted for h2oGPT compatibility; unused")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -249,10 +278,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.use_openai_embedding:
-        raise FeatureNotAvailable(
-            "--use_openai_embedding (OpenAI pass-through) is not available in this version; "
-            "drop the flag to serve a local model"
-        )
+        upstream = ModelSpec(ref=f"openai:{args.openai_model}")
+        explicit = getattr(args, "_explicit_models", False)
+        args.models = (*args.models, upstream) if explicit else (upstream,)
     if args.langchain_mode:
         log.info(
             "--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not need it",

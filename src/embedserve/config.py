@@ -28,7 +28,8 @@ class ModelSpec:
     """One served model, as the command line or a test describes it."""
 
     ref: str | None = None
-    """Local sentence-transformers folder or hub id; None is the packaged all-MiniLM-L6-v2."""
+    """Local sentence-transformers folder, hub id, or "openai:<model>" (pass-through to the
+    OpenAI-compatible upstream); None is the packaged all-MiniLM-L6-v2."""
 
     name: str | None = None
     """Served name (responses, /v1/models); None uses the model's id."""
@@ -108,6 +109,19 @@ class Settings:
 
     max_queued: int | None = None
     """Most sequences waiting per model before requests get 429; None is 8 x max_inputs."""
+
+    openai_base_url: str = "https://api.openai.com/v1"
+    """Upstream for "openai:<model>" models (--use_openai_embedding): any OpenAI-compatible API.
+    Its key comes from the OPENAI_API_KEY environment variable, never from a flag or a file."""
+
+    openai_model: str = "text-embedding-3-small"
+    """Upstream model that --use_openai_embedding serves."""
+
+    openai_timeout_s: float = 30.0
+    """How long one upstream call may take before it is retried or answered 504."""
+
+    openai_max_inputs: int = 2048
+    """Most inputs per upstream call; larger requests are split."""
 
     log_level: str = "info"
     """Logging level for embedserve and uvicorn."""

@@ -51,3 +51,11 @@ class Overloaded(EmbedServeError):
 
 class ClientGone(EmbedServeError):
     """The client disconnected before its result was ready; nothing is sent back."""
+
+
+class UpstreamUnavailable(EmbedServeError):
+    """The upstream embeddings service failed, refused our key, or could not be reached."""
+
+
+class UpstreamTimeout(EmbedServeError):
+    """The upstream embeddings service did not answer in time."""

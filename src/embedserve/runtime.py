@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from embedserve.api.app import create_app
 from embedserve.backends.base import Backend
 from embedserve.config import Settings, usable_cores
 from embedserve.engine.batcher import BatchLimits
-from embedserve.engine.embedder import Embedder
+from embedserve.engine.embedder import Embedder, EmbeddingService
 from embedserve.engine.fidelity import measure, report
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.tokenizer import ModelTokenizer
@@ -22,10 +23,31 @@ from embedserve.models.source import ModelSource, onnx_file, resolve
 log = logging.getLogger("embedserve")
 
 
+def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
+    """A served model: an upstream API for "openai:<model>", else the local model."""
+    if source.upstream is None:
+        return load_embedder(source, settings)
+    from embedserve.engine.upstream import UpstreamEmbedder
+
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if not key:
+        raise ModelUnavailable(
+            f"serving openai:{source.upstream} needs the upstream's key in OPENAI_API_KEY"
+        )
+    log.info("model %s passes through to %s", source.id, settings.openai_base_url)
+    return UpstreamEmbedder(
+        settings.openai_base_url,
+        source.upstream,
+        key,
+        timeout_s=settings.openai_timeout_s,
+        max_inputs=settings.openai_max_inputs,
+    )
+
+
 def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
     """Read the model's files, build its tokenizer and backend, and warm it up."""
-    metadata = read_metadata(source.folder)
-    tokenizer = ModelTokenizer(source.folder / "tokenizer.json", metadata.max_tokens)
+    metadata = read_metadata(source.files)
+    tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
     backend, on_gpu = build_backend(source, tokenizer, settings)
     embedder = Embedder(
         tokenizer,
@@ -52,7 +74,7 @@ def build_backend(
     precision = settings.precision
     if precision == "auto":
         precision = "fp16" if on_gpu else "fp32"
-    shipped = onnx_file(source.folder)
+    shipped = onnx_file(source.files)
     if shipped is not None:
         return _shipped_onnx(source, shipped, settings, precision), False
     use_torch = settings.backend == "torch" or on_gpu or precision in ("bf16", "fp16")
@@ -69,9 +91,9 @@ def build_backend(
                     f"cannot build the ONNX model of {source.id}: {exc}"
                 ) from exc
             log.warning("cannot export %s to ONNX (%s); serving it with torch", source.id, exc)
-    backend = TorchBackend(source.folder, device, precision)  # type: ignore[arg-type]
+    backend = TorchBackend(source.files, device, precision)  # type: ignore[arg-type]
     if precision != "fp32":
-        reference = TorchBackend(source.folder, device, "fp32")
+        reference = TorchBackend(source.files, device, "fp32")
         report(precision, measure(reference, backend, tokenizer))
         del reference
     return backend, on_gpu
@@ -87,7 +109,7 @@ def _shipped_onnx(source: ModelSource, model: Path, settings: Settings, precisio
             f"{source.id} ships only an ONNX model: it is served by ONNX Runtime in fp32 "
             f"(drop --backend torch / --precision {precision})"
         )
-    metadata = read_metadata(source.folder)
+    metadata = read_metadata(source.files)
     if any("Dense" in m for m in metadata.modules):
         raise ModelUnavailable(
             f"{source.id} has a Dense layer after pooling but only ONNX weights for the "
@@ -109,10 +131,10 @@ def _onnx_backend(
     from embedserve.backends.onnx_build import cached_onnx_model
 
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    model = cached_onnx_model(source.folder, precision, cache, source.id)  # type: ignore[arg-type]
+    model = cached_onnx_model(source.files, precision, cache, source.id)  # type: ignore[arg-type]
     backend = OnnxBackend(model, precision=precision)
     if precision == "int8":
-        reference = OnnxBackend(cached_onnx_model(source.folder, "fp32", cache, source.id))
+        reference = OnnxBackend(cached_onnx_model(source.files, "fp32", cache, source.id))
         report("int8", measure(reference, backend, tokenizer))
     return backend
 
@@ -136,7 +158,7 @@ def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
 
 def build_registry(settings: Settings, loader: Loader | None = None) -> ModelRegistry:
     """Resolve every configured model (fails fast with one clear line) without loading them."""
-    load = loader or partial(load_embedder, settings=settings)
+    load = loader or partial(load_service, settings=settings)
     models = [ServedModel(resolve(spec.ref), load, spec) for spec in settings.models]
     return ModelRegistry(models, strict=settings.strict_model, default=settings.default_model)
 

@@ -4,7 +4,6 @@ import pytest
 
 from embedserve.cli import build_parser, settings_from_args
 from embedserve.config import ModelSpec
-from embedserve.errors import FeatureNotAvailable
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]
@@ -35,9 +34,10 @@ def test_fire_style_booleans(text: str, value: bool) -> None:
     assert parse(f"--pre_load_embedding_model={text}").preload is value
 
 
-def test_openai_pass_through_fails_fast() -> None:
-    with pytest.raises(FeatureNotAvailable, match="not available in this version"):
-        parse("--use_openai_embedding")
+def test_use_openai_embedding_serves_the_upstream_model() -> None:
+    settings = parse("--use_openai_embedding", "--openai_base_url", "http://127.0.0.1:9/v1")
+    assert settings.models == (ModelSpec(ref="openai:text-embedding-3-small"),)
+    assert settings.openai_base_url == "http://127.0.0.1:9/v1"
 
 
 def test_every_setting_has_a_flag_with_the_same_default() -> None:

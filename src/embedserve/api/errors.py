@@ -20,7 +20,9 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.ModelNotFound: (404, "invalid_request_error"),
     errors.RequestTooLarge: (413, "invalid_request_error"),
     errors.Overloaded: (429, "rate_limit_error"),
-    errors.ClientGone: (499, "client_closed_request"),  # logged only: nobody reads it
+    errors.ClientGone: (499, "client_closed_request"),
+    errors.UpstreamUnavailable: (502, "upstream_error"),
+    errors.UpstreamTimeout: (504, "upstream_timeout"),  # logged only: nobody reads it
     errors.ModelNotReady: (503, "service_unavailable"),
     errors.ModelUnavailable: (503, "service_unavailable"),
     errors.FeatureNotAvailable: (400, "invalid_request_error"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -32,7 +32,33 @@ class Embeddings:
     """Tokens the model processed (after truncation, special tokens included), summed."""
 
 
+class EmbeddingService(Protocol):
+    """What a served model offers the HTTP layer: a local model or an upstream API."""
+
+    kind: str
+    precision: str | None
+
+    @property
+    def dimension(self) -> int | None: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    async def embed(
+        self,
+        items: Sequence[Item],
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        instruction: str = "",
+    ) -> Embeddings: ...
+
+    def close(self) -> None: ...
+
+
 class Embedder:
+    """A local model: tokenizer, batcher and backend."""
+
     def __init__(
         self,
         tokenizer: ModelTokenizer,
@@ -45,6 +71,8 @@ class Embedder:
         self.backend = backend
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
+        self.kind: str = getattr(backend, "kind", type(backend).__name__)
+        self.precision: str | None = getattr(backend, "precision", None)
         self.batcher = Batcher(
             backend.embed, backend.dimension, tokenizer.pad_id, limits or BatchLimits()
         )

@@ -9,22 +9,24 @@ import time
 from collections.abc import Callable
 
 from embedserve.config import ModelSpec
-from embedserve.engine.embedder import Embedder
+from embedserve.engine.embedder import EmbeddingService
 from embedserve.engine.instructions import instructions_for
-from embedserve.errors import ConfigError, ModelNotFound, ModelNotReady
+from embedserve.errors import ConfigError, EmbedServeError, ModelNotFound, ModelNotReady
 from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[ModelSource], Embedder]
+Loader = Callable[[ModelSource], EmbeddingService]
 
 
 class ServedModel:
     def __init__(self, source: ModelSource, loader: Loader, spec: ModelSpec | None = None) -> None:
         spec = spec or ModelSpec()
         self.source = source
-        self.metadata: ModelMetadata = read_metadata(source.folder)
+        self.metadata: ModelMetadata = (
+            read_metadata(source.folder) if source.folder else ModelMetadata(8191, None)
+        )
         self.served_name = spec.name or source.id
         self.aliases = spec.aliases
         self.instructions = instructions_for(
@@ -33,9 +35,9 @@ class ServedModel:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self._loader = loader
-        self._embedder: Embedder | None = None
+        self._embedder: EmbeddingService | None = None
         self._lock = threading.Lock()
-        self._pending: asyncio.Future[Embedder] | None = None
+        self._pending: asyncio.Future[EmbeddingService] | None = None
 
     @property
     def id(self) -> str:
@@ -49,19 +51,24 @@ class ServedModel:
         return tuple(dict.fromkeys((*candidates, *self.aliases)))
 
     @property
-    def loaded(self) -> Embedder | None:
+    def loaded(self) -> EmbeddingService | None:
         return self._embedder
 
-    def load(self) -> Embedder:
+    def load(self) -> EmbeddingService:
         """Load once (thread-safe); later calls return the same embedder."""
         with self._lock:
             if self._embedder is None:
                 if self.error is not None:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}")
                 started = time.perf_counter()
-                log.info("loading model %s from %s", self.id, self.source.folder)
+                origin = self.source.folder or f"the upstream (openai:{self.source.upstream})"
+                log.info("loading model %s from %s", self.id, origin)
                 try:
                     self._embedder = self._loader(self.source)
+                except EmbedServeError as exc:  # a reason we gave ourselves: one line
+                    self.error = exc.message
+                    log.error("model %s cannot be served: %s", self.id, exc.message)
+                    raise ModelNotReady(f"model {self.id} cannot be served: {exc.message}") from exc
                 except Exception as exc:
                     self.error = f"{type(exc).__name__}: {exc}"
                     log.exception("model %s failed to load", self.id)
@@ -70,7 +77,7 @@ class ServedModel:
                 log.info("model %s ready in %.1fs", self.id, self.load_seconds)
             return self._embedder
 
-    async def embedder(self) -> Embedder:
+    async def embedder(self) -> EmbeddingService:
         """The loaded embedder; loads it off the event loop on first use, once."""
         if self._embedder is not None:
             return self._embedder

