@@ -32,3 +32,25 @@ def test_missing_folder_and_unreachable_hub_give_one_clear_line(tmp_path: Path) 
     with pytest.raises(ModelUnavailable, match="cannot fetch model 'acme/never-cached'") as info:
         resolve("acme/never-cached")  # HF_HUB_OFFLINE=1 in tests
     assert "\n" not in info.value.message
+
+
+def test_a_hub_id_is_read_from_the_cache_directory_when_offline(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    cache = tmp_path / "hub"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = cache / "models--acme--cached-model" / "snapshots" / revision
+    shutil.copytree(resolve(None).folder, snapshot)
+    (cache / "models--acme--cached-model" / "refs").mkdir()
+    (cache / "models--acme--cached-model" / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    source = resolve("acme/cached-model")
+    assert source.id == "acme/cached-model"
+    assert source.folder == snapshot
