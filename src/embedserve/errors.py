@@ -29,16 +29,8 @@ class ModelUnavailable(EmbedServeError):
     """A model source cannot be resolved or loaded (missing folder, hub unreachable, bad files)."""
 
 
-class RequestTooLarge(EmbedServeError):
-    """The request body is larger than the server accepts."""
-
-
 class ConfigError(EmbedServeError):
     """The server's own configuration is inconsistent (reported at start-up)."""
-
-
-class FeatureNotAvailable(EmbedServeError):
-    """A flag or option asks for something this build does not provide yet."""
 
 
 class Overloaded(EmbedServeError):

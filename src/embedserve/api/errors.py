@@ -18,14 +18,12 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid_request_error"),
     errors.ModelNotFound: (404, "invalid_request_error"),
-    errors.RequestTooLarge: (413, "invalid_request_error"),
     errors.Overloaded: (429, "rate_limit_error"),
     errors.ClientGone: (499, "client_closed_request"),
     errors.UpstreamUnavailable: (502, "upstream_error"),
     errors.UpstreamTimeout: (504, "upstream_timeout"),  # logged only: nobody reads it
     errors.ModelNotReady: (503, "service_unavailable"),
     errors.ModelUnavailable: (503, "service_unavailable"),
-    errors.FeatureNotAvailable: (400, "invalid_request_error"),
 }
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
 
