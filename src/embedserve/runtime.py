@@ -47,6 +47,19 @@ def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
 def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
     """Read the model's files, build its tokenizer and backend, and warm it up."""
     metadata = read_metadata(source.files)
+    if not metadata.pools_prompt:
+        raise ModelUnavailable(
+            f"{source.id} pools without its instruction's tokens (include_prompt = false, "
+            f"INSTRUCTOR-style); embedserve does not implement that pooling yet and would "
+            f"return different vectors"
+        )
+    if "instructor" in source.id.lower():
+        log.warning(
+            "%s looks like an INSTRUCTOR model: its reference implementation leaves the "
+            "instruction's tokens out of mean pooling, which embedserve does not do yet; "
+            "vectors will differ from InstructorEmbedding's",
+            source.id,
+        )
     tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
     backend, on_gpu = build_backend(source, tokenizer, settings)
     embedder = Embedder(

@@ -75,3 +75,16 @@ def test_pooling_modes_ignore_padding() -> None:
     assert pool(tokens, mask, "lasttoken").tolist() == [[3.0, 4.0], [0.0, 3.0]]
     with pytest.raises(ValueError, match="not supported"):
         pool(tokens, mask, "weightedmean")
+
+
+def test_instructor_style_pooling_is_refused_until_implemented(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    folder = tmp_path / "instructor-style"
+    shutil.copytree(minilm.folder, folder)
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({**config, "include_prompt": False})
+    )
+    with pytest.raises(ModelUnavailable, match="include_prompt = false"):
+        load_embedder(resolve(str(folder)), Settings())

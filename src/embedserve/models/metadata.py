@@ -25,6 +25,9 @@ class ModelMetadata:
     modules: tuple[str, ...] = ()
     """The sentence-transformers module types, in order (modules.json)."""
 
+    pools_prompt: bool = True
+    """False when pooling must skip the instruction's tokens (INSTRUCTOR-style models)."""
+
 
 def read_metadata(folder: Path) -> ModelMetadata:
     st_config = _json(folder / "sentence_bert_config.json")
@@ -43,7 +46,17 @@ def read_metadata(folder: Path) -> ModelMetadata:
         pooling=_pooling(folder),
         prompts={str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else None,
         modules=tuple(str(m.get("type", "")) for m in _modules(folder)),
+        pools_prompt=_pools_prompt(folder),
     )
+
+
+def _pools_prompt(folder: Path) -> bool:
+    for module in _modules(folder):
+        if module.get("type", "").endswith("Pooling"):
+            return bool(
+                _json(folder / module.get("path", "") / "config.json").get("include_prompt", True)
+            )
+    return True
 
 
 def _modules(folder: Path) -> list[dict[str, Any]]:
