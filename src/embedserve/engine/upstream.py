@@ -98,20 +98,9 @@ class UpstreamEmbedder:
             last = attempt == self.attempts
             try:
                 response = await client.post("/embeddings", json=body)
-            except httpx.TimeoutException as exc:
+            except httpx.TransportError as exc:  # timeouts included
                 if last:
-                    raise UpstreamTimeout(
-                        f"the upstream embeddings service at {self.base_url} did not answer "
-                        f"in time ({self.attempts} attempts)"
-                    ) from exc
-                await asyncio.sleep(self._backoff(attempt, None))
-                continue
-            except httpx.TransportError as exc:
-                if last:
-                    raise UpstreamUnavailable(
-                        f"the upstream embeddings service at {self.base_url} is unreachable "
-                        f"({type(exc).__name__}, {self.attempts} attempts)"
-                    ) from exc
+                    raise self._transport_error(exc) from exc
                 await asyncio.sleep(self._backoff(attempt, None))
                 continue
             if response.status_code == 200:
@@ -122,6 +111,14 @@ class UpstreamEmbedder:
                 continue
             raise self._error(response)
         raise AssertionError("unreachable")
+
+    def _transport_error(self, exc: httpx.TransportError) -> Exception:
+        where = f"the upstream embeddings service at {self.base_url}"
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(f"{where} did not answer in time ({self.attempts} attempts)")
+        return UpstreamUnavailable(
+            f"{where} is unreachable ({type(exc).__name__}, {self.attempts} attempts)"
+        )
 
     def _error(self, response: httpx.Response) -> Exception:
         status = response.status_code
