@@ -17,7 +17,7 @@ from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir
-from embedserve.models.metadata import read_metadata
+from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource, onnx_file, resolve
 
 log = logging.getLogger("embedserve")
@@ -61,7 +61,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
             source.id,
         )
     tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
-    backend, on_gpu = build_backend(source, tokenizer, settings)
+    backend, on_gpu = build_backend(source, metadata, tokenizer, settings)
     embedder = Embedder(
         tokenizer,
         backend,
@@ -73,7 +73,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
 
 
 def build_backend(
-    source: ModelSource, tokenizer: ModelTokenizer, settings: Settings
+    source: ModelSource, metadata: ModelMetadata, tokenizer: ModelTokenizer, settings: Settings
 ) -> tuple[Backend, bool]:
     """ONNX Runtime on CPU (fp32 exact by default, int8 opt-in); torch on GPU (fp16 by default),
     for bf16, when asked, or when the model cannot be exported. Faster modes are measured
@@ -89,7 +89,7 @@ def build_backend(
         precision = "fp16" if on_gpu else "fp32"
     shipped = onnx_file(source.files)
     if shipped is not None:
-        return _shipped_onnx(source, shipped, settings, precision), False
+        return _shipped_onnx(source, shipped, metadata, settings), False
     use_torch = settings.backend == "torch" or on_gpu or precision in ("bf16", "fp16")
     if precision == "int8" and use_torch:
         raise ModelUnavailable(
@@ -112,17 +112,19 @@ def build_backend(
     return backend, on_gpu
 
 
-def _shipped_onnx(source: ModelSource, model: Path, settings: Settings, precision: str) -> Backend:
-    """An ONNX folder is served as it is: no export, fp32, pooled as its 1_Pooling says."""
+def _shipped_onnx(
+    source: ModelSource, model: Path, metadata: ModelMetadata, settings: Settings
+) -> Backend:
+    """An ONNX folder is served as it is: no export, fp32 on the CPU, pooled as its 1_Pooling
+    says. Only what the user asked for is refused (on a GPU, "auto" would mean fp16)."""
     from embedserve.backends.onnx import OnnxBackend
     from embedserve.backends.pooling import POOLINGS
 
-    if settings.backend == "torch" or precision not in ("fp32", "auto"):
+    if settings.backend == "torch" or settings.precision not in ("fp32", "auto"):
         raise ModelUnavailable(
             f"{source.id} ships only an ONNX model: it is served by ONNX Runtime in fp32 "
-            f"(drop --backend torch / --precision {precision})"
+            f"(drop --backend torch / --precision {settings.precision})"
         )
-    metadata = read_metadata(source.files)
     if any("Dense" in m for m in metadata.modules):
         raise ModelUnavailable(
             f"{source.id} has a Dense layer after pooling but only ONNX weights for the "

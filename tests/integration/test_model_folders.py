@@ -35,6 +35,15 @@ def test_an_onnx_folder_is_served_as_it_is(onnx_folder, reference, monkeypatch) 
     embedder.close()
 
 
+def test_an_onnx_folder_is_served_on_a_machine_with_a_gpu_too(onnx_folder, reference) -> None:  # type: ignore[no-untyped-def]
+    # On a GPU "auto" precision means fp16, which an ONNX folder does not have: the folder is
+    # still served (in fp32 on the CPU), since the user asked for nothing it cannot do.
+    embedder = load_embedder(resolve(str(onnx_folder)), Settings(device="cuda"))
+    got = embedder.embed_sync(REAL_SENTENCES).vectors
+    assert cosines(got, reference_vectors(reference, REAL_SENTENCES)).min() >= 0.9999
+    embedder.close()
+
+
 def test_an_onnx_folder_with_a_dense_layer_is_refused_with_the_reason(
     onnx_folder, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
