@@ -99,13 +99,13 @@ class Embedder:
         loop = asyncio.get_running_loop()
         sequences = await loop.run_in_executor(None, self.tokenize, items, truncate, instruction)
         pooled = await self.batcher.submit(sequences)
-        return Embeddings(_unit(pooled, dimensions), sum(map(len, sequences)))
+        return Embeddings(unit_rows(pooled, dimensions), sum(map(len, sequences)))
 
     def embed_sync(self, items: Sequence[Item], *, truncate: bool = True) -> Embeddings:
         """One direct forward pass, outside the batcher: for warm-up and start-up probes."""
         sequences = self.tokenize(items, truncate)
         pooled = self.backend.embed(*pad(sequences, self.tokenizer.pad_id))
-        return Embeddings(_unit(pooled, None), sum(map(len, sequences)))
+        return Embeddings(unit_rows(pooled, None), sum(map(len, sequences)))
 
     def close(self) -> None:
         self.batcher.close()
@@ -154,7 +154,7 @@ class Embedder:
             )
 
 
-def _unit(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+def unit_rows(vectors: np.ndarray, dimensions: int | None = None) -> np.ndarray:
     """Keep the first `dimensions` components and scale each row to unit length."""
     kept = vectors[:, :dimensions] if dimensions else vectors
     norms = np.linalg.norm(kept, axis=1, keepdims=True)

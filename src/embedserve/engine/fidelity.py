@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
 from embedserve.backends.base import Backend
 from embedserve.engine.batcher import pad
+from embedserve.engine.embedder import unit_rows
 from embedserve.engine.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,8 @@ class Fidelity:
 
 
 def measure(reference: Backend, candidate: Backend, tokenizer: ModelTokenizer) -> Fidelity:
-    sequences = [
-        tokenizer.frame(c, truncate=True, index=i)
-        for i, c in enumerate(tokenizer.content_ids(PROBE_TEXTS))
-    ]
-    ids, mask = pad(sequences, tokenizer.pad_id)
-    a, b = reference.embed(ids, mask), candidate.embed(ids, mask)
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    ids, mask = pad(tokenizer.encode(PROBE_TEXTS), tokenizer.pad_id)
+    a, b = unit_rows(reference.embed(ids, mask)), unit_rows(candidate.embed(ids, mask))
     cos = (a * b).sum(axis=1)
     return Fidelity(mean=float(cos.mean()), min=float(cos.min()))
 

@@ -53,6 +53,11 @@ class ModelTokenizer:
     def _encode(self, texts: list[str]) -> list[Encoding]:
         return self._tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
 
+    def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
+        """Framed token ids of each text, as the model reads them."""
+        contents = self.content_ids(texts)
+        return [self.frame(c, truncate=truncate, index=i) for i, c in enumerate(contents)]
+
     def frame(self, content: list[int], *, truncate: bool, index: int) -> list[int]:
         """Add the model's special tokens, truncating (or refusing) over-long content."""
         if len(content) > self.max_content:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedserve.engine.embedder import Embeddings, Item
+from embedserve.engine.embedder import Embeddings, Item, unit_rows
 from embedserve.errors import InvalidInput, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,9 @@ class UpstreamEmbedder:
         ]
         chunks = [inputs[i : i + self.max_inputs] for i in range(0, len(inputs), self.max_inputs)]
         answers = await asyncio.gather(*(self._call(chunk, dimensions) for chunk in chunks))
-        vectors = np.concatenate([a[0] for a in answers])
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = unit_rows(np.concatenate([a[0] for a in answers]))
         self.dimension = int(vectors.shape[1])
-        return Embeddings(vectors / np.maximum(norms, 1e-12), sum(a[1] for a in answers))
+        return Embeddings(vectors, sum(a[1] for a in answers))
 
     def close(self) -> None:
         if self._client is not None:
