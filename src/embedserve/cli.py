@@ -35,42 +35,34 @@ def _bool(text: str) -> bool:
 
 
 class _NewModel(argparse.Action):
-    """--model starts a new served model."""
+    """--model starts a served model. The first one replaces the models of the defaults (the
+    packaged model, or a --config file's list); later ones add to it."""
 
     def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
-        if not getattr(namespace, "_explicit_models", False) and namespace.models != (ModelSpec(),):
+        if getattr(namespace, "_described_defaults", False):
             parser.error(
                 "--name, --alias and the instruction flags go after the --model they describe"
             )
-        specs = _specs(namespace, started=True)
-        specs.append(ModelSpec(ref=value))
-        namespace.models = tuple(specs)
+        earlier = namespace.models if getattr(namespace, "_models_given", False) else ()
+        namespace._models_given = True
+        namespace.models = (*earlier, ModelSpec(ref=value))
 
 
 class _ModelField(argparse.Action):
-    """--name, --alias and the instruction flags describe the latest --model."""
+    """--name, --alias and the instruction flags describe the latest model (before any --model:
+    the last of the defaults)."""
 
     def __init__(self, *args: Any, field: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.field = field
 
     def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
-        specs = _specs(namespace, started=False)
+        if not getattr(namespace, "_models_given", False):
+            namespace._described_defaults = True
+        *earlier, latest = namespace.models
         if self.field == "aliases":
-            value = (*specs[-1].aliases, value)
-        specs[-1] = replace(specs[-1], **{self.field: value})
-        namespace.models = tuple(specs)
-
-
-def _specs(namespace: Any, *, started: bool) -> list[ModelSpec]:
-    """The models so far; before any --model, flags describe the default model, which the first
-    --model then replaces."""
-    current = list(namespace.models)
-    explicit = getattr(namespace, "_explicit_models", False)
-    if started and not explicit:
-        namespace._explicit_models = True
-        return []
-    return current
+            value = (*latest.aliases, value)
+        namespace.models = (*earlier, replace(latest, **{self.field: value}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,10 +269,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    if args.use_openai_embedding:
+    if args.use_openai_embedding:  # instead of the packaged default, or beside chosen models
         upstream = ModelSpec(ref=f"openai:{args.openai_model}")
-        explicit = getattr(args, "_explicit_models", False)
-        args.models = (*args.models, upstream) if explicit else (upstream,)
+        chosen = args.models != Settings().models
+        args.models = (*args.models, upstream) if chosen else (upstream,)
     if args.langchain_mode:
         log.info(
             "--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not need it",

@@ -127,3 +127,21 @@ def test_bad_config_files_are_one_clear_error(tmp_path, name, text, fragment) ->
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         parse_settings(["serve", "--config", str(path)])
     assert main(["serve", "--config", str(path)]) == 2
+
+
+def test_models_on_the_command_line_replace_those_of_the_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.cli import parse_settings
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[[models]]\nmodel = "/m/from-file"\n')
+    settings = parse_settings(["serve", "--config", str(toml), "--model", "/m/cli", "--name", "c"])
+    assert settings.models == (ModelSpec(ref="/m/cli", name="c"),)
+
+
+def test_use_openai_embedding_adds_to_configured_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.cli import parse_settings
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[[models]]\nmodel = "/m/from-file"\n')
+    settings = parse_settings(["serve", "--config", str(toml), "--use_openai_embedding"])
+    assert [m.ref for m in settings.models] == ["/m/from-file", "openai:text-embedding-3-small"]
