@@ -394,3 +394,23 @@ async def test_a_client_that_disconnects_frees_its_queued_work(minilm) -> None: 
         assert (await ahead).status_code == 200
     assert 7003 not in backend.seen
     assert sent[0]["status"] == 499
+
+
+async def test_large_responses_are_serialized_off_the_event_loop(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from embedserve.api import routes
+
+    threads: list[int] = []
+    render = routes.render_json
+
+    def spy(content):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return render(content)
+
+    monkeypatch.setattr(routes, "render_json", spy)
+    response = await client.post("/v1/embeddings", json={"input": [f"t {i}" for i in range(100)]})
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 100
+    assert threads
+    assert threads[0] != threading.get_ident()

@@ -45,3 +45,20 @@ async def test_tiktoken_ids_are_decoded_then_tokenized_by_the_model(minilm: Mode
     from_ids = await embedder.embed([[15339, 1917]])  # cl100k_base for "hello world"
     from_text = await embedder.embed(["hello world"])
     assert np.array_equal(from_ids.vectors, from_text.vectors)
+
+
+async def test_tokenization_runs_off_the_event_loop(minilm: ModelSource) -> None:
+    import threading
+
+    embedder = fake_embedder(minilm, EchoBackend())
+    threads: list[int] = []
+    tokenize = embedder.tokenize
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return tokenize(*args)
+
+    embedder.tokenize = spy  # type: ignore[method-assign]
+    await embedder.embed(["some text"])
+    assert threads
+    assert threads[0] != threading.get_ident()  # this test runs on the event loop's thread

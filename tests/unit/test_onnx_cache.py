@@ -42,9 +42,13 @@ def test_a_corrupt_cache_is_detected_and_rebuilt(built, minilm, caplog) -> None:
     with model.open("r+b") as handle:  # flip bytes in the middle of the weights
         handle.seek(model.stat().st_size // 2)
         handle.write(b"\x00" * 64)
+    caplog.set_level("INFO")
     rebuilt = cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
     assert rebuilt == model
-    assert any("is unusable" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("is unusable" in m for m in messages)
+    for step in ("[1/2] exporting with torch: done", "[2/2] fusing the graph"):
+        assert any(step in m for m in messages), step  # progress is shown while it builds
     probe = np.array([[101, 7592, 2088, 102]])
     assert np.isfinite(OnnxBackend(rebuilt).embed(probe, np.ones_like(probe))).all()
 
