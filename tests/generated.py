@@ -85,3 +85,75 @@ def hub_style_onnx_folder(target: Path, source: Path) -> Path:
         shutil.copy(source / name, folder / name)
     shutil.copytree(source / "1_Pooling", folder / "1_Pooling")
     return folder
+
+
+def tiny_instructor_model(target: Path, corpus: list[str]) -> Path:
+    """hkunlp/instructor-*'s layout in small: a T5 encoder with a sentencepiece-style (Unigram,
+    Metaspace) tokenizer trained here on `corpus`, mean pooling, a Dense layer and
+    normalization, written in the sentence-transformers 2.x format that InstructorEmbedding
+    reads (current sentence-transformers reads it too). Random weights, real structure."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers.models import Unigram
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    torch.manual_seed(0)
+    specials = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2
+    tokenizer = Tokenizer(Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
+    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    folder = target / "tiny-instructor"
+    T5TokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+    ).save_pretrained(folder)
+    config = T5Config(
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        feed_forward_proj="gated-gelu",
+    )
+    T5EncoderModel(config).save_pretrained(folder)
+    kinds = ["Transformer", "Pooling", "Dense", "Normalize"]
+    paths = ["", "1_Pooling", "2_Dense", "3_Normalize"]
+    files: dict[str, object] = {
+        "modules.json": [
+            {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+            for i, (kind, path) in enumerate(zip(kinds, paths, strict=True))
+        ],
+        "sentence_bert_config.json": {"max_seq_length": 512, "do_lower_case": False},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": 32,
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+        "2_Dense/config.json": {
+            "in_features": 32,
+            "out_features": 24,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        },
+    }
+    for name, content in files.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(json.dumps(content, indent=2))
+    (folder / "3_Normalize").mkdir()
+    dense = torch.nn.Linear(32, 24, bias=False)
+    torch.save({"linear.weight": dense.weight.detach()}, folder / "2_Dense" / "pytorch_model.bin")
+    return folder

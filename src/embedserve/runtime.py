@@ -13,6 +13,7 @@ from embedserve.config import Settings, usable_cores
 from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder, EmbeddingService
 from embedserve.engine.fidelity import measure, report
+from embedserve.engine.instructions import is_instructor
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import ModelUnavailable
@@ -47,33 +48,28 @@ def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
 def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
     """Read the model's files, build its tokenizer and backend, and warm it up."""
     metadata = read_metadata(source.files)
-    if not metadata.pools_prompt:
-        raise ModelUnavailable(
-            f"{source.id} pools without its instruction's tokens (include_prompt = false, "
-            f"INSTRUCTOR-style); embedserve does not implement that pooling yet and would "
-            f"return different vectors"
-        )
-    if "instructor" in source.id.lower():
-        log.warning(
-            "%s looks like an INSTRUCTOR model: its reference implementation leaves the "
-            "instruction's tokens out of mean pooling, which embedserve does not do yet; "
-            "vectors will differ from InstructorEmbedding's",
-            source.id,
-        )
+    pools_instruction = metadata.pools_prompt and not is_instructor(source.id)
+    if not pools_instruction:
+        log.info("%s: instruction tokens are read but left out of pooling (INSTRUCTOR)", source.id)
     tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
-    backend, on_gpu = build_backend(source, metadata, tokenizer, settings)
+    backend, on_gpu = build_backend(source, metadata, tokenizer, settings, pools_instruction)
     embedder = Embedder(
         tokenizer,
         backend,
         token_ids=settings.token_ids,
         limits=batch_limits(settings, on_gpu=on_gpu),
+        pools_instruction=pools_instruction,
     )
     embedder.embed_sync(["warm-up", "a longer warm-up sentence " * 8])
     return embedder
 
 
 def build_backend(
-    source: ModelSource, metadata: ModelMetadata, tokenizer: ModelTokenizer, settings: Settings
+    source: ModelSource,
+    metadata: ModelMetadata,
+    tokenizer: ModelTokenizer,
+    settings: Settings,
+    pools_instruction: bool = True,
 ) -> tuple[Backend, bool]:
     """ONNX Runtime on CPU (fp32 exact by default, int8 opt-in); torch on GPU (fp16 by default),
     for bf16, when asked, or when the model cannot be exported. Faster modes are measured
@@ -97,7 +93,7 @@ def build_backend(
         )
     if not use_torch:
         try:
-            return _onnx_backend(source, tokenizer, settings, precision), False
+            return _onnx_backend(source, tokenizer, settings, precision, pools_instruction), False
         except Exception as exc:
             if settings.backend == "onnx" or precision == "int8":
                 raise ModelUnavailable(
@@ -140,16 +136,26 @@ def _shipped_onnx(
 
 
 def _onnx_backend(
-    source: ModelSource, tokenizer: ModelTokenizer, settings: Settings, precision: str
+    source: ModelSource,
+    tokenizer: ModelTokenizer,
+    settings: Settings,
+    precision: str,
+    pools_instruction: bool,
 ) -> Backend:
     from embedserve.backends.onnx import OnnxBackend
     from embedserve.backends.onnx_build import cached_onnx_model
 
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    model = cached_onnx_model(source.files, precision, cache, source.id)  # type: ignore[arg-type]
-    backend = OnnxBackend(model, precision=precision)
+    build = partial(
+        cached_onnx_model,
+        source.files,
+        cache_root=cache,
+        name=source.id,
+        pools_instruction=pools_instruction,
+    )
+    backend = OnnxBackend(build(precision), precision=precision)  # type: ignore[arg-type]
     if precision == "int8":
-        reference = OnnxBackend(cached_onnx_model(source.files, "fp32", cache, source.id))
+        reference = OnnxBackend(build("fp32"))
         report("int8", measure(reference, backend, tokenizer))
     return backend
 

@@ -86,14 +86,12 @@ def test_pooling_modes_ignore_padding() -> None:
         pool(tokens, mask, "weightedmean")
 
 
-def test_instructor_style_pooling_is_refused_until_implemented(
-    minilm: ModelSource, tmp_path: Path
-) -> None:
-    folder = tmp_path / "instructor-style"
-    shutil.copytree(minilm.folder, folder)
-    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
-    (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({**config, "include_prompt": False})
-    )
-    with pytest.raises(ModelUnavailable, match="include_prompt = false"):
-        load_embedder(resolve(str(folder)), Settings())
+def test_pooling_leaves_out_unpooled_tokens_but_not_the_last() -> None:
+    from embedserve.backends.base import UNPOOLED
+    from embedserve.backends.pooling import pool
+
+    tokens = np.array([[[100.0, 100.0], [1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])
+    mask = np.array([[UNPOOLED, 1, 1, 0]])
+    assert pool(tokens, mask, "mean").tolist() == [[2.0, 3.0]]
+    assert pool(tokens, mask, "max").tolist() == [[3.0, 4.0]]
+    assert pool(tokens, mask, "lasttoken").tolist() == [[3.0, 4.0]]

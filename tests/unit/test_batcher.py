@@ -158,3 +158,13 @@ async def test_one_request_larger_than_the_queue_is_still_taken() -> None:
     vectors = await batcher.submit([seq(7000 + i, 4) for i in range(10)])
     assert vectors.shape == (10, 8)
     batcher.close()
+
+
+def test_pad_marks_unpooled_tokens_within_each_sequence() -> None:
+    from embedserve.backends.base import UNPOOLED
+    from embedserve.engine.batcher import pad
+
+    ids, mask = pad([[5, 6, 7], [8]], 0, [2, 5])
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[UNPOOLED, UNPOOLED, 1], [UNPOOLED, 0, 0]]
+    assert pad([[5, 6]], 0)[1].tolist() == [[1, 1]]

@@ -75,3 +75,9 @@ def test_a_megabyte_text_costs_only_its_head(tokenizer: ModelTokenizer, monkeypa
     (content,) = tokenizer.content_ids(["word " * 200_000])
     assert len(content) > tokenizer.max_content
     assert max(seen) < 10_000  # not the 1,000,000 characters sent
+
+
+def test_unpooled_span_is_the_framed_instruction_less_one(tokenizer: ModelTokenizer) -> None:
+    # [CLS] query : [SEP] -> 3 tokens left out: [CLS] and the instruction (InstructorEmbedding)
+    assert tokenizer.unpooled_span("query: ") == 3
+    assert tokenizer.unpooled_span("") == 0  # nothing to leave out

@@ -6,6 +6,10 @@ from typing import Protocol
 
 import numpy as np
 
+UNPOOLED = 2
+"""Attention-mask value of a token the model reads but leaves out of pooling: an INSTRUCTOR
+model's instruction. Backends attend where mask > 0 and pool where mask == 1."""
+
 
 class Backend(Protocol):
     """Runs a model's forward pass. Knows nothing of HTTP, requests or tokenization."""
@@ -16,5 +20,6 @@ class Backend(Protocol):
         ...
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs."""
+        """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs; the mask
+        holds 0 (padding), 1 or UNPOOLED."""
         ...

@@ -38,7 +38,7 @@ class OnnxBackend:
             str(model), options, providers=["CPUExecutionProvider"]
         )
         self._inputs = [i.name for i in self._session.get_inputs()]
-        probe = np.array([[101, 102]], dtype=np.int64)
+        probe = np.zeros((1, 2), dtype=np.int64)  # ids every vocabulary has
         self._dimension = int(self.embed(probe, np.ones_like(probe)).shape[1])
         log.info("ONNX Runtime backend: %s, %d threads", model.name, options.intra_op_num_threads)
 
@@ -47,7 +47,13 @@ class OnnxBackend:
         return self._dimension
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        # Our exports read UNPOOLED marks themselves; a hub graph needs a plain 0/1 mask.
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask
+            if self._pooling is None
+            else np.minimum(attention_mask, 1),
+        }
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         outputs = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})

@@ -37,10 +37,17 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def cached_onnx_model(
-    folder: Path, precision: OnnxPrecision, cache_root: Path, name: str | None = None
+    folder: Path,
+    precision: OnnxPrecision,
+    cache_root: Path,
+    name: str | None = None,
+    *,
+    pools_instruction: bool = True,
 ) -> Path:
-    """Path of the ready ONNX file for `folder` at `precision`, building it if needed."""
-    key = _cache_key(folder, precision)
+    """Path of the ready ONNX file for `folder` at `precision`, building it if needed.
+    `pools_instruction=False` builds a graph that reads UNPOOLED marks in its attention mask
+    (INSTRUCTOR models); it is left out otherwise, as it would stop the attention fusion."""
+    key = _cache_key(folder, precision, pools_instruction)
     label = (name or folder.name).replace("/", "--")
     target = cache_root / "onnx" / f"{label}-{precision}-{key[:16]}"
     model = target / "model.onnx"
@@ -53,7 +60,9 @@ def cached_onnx_model(
         shutil.rmtree(target, ignore_errors=True)
     _remove_stale(target)
     source = (
-        cached_onnx_model(folder, "fp32", cache_root, name) if precision == "int8" else None
+        cached_onnx_model(folder, "fp32", cache_root, name, pools_instruction=pools_instruction)
+        if precision == "int8"
+        else None
     )  # int8 is quantized from the cached, optimized fp32 graph
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
@@ -62,7 +71,7 @@ def cached_onnx_model(
         if source is not None:
             _step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, built))
         else:
-            _build_fp32(folder, built, work, label)
+            _build_fp32(folder, built, work, label, pools_instruction)
         final = work / "final"
         final.mkdir()
         built.replace(final / "model.onnx")
@@ -78,10 +87,12 @@ def cached_onnx_model(
     return model
 
 
-def _build_fp32(folder: Path, out: Path, scratch: Path, label: str) -> None:
+def _build_fp32(
+    folder: Path, out: Path, scratch: Path, label: str, pools_instruction: bool
+) -> None:
     exported = scratch / "exported.onnx"
     log.info("building the ONNX model of %s (first start only; cached afterwards)", label)
-    _step(1, 2, "exporting with torch", lambda: _export(folder, exported))
+    _step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction))
     optimized = scratch / "optimized.onnx"
     _step(
         2,
@@ -89,7 +100,7 @@ def _build_fp32(folder: Path, out: Path, scratch: Path, label: str) -> None:
         "fusing the graph for transformer inference",
         lambda: _optimize(folder, exported, optimized),
     )
-    if _same_outputs(exported, optimized):
+    if _same_outputs(exported, optimized, _vocab_size(folder)):
         optimized.replace(out)
     else:
         log.warning(
@@ -120,9 +131,11 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _export(folder: Path, out: Path) -> None:
+def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
+
+    from embedserve.backends.torch import pool_apart
 
     model = SentenceTransformer(
         str(folder),
@@ -139,9 +152,12 @@ def _export(folder: Path, out: Path) -> None:
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             features = dict(zip(names, inputs, strict=True))
+            if not pools_instruction:
+                return pool_apart(self.model, features)  # type: ignore[no-any-return]
             return self.model(features)["sentence_embedding"]  # type: ignore[no-any-return]
 
-    sample = torch.randint(1000, 2000, (2, 16))
+    vocab = _vocab_size(folder)
+    sample = torch.randint(vocab // 2, vocab, (2, 16))
     fill = {"attention_mask": torch.ones_like(sample), "token_type_ids": torch.zeros_like(sample)}
     args = tuple(fill.get(n, sample) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
@@ -196,21 +212,28 @@ def _quantize(source: Path, out: Path) -> None:
     )
 
 
-def _same_outputs(a: Path, b: Path) -> bool:
+def _same_outputs(a: Path, b: Path, vocab: int) -> bool:
     """Whether two graphs embed the same batch alike (cosine >= 0.99999 on every row)."""
     from embedserve.backends.onnx import OnnxBackend
 
-    ids = np.random.default_rng(0).integers(1000, 2000, (3, 24))
+    ids = np.random.default_rng(0).integers(vocab // 2, vocab, (3, 24))
     mask = np.ones_like(ids)
     x, y = (OnnxBackend(path, threads=1).embed(ids, mask) for path in (a, b))
     cos = (x * y).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
     return bool((cos >= 0.99999).all())
 
 
-def _cache_key(folder: Path, precision: str) -> str:
+def _vocab_size(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text())
+    return int(config.get("vocab_size") or 2000)
+
+
+def _cache_key(folder: Path, precision: str, pools_instruction: bool) -> str:
     # Versions from package metadata: importing torch only to read its version costs seconds.
     tools = [importlib.metadata.version(name) for name in ("torch", "onnxruntime", "onnx")]
-    parts = [folder_digest(folder), precision, PIPELINE_VERSION, _OPSET, *tools]
+    parts: list[object] = [folder_digest(folder), precision, PIPELINE_VERSION, _OPSET, *tools]
+    if not pools_instruction:  # only then, so existing caches keep their keys
+        parts.append("unpooled-instruction")
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 

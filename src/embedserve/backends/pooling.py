@@ -9,13 +9,14 @@ POOLINGS = ("mean", "cls", "max", "lasttoken")
 
 
 def pool(tokens: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
-    """[batch, seq, hidden] token vectors -> [batch, hidden], ignoring padding."""
+    """[batch, seq, hidden] token vectors -> [batch, hidden], pooling only where mask == 1
+    (0 is padding; UNPOOLED marks tokens read but not pooled)."""
     if mode == "cls":
         return np.asarray(tokens[:, 0])
     if mode == "lasttoken":
-        last = mask.sum(axis=1).astype(np.int64) - 1
+        last = (mask > 0).sum(axis=1) - 1
         return np.asarray(tokens[np.arange(len(tokens)), last])
-    weights = mask[:, :, None].astype(tokens.dtype)
+    weights = (mask == 1)[:, :, None].astype(tokens.dtype)
     if mode == "max":
         return np.asarray(np.where(weights > 0, tokens, -np.inf).max(axis=1))
     if mode == "mean":

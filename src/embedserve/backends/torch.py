@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from embedserve.backends.base import UNPOOLED
 from embedserve.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -87,5 +88,21 @@ class TorchBackend:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            pooled = self._model.forward(features)["sentence_embedding"]
+            if bool((features["attention_mask"] == UNPOOLED).any()):
+                pooled = pool_apart(self._model, features)
+            else:
+                pooled = self._model.forward(features)["sentence_embedding"]
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
+
+
+def pool_apart(model: Any, features: dict[str, Any]) -> Any:
+    """A sentence-transformers stack's embeddings, attending where the mask is > 0 but pooling
+    only where it is 1: the transformer runs first, then the rest (pooling, dense, normalize)
+    on a mask without the UNPOOLED tokens."""
+    mask = features["attention_mask"]
+    modules = list(model)
+    features = modules[0]({**features, "attention_mask": (mask > 0).to(mask.dtype)})
+    features["attention_mask"] = (mask == 1).to(mask.dtype)
+    for module in modules[1:]:
+        features = module(features)
+    return features["sentence_embedding"]

@@ -15,11 +15,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedserve.backends.base import UNPOOLED
 from embedserve.errors import Overloaded
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class _Item:
     row: int
     tokens: list[int]
     arrival: int = field(default=0)
+    unpooled: int = 0  # leading tokens attended to but left out of pooling
 
 
 class Batcher:
@@ -88,8 +90,11 @@ class Batcher:
         with self._cond:
             return len(self._pending)
 
-    async def submit(self, sequences: list[list[int]]) -> np.ndarray:
-        """Pooled vectors for `sequences`, in order, once every batch holding them has run."""
+    async def submit(
+        self, sequences: list[list[int]], unpooled: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Pooled vectors for `sequences`, in order, once every batch holding them has run.
+        `unpooled[i]` leading tokens of sequence i are read but not pooled (INSTRUCTOR models)."""
         loop = asyncio.get_running_loop()
         job = _Job(
             loop=loop,
@@ -108,7 +113,10 @@ class Batcher:
                     retry_after=1,
                 )
             self._pending.extend(
-                _Item(job, row, sequences[row], next(self._arrivals)) for row in order
+                _Item(
+                    job, row, sequences[row], next(self._arrivals), unpooled[row] if unpooled else 0
+                )
+                for row in order
             )
             self._cond.notify_all()
         try:
@@ -133,7 +141,9 @@ class Batcher:
             if batch is None:
                 self._handoff.put(None)
                 return
-            ids, mask = pad([item.tokens for item in batch], self._pad_id)
+            ids, mask = pad(
+                [item.tokens for item in batch], self._pad_id, [item.unpooled for item in batch]
+            )
             self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
 
     def _next_batch(self) -> list[_Item] | None:
@@ -229,11 +239,17 @@ def _settle(job: _Job, error: BaseException | None = None) -> None:
         job.loop.call_soon_threadsafe(resolve)
 
 
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad(
+    sequences: list[list[int]], pad_id: int, unpooled: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ids and their attention mask: 1 for tokens, 0 for padding, and UNPOOLED for
+    tokens the model reads but leaves out of pooling."""
     width = max(map(len, sequences))
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
+        if unpooled:
+            mask[row, : min(unpooled[row], len(seq))] = UNPOOLED
     return ids, mask

@@ -66,8 +66,12 @@ class Embedder:
         *,
         token_ids: TokenIdMode = "tiktoken",
         limits: BatchLimits | None = None,
+        pools_instruction: bool = True,
     ) -> None:
+        """`pools_instruction=False`: the instruction's tokens are read but left out of pooling
+        (INSTRUCTOR models)."""
         self.tokenizer = tokenizer
+        self.pools_instruction = pools_instruction
         self.backend = backend
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
@@ -98,7 +102,10 @@ class Embedder:
         self._check_dimensions(dimensions)
         loop = asyncio.get_running_loop()
         sequences = await loop.run_in_executor(None, self.tokenize, items, truncate, instruction)
-        pooled = await self.batcher.submit(sequences)
+        unpooled = None
+        if instruction and not self.pools_instruction:
+            unpooled = [self.tokenizer.unpooled_span(instruction)] * len(sequences)
+        pooled = await self.batcher.submit(sequences, unpooled)
         return Embeddings(unit_rows(pooled, dimensions), sum(map(len, sequences)))
 
     def embed_sync(self, items: Sequence[Item], *, truncate: bool = True) -> Embeddings:
@@ -114,7 +121,9 @@ class Embedder:
         self, items: Sequence[Item], truncate: bool, instruction: str = ""
     ) -> list[list[int]]:
         """Framed token ids per input. Items are all text or all token-id sequences."""
-        texts = {i: instruction + item for i, item in enumerate(items) if isinstance(item, str)}
+        texts = {
+            i: self._instructed(instruction, t) for i, t in enumerate(items) if isinstance(t, str)
+        }
         id_lists = {i: item for i, item in enumerate(items) if not isinstance(item, str)}
         contents = self._token_id_contents(id_lists, instruction) if id_lists else {}
         if texts:
@@ -137,12 +146,16 @@ class Embedder:
             )
         if self._openai_tokens is not None:
             texts = self._openai_tokens.decode(list(id_lists.values()), list(id_lists))
-            texts = [instruction + text for text in texts]
+            texts = [self._instructed(instruction, text) for text in texts]
             return dict(zip(id_lists, self.tokenizer.content_ids(texts), strict=True))
         for index, ids in id_lists.items():
             self.tokenizer.check_native(ids, index)
         prefix = self.tokenizer.content_ids([instruction])[0] if instruction else []
         return {i: prefix + list(ids) for i, ids in id_lists.items()}
+
+    def _instructed(self, instruction: str, text: str) -> str:
+        # INSTRUCTOR strips the text before joining; sentence-transformers strips the join.
+        return instruction + (text if self.pools_instruction else text.strip())
 
     def _check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is not None and not 1 <= dimensions <= self.dimension:

@@ -33,13 +33,22 @@ class Instructions:
         return self.query if input_type == "query" else self.document
 
 
+def is_instructor(model_id: str) -> bool:
+    """An INSTRUCTOR model (hkunlp/instructor-*): its pooling leaves the instruction out."""
+    return "instructor" in _name_parts(model_id)
+
+
+def _name_parts(model_id: str) -> set[str]:
+    return set(re.split(r"[/_.\-]", model_id.lower()))
+
+
 def instructions_for(
     model_id: str,
     prompts: dict[str, str] | None,
     query: str | None = None,
     document: str | None = None,
 ) -> Instructions:
-    parts = set(re.split(r"[/_.\-]", model_id.lower()))
+    parts = _name_parts(model_id)
     family = next((f for f in FAMILY_DEFAULTS if f[0] in parts), None)
     prompts = prompts or {}
     if query is None:

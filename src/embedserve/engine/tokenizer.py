@@ -32,6 +32,7 @@ class ModelTokenizer:
         self._head_chars = self._enough * _HEAD_CHARS_PER_TOKEN
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id = self._pad_id()
+        self._spans: dict[str, int] = {}
 
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens.
@@ -41,6 +42,7 @@ class ModelTokenizer:
         ids are exact as far as framing reads them; a head too short to decide falls back to
         the whole text.
         """
+        texts = [text.strip() for text in texts]  # as sentence-transformers reads them
         heads = [_head(text, self._head_chars) for text in texts]
         ids = [e.ids for e in self._encode(heads)]
         undecided = [
@@ -70,6 +72,17 @@ class ModelTokenizer:
                 )
             content = content[: self.max_content]
         return self.prefix + content + self.suffix
+
+    def unpooled_span(self, instruction: str) -> int:
+        """Leading tokens an INSTRUCTOR model leaves out of pooling after `instruction`: the
+        instruction's framed length less one, or none for an instruction of one token or less
+        (InstructorEmbedding's rule; sentence-transformers' include_prompt=False differs only
+        in leaving out one token for a one-token instruction)."""
+        if instruction not in self._spans:
+            content = self.content_ids([instruction])[0]
+            span = len(self.prefix) + len(content) + len(self.suffix) - 1
+            self._spans[instruction] = span if span > 1 else 0
+        return self._spans[instruction]
 
     def check_native(self, ids: Sequence[int], index: int) -> None:
         bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)

@@ -1,0 +1,1 @@
+"""Reference implementations that need other package versions than ours, in their own venvs."""
