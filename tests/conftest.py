@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests never reach a model hub: everything loads from packaged files.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One ONNX export per test session, shared by in-process tests and the server processes.
-import tempfile
-
 os.environ["EMBEDSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedserve-test-cache-")
 
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.models.source import ModelSource, resolve
+
+atexit.register(shutil.rmtree, os.environ["EMBEDSERVE_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

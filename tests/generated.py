@@ -13,15 +13,21 @@ TOKENIZER_FILES = (
 )
 
 
-def tiny_cls_dense_model(target: Path, tokenizer_from: Path) -> Path:
-    """A 2-layer BERT with CLS pooling, a Dense layer (32 -> 16, tanh), normalization and its
-    own prompts, saved as a sentence-transformers folder: random weights, real structure."""
+def tiny_cls_dense_model(
+    target: Path, tokenizer_from: Path, pooling: str = "cls", architecture: str = "bert"
+) -> Path:
+    """A 2-layer BERT (or XLM-RoBERTa) with CLS (or another) pooling, a Dense layer (32 -> 16,
+    tanh), normalization and its own prompts, saved as a sentence-transformers folder: random
+    weights, real structure."""
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
     torch.manual_seed(0)
-    config = BertConfig(
+    kinds = {"bert": (BertConfig, BertModel), "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}
+    config_class, model_class = kinds[architecture]
+    config = config_class(
+        pad_token_id=0,  # the borrowed tokenizer's; XLM-R derives positions from it
         vocab_size=30522,
         hidden_size=32,
         num_hidden_layers=2,
@@ -30,19 +36,19 @@ def tiny_cls_dense_model(target: Path, tokenizer_from: Path) -> Path:
         max_position_embeddings=128,
     )
     hf = target / "hf"
-    BertModel(config).save_pretrained(hf)
+    model_class(config).save_pretrained(hf)
     for name in TOKENIZER_FILES:
         shutil.copy(tokenizer_from / name, hf / name)
     modules = [
         models.Transformer(str(hf), max_seq_length=64),
-        models.Pooling(32, pooling_mode="cls"),
+        models.Pooling(32, pooling_mode=pooling),
         models.Dense(32, 16, activation_function=torch.nn.Tanh()),
         models.Normalize(),
     ]
     model = SentenceTransformer(
         modules=modules, prompts={"query": "query: ", "document": "passage: "}
     )
-    folder = target / "tiny-cls-dense"
+    folder = target / f"tiny-{architecture}-{pooling}-dense"
     model.save(str(folder))
     shutil.rmtree(hf)
     return folder

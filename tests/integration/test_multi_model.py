@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -154,3 +155,60 @@ def test_cli_serves_two_models(tiny: ModelSource, tmp_path: Path) -> None:
     registry = build_registry(settings_from_args(args))
     assert [m.id for m in registry.models] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny"]
     assert registry.default is None
+
+
+@pytest.fixture(scope="module")
+def mpnet() -> ModelSource:
+    return resolve("all-mpnet-base-v2")  # assembled from its five packages into the cache
+
+
+async def test_two_real_models_at_once_each_equal_to_sentence_transformers(  # type: ignore[no-untyped-def]
+    minilm, embedder, reference, mpnet
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    mpnet_embedder = load_embedder(mpnet, Settings())  # MPNet through the whole-stack export
+    models = [
+        ServedModel(minilm, lambda _s: embedder),
+        ServedModel(mpnet, lambda _s: mpnet_embedder),
+    ]
+    for model in models:
+        model.load()
+    texts = [*TEXTS, *REAL_SENTENCES[6:]]
+    async with client_for(ModelRegistry(models)) as client:
+        got_minilm, got_mpnet = await asyncio.gather(
+            post(client, input=texts, model="all-MiniLM-L6-v2"),
+            post(client, input=texts, model="sentence-transformers/all-mpnet-base-v2"),
+        )
+        listed = (await client.get("/v1/models")).json()["data"]
+    mpnet_reference = SentenceTransformer(str(mpnet.folder), device="cpu")
+    assert got_mpnet.shape == (len(texts), 768)
+    assert (
+        cosines(got_mpnet, mpnet_reference.encode(texts, normalize_embeddings=True)).min() >= 0.9999
+    )
+    assert cosines(got_minilm, reference.encode(texts, normalize_embeddings=True)).min() >= 0.9999
+    assert {m["id"]: m["dimension"] for m in listed} == {
+        "sentence-transformers/all-MiniLM-L6-v2": 384,
+        "sentence-transformers/all-mpnet-base-v2": 768,
+    }
+    mpnet_embedder.close()
+
+
+@pytest.mark.parametrize(
+    ("architecture", "pooling"), [("bert", "max"), ("bert", "lasttoken"), ("xlm-roberta", "mean")]
+)
+def test_other_poolings_and_architectures_go_through_the_export(  # type: ignore[no-untyped-def]
+    architecture, pooling, minilm, tmp_path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = tiny_cls_dense_model(tmp_path, minilm.folder, pooling, architecture)
+    embedder = load_embedder(resolve(str(folder)), Settings())
+    assert embedder.kind == "onnx"
+    texts = [*TEXTS, "short"]  # mixed lengths: padding must not leak into max or last token
+    got = embedder.embed_sync(texts).vectors
+    expected = SentenceTransformer(str(folder), device="cpu").encode(
+        texts, normalize_embeddings=True, batch_size=len(texts)
+    )
+    assert cosines(got, expected).min() >= 0.9999
+    embedder.close()

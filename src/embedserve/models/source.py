@@ -1,4 +1,4 @@
-"""Where a model's files come from: the packaged default, a local folder, or the hub."""
+"""Where a model's files come from: a packaged model (the default), a local folder, or the hub."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedserve.errors import ModelUnavailable
+from embedserve.models.assembled import SPLIT_MODELS, assembled_folder
+from embedserve.models.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,11 @@ def resolve(ref: str | None) -> ModelSource:
     if ref is None or _packaged_id(ref) is not None:
         model_id = _packaged_id(ref) if ref else DEFAULT_MODEL_ID
         assert model_id is not None
-        return ModelSource(model_id, _checked(packaged_folder(model_id), model_id))
+        if model_id in SPLIT_MODELS:
+            folder = assembled_folder(model_id, default_cache_dir())
+        else:
+            folder = packaged_folder(model_id)
+        return ModelSource(model_id, _checked(folder, model_id))
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith((".", "/", "~")):
         return ModelSource(path.resolve().name, _checked(path, ref))
@@ -70,7 +76,7 @@ def resolve(ref: str | None) -> ModelSource:
 
 
 def _packaged_id(ref: str | None) -> str | None:
-    for model_id in _PACKAGED:
+    for model_id in (*_PACKAGED, *SPLIT_MODELS):
         if ref in (model_id, model_id.split("/")[-1]):
             return model_id
     return None
