@@ -20,6 +20,8 @@ from embedserve.config import (
 )
 from embedserve.config_file import read_config
 from embedserve.errors import EmbedServeError
+from embedserve.keys import collect_keys
+from embedserve.logs import configure as configure_logging
 
 log = logging.getLogger("embedserve")
 
@@ -257,6 +259,67 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=None,
         help="sequences waiting per model before 429 (default 8 x --max-inputs)",
     )
+    add(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accept this key as 'Authorization: Bearer KEY' (repeatable; also "
+        "$EMBEDSERVE_API_KEYS, comma-separated). With no key, none is asked for",
+    )
+    add(
+        "--api-key-file",
+        dest="api_key_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="file of keys: one per line, or a JSON list (repeatable)",
+    )
+    add(
+        "--h2ogpt_api_keys",
+        dest="h2ogpt_api_keys",
+        action="append",
+        default=[],
+        metavar="KEYS",
+        help="h2oGPT's form: a list like \"['k1','k2']\" or a JSON file holding one",
+    )
+    add(
+        "--private-probes",
+        dest="public_probes",
+        action="store_false",
+        help="/health, /ready and /metrics ask for a key too (default: open)",
+    )
+    add(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed to call the API, e.g. https://app.example.com or * "
+        "(repeatable; default none)",
+    )
+    add(
+        "--request-timeout",
+        dest="request_timeout_s",
+        type=float,
+        default=Settings.request_timeout_s,
+        help="seconds a request may wait in the queue before a 503 (default %(default)s)",
+    )
+    add(
+        "--max-request-tokens",
+        type=int,
+        default=None,
+        help="tokens per request, summed over its inputs (default: no limit)",
+    )
+    add(
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        type=float,
+        default=Settings.drain_timeout_s,
+        help="seconds in-flight requests get to finish on SIGTERM (default %(default)s)",
+    )
+    add("--log-format", choices=["text", "json"], default="text", help="log lines or JSON")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add(
         "--no-access-log",
@@ -278,6 +341,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "--langchain_mode=%s accepted for h2oGPT compatibility; embedserve does not need it",
             args.langchain_mode,
         )
+    args.api_keys = collect_keys(args.api_keys, args.api_key_files, args.h2ogpt_api_keys)
+    args.cors_origins = tuple(args.cors_origins)
     return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
 
 
@@ -303,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmbedServeError as exc:
         print(f"embedserve: error: {exc.message}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
     from embedserve.runtime import serve
 
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
 Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
 BackendKind = Literal["auto", "onnx", "torch"]
+LogFormat = Literal["text", "json"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
@@ -122,6 +123,30 @@ class Settings:
 
     openai_max_inputs: int = 2048
     """Most inputs per upstream call; larger requests are split."""
+
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Keys accepted as `Authorization: Bearer <key>`; none means no key is asked for. From
+    --api-key, --api-key-file, h2oGPT's --h2ogpt_api_keys and $EMBEDSERVE_API_KEYS."""
+
+    public_probes: bool = True
+    """/health, /ready and /metrics answer without a key (for probes and scrapers)."""
+
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API ("*" for any); none by default."""
+
+    request_timeout_s: float = 30.0
+    """How long a request's inputs may wait in the queue; past it the request gets 503 with
+    Retry-After and its inputs are dropped before they cost compute."""
+
+    max_request_tokens: int | None = None
+    """Most tokens one request may embed, summed over its inputs (400 past it); None: no
+    limit beyond --max-inputs x the model's maximum length."""
+
+    drain_timeout_s: float = 30.0
+    """On SIGTERM/SIGINT, how long in-flight requests may take to finish before the exit."""
+
+    log_format: LogFormat = "text"
+    """"text" lines, or "json" objects (one per line, with the request id)."""
 
     log_level: str = "info"
     """Logging level for embedserve and uvicorn."""

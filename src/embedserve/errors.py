@@ -41,6 +41,10 @@ class Overloaded(EmbedServeError):
         self.retry_after = retry_after
 
 
+class QueueTimeout(Overloaded):
+    """The request's inputs waited longer than the request timeout; they were dropped."""
+
+
 class ClientGone(EmbedServeError):
     """The client disconnected before its result was ready; nothing is sent back."""
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from functools import partial
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from uvicorn import server as uvicorn_server
 
 from embedserve.api.app import create_app
 from embedserve.backends.base import Backend
@@ -59,6 +64,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
         token_ids=settings.token_ids,
         limits=batch_limits(settings, on_gpu=on_gpu),
         pools_instruction=pools_instruction,
+        max_request_tokens=settings.max_request_tokens,
     )
     embedder.embed_sync(["warm-up", "a longer warm-up sentence " * 8])
     return embedder
@@ -174,6 +180,7 @@ def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
         max_wait_s=(settings.max_wait_ms if settings.max_wait_ms is not None else 2.0 * on_gpu)
         / 1000,
         max_queued=settings.max_queued or 8 * settings.max_inputs,
+        timeout_s=settings.request_timeout_s,
     )
 
 
@@ -194,6 +201,7 @@ def serve(settings: Settings) -> None:
     else:
         log.info("models load on first use (--pre_load_embedding_model=False)")
     app = create_app(settings, registry)
+    _warn_if_open(settings)
     names = ", ".join(m.id for m in registry.models)
     log.info("serving %s on http://%s:%d/v1", names, settings.host, settings.port)
     config = uvicorn.Config(
@@ -201,7 +209,39 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # ours carries the request id (api/observe.py)
         log_config=None,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
-    uvicorn.Server(config).run()
+    _DrainingServer(config, app.state.embedserve).run()
+    for model in registry.models:
+        if model.loaded is not None:
+            model.loaded.close()
+    log.info("stopped")
+
+
+class _DrainingServer(uvicorn_server.Server):
+    """uvicorn's server, which on SIGTERM/SIGINT stops accepting and waits for in-flight
+    requests (up to --drain-timeout); here readiness also turns 503 at once, and the process
+    exits 0 instead of re-raising the signal."""
+
+    def __init__(self, config: Any, state: Any) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self._state.draining:
+            log.info("signal %d: draining in-flight requests, then stopping", sig)
+        self._state.draining = True
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a drained stop is a clean exit
+
+
+def _warn_if_open(settings: Settings) -> None:
+    loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not settings.api_keys:
+        log.warning(
+            "listening on %s without an API key: anyone who can reach this port can use it; "
+            "set --api-key (or EMBEDSERVE_API_KEYS)",
+            settings.host,
+        )

@@ -19,6 +19,7 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid_request_error"),
     errors.ModelNotFound: (404, "invalid_request_error"),
     errors.Overloaded: (429, "rate_limit_error"),
+    errors.QueueTimeout: (503, "service_unavailable"),
     errors.ClientGone: (499, "client_closed_request"),
     errors.UpstreamUnavailable: (502, "upstream_error"),
     errors.UpstreamTimeout: (504, "upstream_timeout"),  # logged only: nobody reads it
@@ -47,6 +48,9 @@ async def _domain(request: Request, exc: errors.EmbedServeError) -> JSONBytes:
     response = envelope(status, exc.message, kind, exc.param, exc.code)
     if isinstance(exc, errors.Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)
+        reason = "timeout" if isinstance(exc, errors.QueueTimeout) else "queue_full"
+        model = getattr(request.state, "model", "")
+        request.app.state.embedserve.metrics.rejected.labels(model, reason).inc()
     return response
 
 

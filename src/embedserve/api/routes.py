@@ -12,6 +12,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from embedserve.api.encoding import JSONBytes, embeddings_body, render_json
+from embedserve.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from embedserve.api.metrics import Metrics
 from embedserve.api.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -37,7 +39,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class AppState:
     settings: Settings
     registry: ModelRegistry
+    metrics: Metrics
     started: int = field(default_factory=lambda: int(time.time()))
+    draining: bool = False
+    """Set on SIGTERM/SIGINT: readiness answers 503 while in-flight requests finish."""
 
 
 def _state(request: Request) -> AppState:
@@ -54,6 +59,7 @@ def _state(request: Request) -> AppState:
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     state = _state(request)
     model = state.registry.resolve(body.model)
+    request.state.model = model.id
     items = _items(body.input)
     if len(items) > state.settings.max_inputs:
         raise InvalidInput(
@@ -69,6 +75,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
         items, truncate=truncate, dimensions=body.dimensions, instruction=instruction
     )
     result = await _unless_client_leaves(request, work)
+    state.metrics.embedded(model.id, len(items), result.prompt_tokens)
     fmt = body.encoding_format or "float"
     content = embeddings_body(result.vectors, model.id, fmt, result.prompt_tokens)
     if result.vectors.size < _ENCODE_INLINE_FLOATS:
@@ -115,18 +122,24 @@ async def health() -> JSONBytes:
     return JSONBytes({"status": "ok"})
 
 
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
 @router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
 async def ready(request: Request) -> JSONBytes:
     state = _state(request)
     models = [
         {"id": m.id, "ready": m.loaded is not None, "error": m.error} for m in state.registry.models
     ]
-    is_ready = state.registry.ready
-    status = (
-        "ready"
-        if is_ready
-        else ("failed" if any(m.error for m in state.registry.models) else "loading")
-    )
+    is_ready = state.registry.ready and not state.draining
+    if state.draining:
+        status = "draining"
+    elif any(m.error for m in state.registry.models):
+        status = "failed"
+    else:
+        status = "ready" if is_ready else "loading"
     return JSONBytes({"status": status, "models": models}, status_code=200 if is_ready else 503)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedserve.backends.base import UNPOOLED
-from embedserve.errors import Overloaded
+from embedserve.errors import Overloaded, QueueTimeout
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,20 @@ class BatchLimits:
     max_queued: int = 16384
     """Most sequences waiting; past it new requests get 429 (a request alone is always taken)."""
 
+    timeout_s: float | None = None
+    """How long a request may wait for its sequences to start computing; past it they are
+    dropped and the request fails with QueueTimeout (503)."""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one forward pass did, for observers (metrics)."""
+
+    rows: int
+    tokens: int
+    padded_tokens: int
+    seconds: float
+
 
 @dataclass(eq=False)
 class _Job:
@@ -52,6 +66,7 @@ class _Job:
     future: asyncio.Future[np.ndarray]
     out: np.ndarray
     remaining: int
+    queued: int = 0  # items the compute thread has not taken yet
     finished: bool = False  # result, error or cancellation: its queued items are dropped
 
 
@@ -77,6 +92,7 @@ class Batcher:
             maxsize=1
         )
         self._closed = False
+        self.observers: list[Callable[[BatchReport], None]] = []
         self._threads = [
             threading.Thread(target=self._form_loop, name="embedserve-former", daemon=True),
             threading.Thread(target=self._compute_loop, name="embedserve-compute", daemon=True),
@@ -101,6 +117,7 @@ class Batcher:
             future=loop.create_future(),
             out=np.empty((len(sequences), self._dimension), dtype=np.float32),
             remaining=len(sequences),
+            queued=len(sequences),
         )
         if not sequences:
             return job.out
@@ -120,10 +137,29 @@ class Batcher:
             )
             self._cond.notify_all()
         try:
-            return await job.future
+            return await self._wait(job)
         except asyncio.CancelledError:
             job.finished = True  # the former drops its queued items before they cost compute
             raise
+
+    async def _wait(self, job: _Job) -> np.ndarray:
+        """The job's result. Past the timeout, a job with sequences still waiting (queued, or
+        in a prepared batch) is dropped; one whose sequences are all computing is waited for."""
+        if self.limits.timeout_s is None:
+            return await job.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self.limits.timeout_s)
+        except TimeoutError:
+            with self._cond:
+                expired = job.queued > 0
+                job.finished = job.finished or expired
+            if not expired:
+                return await job.future
+            raise QueueTimeout(
+                f"the request waited more than {self.limits.timeout_s:g}s for the model; "
+                f"the server is busy, retry shortly",
+                retry_after=1,
+            ) from None
 
     def close(self) -> None:
         with self._cond:
@@ -203,8 +239,12 @@ class Batcher:
     def _compute_loop(self) -> None:
         while (work := self._handoff.get()) is not None:
             batch, ids, mask = work
+            with self._cond:  # from here on, a timeout waits for the result
+                for item in batch:
+                    item.job.queued -= 1
             if all(item.job.finished for item in batch):
                 continue  # every client went away: skip the compute
+            started = time.perf_counter()
             try:
                 vectors = self._run(ids, mask)
             except Exception as exc:
@@ -212,6 +252,7 @@ class Batcher:
                 for job in {id(item.job): item.job for item in batch}.values():
                     _settle(job, error=exc)
                 continue
+            self._report(batch, ids, time.perf_counter() - started)
             for item, vector in zip(batch, vectors, strict=True):
                 job = item.job
                 if job.finished:
@@ -220,6 +261,15 @@ class Batcher:
                 job.remaining -= 1
                 if job.remaining == 0:
                     _settle(job)
+
+    def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float) -> None:
+        tokens = sum(len(item.tokens) for item in batch)
+        report = BatchReport(len(batch), tokens, int(ids.size), seconds)
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:  # an observer must never stop the engine
+                log.exception("a batch observer failed")
 
 
 def _settle(job: _Job, error: BaseException | None = None) -> None:

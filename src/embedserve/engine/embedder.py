@@ -67,11 +67,13 @@ class Embedder:
         token_ids: TokenIdMode = "tiktoken",
         limits: BatchLimits | None = None,
         pools_instruction: bool = True,
+        max_request_tokens: int | None = None,
     ) -> None:
         """`pools_instruction=False`: the instruction's tokens are read but left out of pooling
         (INSTRUCTOR models)."""
         self.tokenizer = tokenizer
         self.pools_instruction = pools_instruction
+        self.max_request_tokens = max_request_tokens
         self.backend = backend
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
@@ -102,6 +104,7 @@ class Embedder:
         self._check_dimensions(dimensions)
         loop = asyncio.get_running_loop()
         sequences = await loop.run_in_executor(None, self.tokenize, items, truncate, instruction)
+        self._check_request_tokens(sequences)
         unpooled = None
         if instruction and not self.pools_instruction:
             unpooled = [self.tokenizer.unpooled_span(instruction)] * len(sequences)
@@ -156,6 +159,16 @@ class Embedder:
     def _instructed(self, instruction: str, text: str) -> str:
         # INSTRUCTOR strips the text before joining; sentence-transformers strips the join.
         return instruction + (text if self.pools_instruction else text.strip())
+
+    def _check_request_tokens(self, sequences: list[list[int]]) -> None:
+        total = sum(map(len, sequences))
+        if self.max_request_tokens is not None and total > self.max_request_tokens:
+            raise InvalidInput(
+                f"the request holds {total} tokens, more than this server's limit of "
+                f"{self.max_request_tokens} per request; split it into several requests",
+                param="input",
+                code="too_many_tokens",
+            )
 
     def _check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is not None and not 1 <= dimensions <= self.dimension:

@@ -38,6 +38,7 @@ class ServedModel:
         self._embedder: EmbeddingService | None = None
         self._lock = threading.Lock()
         self._pending: asyncio.Future[EmbeddingService] | None = None
+        self._on_load: list[Callable[[EmbeddingService], None]] = []
 
     @property
     def id(self) -> str:
@@ -75,7 +76,16 @@ class ServedModel:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}") from exc
                 self.load_seconds = time.perf_counter() - started
                 log.info("model %s ready in %.1fs", self.id, self.load_seconds)
+                for callback in self._on_load:
+                    callback(self._embedder)
             return self._embedder
+
+    def when_loaded(self, callback: Callable[[EmbeddingService], None]) -> None:
+        """Call `callback` with the embedder once loaded (now, if it already is)."""
+        with self._lock:
+            self._on_load.append(callback)
+            if self._embedder is not None:
+                callback(self._embedder)
 
     async def embedder(self) -> EmbeddingService:
         """The loaded embedder; loads it off the event loop on first use, once."""

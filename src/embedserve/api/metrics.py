@@ -1,0 +1,117 @@
+"""Prometheus metrics, one registry per app: requests, latency, queue depth, batches, tokens,
+model load time and rejections. Keys and inputs never become labels."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from embedserve.engine.batcher import BatchReport
+from embedserve.engine.embedder import EmbeddingService
+from embedserve.engine.registry import ModelRegistry, ServedModel
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embedserve_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "embedserve_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inputs = Counter("embedserve_inputs", "Inputs embedded", ["model"], registry=r)
+        self.tokens = Counter("embedserve_tokens", "Tokens embedded", ["model"], registry=r)
+        self.rejected = Counter(
+            "embedserve_rejected_requests",
+            "Requests refused for load: queue full (429) or queued too long (503)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "embedserve_batch_size",
+            "Sequences per forward pass",
+            ["model"],
+            buckets=_ROWS_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "embedserve_batch_tokens",
+            "Padded tokens per forward pass",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "embedserve_batch_seconds",
+            "Forward pass time",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue = Gauge("embedserve_queue_depth", "Sequences waiting", ["model"], registry=r)
+        self.load = Gauge(
+            "embedserve_model_load_seconds", "Time the model took to load", ["model"], registry=r
+        )
+        self.ready = Gauge(
+            "embedserve_model_ready", "1 once the model is loaded", ["model"], registry=r
+        )
+        for model in registry.models:
+            self._watch(model)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def embedded(self, model: str, inputs: int, tokens: int) -> None:
+        self.inputs.labels(model).inc(inputs)
+        self.tokens.labels(model).inc(tokens)
+
+    def _watch(self, model: ServedModel) -> None:
+        name = model.id
+        self.load.labels(name).set_function(lambda: model.load_seconds or math.nan)
+        self.ready.labels(name).set_function(lambda: float(model.loaded is not None))
+        self.queue.labels(name).set_function(lambda: _queued(model.loaded))
+        model.when_loaded(lambda service: self._observe_batches(name, service))
+
+    def _observe_batches(self, name: str, service: EmbeddingService) -> None:
+        batcher = getattr(service, "batcher", None)
+        if batcher is None:  # an upstream model has no batches of its own
+            return
+        rows, tokens, seconds = (
+            self.batch_rows.labels(name),
+            self.batch_tokens.labels(name),
+            self.batch_seconds.labels(name),
+        )
+
+        def observe(report: BatchReport) -> None:
+            rows.observe(report.rows)
+            tokens.observe(report.padded_tokens)
+            seconds.observe(report.seconds)
+
+        batcher.observers.append(observe)
+
+
+def _queued(service: EmbeddingService | None) -> float:
+    batcher = getattr(service, "batcher", None)
+    return float(batcher.queued) if batcher is not None else 0.0

@@ -1,0 +1,87 @@
+"""Per request: an id (the client's X-Request-ID when sane, else a new one) echoed in the
+response and carried by every log line; Prometheus counts and latency by route and status;
+one access-log line. Pure ASGI, so streaming and disconnects pass through untouched."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedserve.api.metrics import Metrics
+from embedserve.logs import REQUEST_ID
+
+log = logging.getLogger("embedserve.access")
+HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class RequestContext:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: Sequence[BaseRoute] = (),
+        access_log: bool = True,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(HEADER, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = self._route(scope)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if self.access_log:
+                client = scope.get("client") or ("-", 0)
+                log.info(
+                    '%s "%s %s" %d %.1fms',
+                    client[0],
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                )
+            REQUEST_ID.reset(token)
+
+    def _route(self, scope: Scope) -> str:
+        """The route template (bounded label values), also for requests refused before
+        routing (401, 413); "unmatched" for paths no route serves."""
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        return str(getattr(route, "path", "unmatched"))
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _SANE_ID.fullmatch(text) else None
+    return None

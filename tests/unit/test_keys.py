@@ -1,0 +1,74 @@
+"""API keys from flags, files, h2oGPT's --h2ogpt_api_keys and the environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from embedserve.cli import build_parser, settings_from_args
+from embedserve.errors import ConfigError
+from embedserve.keys import ENV_VAR, collect_keys
+
+
+def test_keys_from_every_source_once_in_order(tmp_path: Path) -> None:
+    lines = tmp_path / "keys.txt"
+    lines.write_text("# team keys\nk-file-1\n\nk-file-2\n")
+    listed = tmp_path / "keys.json"
+    listed.write_text(json.dumps(["k-json", "k-flag"]))
+    keys = collect_keys(
+        ["k-flag"],
+        [str(lines)],
+        ["['k-h2o-1', \"k-h2o-2\"]", str(listed)],
+        environ={ENV_VAR: "k-env-1, k-env-2"},
+    )
+    assert keys == (
+        "k-flag",
+        "k-file-1",
+        "k-file-2",
+        "k-h2o-1",
+        "k-h2o-2",
+        "k-json",
+        "k-env-1",
+        "k-env-2",
+    )
+
+
+def test_a_single_h2ogpt_key_is_taken_as_it_is() -> None:
+    assert collect_keys(h2ogpt_values=["just-one"], environ={}) == ("just-one",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"keys": ["  "]}, "empty"),
+        ({"key_files": ["/nonexistent/keys"]}, "cannot read"),
+        ({"h2ogpt_values": ["[1, 2]"]}, "list of key strings"),
+        ({"h2ogpt_values": ["[unclosed"]}, "not a list"),
+    ],
+)
+def test_bad_key_sources_fail_with_a_reason_that_never_shows_a_key(kwargs, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message) as caught:
+        collect_keys(**kwargs, environ={})
+    assert "secret" not in caught.value.message
+
+
+def test_cli_flags_gather_keys_and_settings_never_print_them(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(ENV_VAR, "secret-env")
+    key_file = tmp_path / "k"
+    key_file.write_text("secret-file\n")
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--api-key",
+            "secret-a",
+            "--api-key-file",
+            str(key_file),
+            "--h2ogpt_api_keys",
+            "['secret-b']",
+        ]
+    )
+    settings = settings_from_args(args)
+    assert settings.api_keys == ("secret-a", "secret-file", "secret-b", "secret-env")
+    assert "secret" not in repr(settings)
