@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,45 +15,9 @@ import pytest
 
 from embedserve.engine.openai_tokens import prepare_tiktoken_cache
 from tests.conftest import VARIED_TEXTS, cosines, reference_vectors
+from tests.processes import free_port, start, stop, wait_until_listening
 
 pytestmark = pytest.mark.process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = tmp_path / f"server-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken")}
-    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), *args]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return process, f"http://127.0.0.1:{port}", log
-
-
-def wait_until_listening(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{log.read_text()}")
-        try:
-            httpx.get(f"{base}/health", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    pytest.fail(f"server did not start in time:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture(scope="module")

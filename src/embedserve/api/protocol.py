@@ -13,6 +13,15 @@ _INPUT_HELP = (
 )
 
 
+_TOKEN_ID: dict[str, Any] = {"type": "integer", "minimum": 0}
+_INPUT_SCHEMA: list[Any] = [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+    {"type": "array", "items": {"type": "array", "items": _TOKEN_ID}, "minItems": 1},
+]
+
+
 class EmbeddingRequest(BaseModel):
     """Body of POST /v1/embeddings. Unknown fields are ignored, as h2oGPT does."""
 
@@ -22,7 +31,8 @@ class EmbeddingRequest(BaseModel):
     )
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
-        description="Text, texts, OpenAI (cl100k_base) token ids, or arrays of token ids."
+        description="Text, texts, OpenAI (cl100k_base) token ids, or arrays of token ids.",
+        json_schema_extra={"anyOf": _INPUT_SCHEMA},  # what the validator below enforces
     )
     model: str | None = Field(
         default=None,
@@ -34,6 +44,7 @@ class EmbeddingRequest(BaseModel):
     )
     dimensions: StrictInt | None = Field(
         default=None,
+        ge=1,
         description="Keep the first N components (1..model dimension), re-normalized.",
     )
     user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
