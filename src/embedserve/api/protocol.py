@@ -44,7 +44,7 @@ class EmbeddingRequest(BaseModel):
     )
     dimensions: StrictInt | None = Field(
         default=None,
-        ge=1,
+        json_schema_extra={"minimum": 1},  # the model checks it, naming its own dimension
         description="Keep the first N components (1..model dimension), re-normalized.",
     )
     user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
