@@ -293,3 +293,41 @@ def test_binding_all_interfaces_without_a_key_warns(caplog) -> None:  # type: ig
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "without an API key" in warnings[0]
+
+
+async def test_a_batch_that_fails_fails_only_its_requests_and_serving_goes_on(minilm) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes import FailingBackend
+
+    backend = FailingBackend(poison=7777)
+    limits = BatchLimits(max_batch_size=1)
+    _, client = app_client(minilm, backend, embedder={"limits": limits, "token_ids": "native"})
+    async with client:
+        ids = [[1234], [7777], [2345], [3456]]
+        responses = await asyncio.gather(
+            *(client.post("/v1/embeddings", json={"input": [i]}) for i in ids)
+        )
+        after = await client.post("/v1/embeddings", json={"input": [[4567]]})
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200, 500, 200, 200]
+    assert responses[1].json()["error"]["type"] == "server_error"
+    assert after.status_code == 200
+
+
+async def test_a_model_that_fails_to_load_keeps_readiness_503_with_the_reason(minilm) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.engine.registry import ModelRegistry, ServedModel
+    from embedserve.errors import ModelUnavailable
+    from tests.fakes import client_for
+
+    def broken(_source: ModelSource) -> None:
+        raise ModelUnavailable("model.safetensors is truncated")
+
+    async with client_for(ModelRegistry([ServedModel(minilm, broken)])) as client:  # type: ignore[arg-type]
+        for _ in range(2):  # the failure is kept, not retried on every request
+            response = await client.post("/v1/embeddings", json={"input": "x"})
+            assert response.status_code == 503
+            assert "model.safetensors is truncated" in response.json()["error"]["message"]
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "failed"
+            assert "truncated" in ready.json()["models"][0]["error"]
+        assert (await client.get("/health")).status_code == 200
