@@ -331,3 +331,17 @@ async def test_a_model_that_fails_to_load_keeps_readiness_503_with_the_reason(mi
             assert ready.json()["status"] == "failed"
             assert "truncated" in ready.json()["models"][0]["error"]
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_keys_never_reach_the_logs(minilm, caplog) -> None:  # type: ignore[no-untyped-def]
+    with caplog.at_level(logging.DEBUG):
+        _, client = app_client(minilm, api_keys=(KEY,))
+        async with client:
+            for key in (KEY, one_char_off(KEY), "sk-wrong-secret-key"):
+                headers = {"Authorization": f"Bearer {key}"}
+                await client.post("/v1/embeddings", json={"input": "x"}, headers=headers)
+                await client.post("/v1/embeddings", json={"input": 5}, headers=headers)
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert caplog.records  # the access log did write
+    for secret in (KEY, one_char_off(KEY), "sk-wrong-secret-key"):
+        assert secret not in text
