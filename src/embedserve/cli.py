@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from embedserve.config import (
     Settings,
 )
 from embedserve.config_file import read_config
-from embedserve.errors import EmbedServeError
+from embedserve.errors import ConfigError, EmbedServeError
 from embedserve.keys import collect_keys
 from embedserve.logs import configure as configure_logging
 
@@ -346,14 +347,54 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
 
 
-def parse_settings(argv: Sequence[str]) -> Settings:
-    """Settings from a command line (the command included), a --config file under its flags."""
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a command line (the command included), over EMBEDSERVE_* variables, over
+    a --config file, over the defaults."""
     parser, serve = _parsers()
     args = parser.parse_args(argv)
     if args.config:
         serve.set_defaults(**read_config(Path(args.config)))
+    from_env = env_defaults(serve, os.environ if environ is None else environ)
+    if args.config or from_env:
+        serve.set_defaults(**from_env)
         args = parser.parse_args(argv)
     return settings_from_args(args)
+
+
+ENV_PREFIX = "EMBEDSERVE_"
+
+
+def env_defaults(serve: argparse.ArgumentParser, environ: Mapping[str, str]) -> dict[str, Any]:
+    """EMBEDSERVE_<SETTING> variables (EMBEDSERVE_PORT=8080, EMBEDSERVE_PRECISION=int8, ...),
+    read as their flags read them. EMBEDSERVE_MODEL takes comma-separated models; the keys'
+    EMBEDSERVE_API_KEYS is read with the other key sources."""
+    actions = {a.dest: a for a in serve._actions}
+    values: dict[str, Any] = {}
+    if environ.get(ENV_PREFIX + "MODEL"):
+        refs = [r.strip() for r in environ[ENV_PREFIX + "MODEL"].split(",") if r.strip()]
+        values["models"] = tuple(ModelSpec(ref=r) for r in refs)
+    for field in fields(Settings):
+        name = ENV_PREFIX + field.name.upper()
+        if name not in environ or field.name in ("models", "api_keys"):
+            continue
+        values[field.name] = _env_value(name, environ[name], actions[field.name])
+    return values
+
+
+def _env_value(name: str, raw: str, action: argparse.Action) -> Any:
+    try:
+        if action.nargs == 0 or action.type is _bool:  # store_true/false flags and booleans
+            value: Any = _bool(raw)
+        elif isinstance(action.default, list):  # repeatable flags: comma-separated
+            value = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            value = action.type(raw) if callable(action.type) else raw
+    except (ValueError, argparse.ArgumentTypeError):
+        raise ConfigError(f"{name}={raw!r} is not a valid value") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ConfigError(f"{name}={raw!r} is not one of {choices}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

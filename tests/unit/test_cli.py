@@ -145,3 +145,44 @@ def test_use_openai_embedding_adds_to_configured_models(tmp_path) -> None:  # ty
     toml.write_text('[[models]]\nmodel = "/m/from-file"\n')
     settings = parse_settings(["serve", "--config", str(toml), "--use_openai_embedding"])
     assert [m.ref for m in settings.models] == ["/m/from-file", "openai:text-embedding-3-small"]
+
+
+def test_embedserve_environment_variables_set_defaults_under_the_flags() -> None:
+    from embedserve.cli import parse_settings
+
+    env = {
+        "EMBEDSERVE_PORT": "8080",
+        "EMBEDSERVE_PRELOAD": "false",
+        "EMBEDSERVE_PRECISION": "int8",
+        "EMBEDSERVE_TRUNCATE": "0",
+        "EMBEDSERVE_CORS_ORIGINS": "https://a.example, https://b.example",
+        "EMBEDSERVE_MODEL": "/m/a,/m/b",
+        "EMBEDSERVE_REQUEST_TIMEOUT_S": "2.5",
+        "EMBEDSERVE_LOG_FORMAT": "json",
+    }
+    settings = parse_settings(["serve", "--port", "9000"], env)
+    assert settings.port == 9000  # a flag wins over the environment
+    assert settings.preload is False
+    assert settings.precision == "int8"
+    assert settings.truncate is False
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.models == (ModelSpec(ref="/m/a"), ModelSpec(ref="/m/b"))
+    assert settings.request_timeout_s == 2.5
+    assert settings.log_format == "json"
+    assert parse_settings(["serve"], {}).port == 5000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EMBEDSERVE_PORT": "eighty"}, "EMBEDSERVE_PORT='eighty' is not a valid value"),
+        ({"EMBEDSERVE_PRECISION": "fp8"}, "is not one of auto, fp32, int8, bf16, fp16"),
+        ({"EMBEDSERVE_PRELOAD": "maybe"}, "not a valid value"),
+    ],
+)
+def test_bad_environment_values_are_named(env: dict[str, str], message: str) -> None:
+    from embedserve.cli import parse_settings
+    from embedserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(["serve"], env)
