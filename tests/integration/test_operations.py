@@ -180,6 +180,13 @@ async def test_the_access_log_can_be_turned_off(minilm, caplog) -> None:  # type
     assert not [r for r in caplog.records if r.name == "embedserve.access"]
 
 
+async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never met"
+        await asyncio.sleep(0.01)
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -192,7 +199,7 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
     model = "sentence-transformers/all-MiniLM-L6-v2"
     backend = BlockingBackend()
     limits = BatchLimits(max_batch_size=1, max_queued=1)
-    _, client = app_client(minilm, backend, api_keys=(KEY,), embedder={"limits": limits})
+    app, client = app_client(minilm, backend, api_keys=(KEY,), embedder={"limits": limits})
     headers = {"Authorization": f"Bearer {KEY}"}
     async with client:
         backend.release.set()
@@ -204,8 +211,11 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
         await client.get("/v1/models")  # a 401
         backend.release.clear()
         backend.entered.clear()
+        batcher = app.state.embedserve.registry.models[0].loaded.batcher
         held = []
-        for i in range(6):  # one computes, two wait in hand-offs, one queues, two are refused
+        # One computes, one waits in the hand-off, one in the former's hand, one queues; the
+        # last two are refused (each step waits for the engine to take the previous one).
+        for i, queued in enumerate((0, 0, 0, 1, 1, 1)):
             held.append(
                 asyncio.create_task(
                     client.post("/v1/embeddings", json={"input": f"t{i}"}, headers=headers)
@@ -213,8 +223,8 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
             )
             if i == 0:
                 await asyncio.to_thread(backend.entered.wait, 5)
+            await until(lambda q=queued: batcher.queued == q)  # type: ignore[misc]
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
         depth = samples((await client.get("/metrics")).text)[
             ("embedserve_queue_depth", (("model", model),))
         ]

@@ -283,7 +283,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path) -> None:  # typ
         )
     )
     request.start()
-    time.sleep(1.0)
+    wait_for_compute(base)
     process.send_signal(signal.SIGTERM)
     refused_at = None
     for _ in range(50):  # new connections are refused while the request drains
@@ -312,7 +312,7 @@ def test_drain_is_bounded_by_the_drain_timeout(tmp_path) -> None:  # type: ignor
         )
     )
     request.start()
-    time.sleep(1.0)
+    wait_for_compute(base)
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=60)
@@ -320,6 +320,20 @@ def test_drain_is_bounded_by_the_drain_timeout(tmp_path) -> None:  # type: ignor
     request.join(120)
     assert code == 0, log.read_text()[-2000:]
     assert took < 15, took  # 1 s of drain, then shutdown; not the minutes the request needs
+
+
+def wait_for_compute(base: str) -> None:
+    """Until the server has run a batch from the queue: the request is in flight."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        if any(
+            line.startswith("embedserve_batch_size_count") and float(line.split()[-1]) >= 1
+            for line in metrics.splitlines()
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the request never reached the model")
 
 
 def _ignore_errors(call) -> None:  # type: ignore[no-untyped-def]
