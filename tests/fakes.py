@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -49,6 +50,18 @@ class BlockingBackend(EchoBackend):
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.entered.set()
         assert self.release.wait(30), "test never released the backend"
+        return super().embed(input_ids, attention_mask)
+
+
+class SlowBackend(EchoBackend):
+    """Takes `seconds` per forward pass."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
         return super().embed(input_ids, attention_mask)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from embedserve.engine.batcher import Batcher, BatchLimits
 from embedserve.errors import Overloaded
-from tests.fakes import BlockingBackend, EchoBackend, FailingBackend
+from tests.fakes import BlockingBackend, EchoBackend, FailingBackend, SlowBackend
 
 
 def batcher_for(backend: EchoBackend, **limits: float) -> Batcher:
@@ -168,3 +168,21 @@ def test_pad_marks_unpooled_tokens_within_each_sequence() -> None:
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert mask.tolist() == [[UNPOOLED, UNPOOLED, 1], [UNPOOLED, 0, 0]]
     assert pad([[5, 6]], 0)[1].tolist() == [[1, 1]]
+
+
+async def test_retry_after_follows_the_queue_and_the_compute_rate() -> None:
+    batcher = batcher_for(SlowBackend(0.05), max_batch_size=1, max_queued=30)  # <= 20/s
+    first = asyncio.create_task(batcher.submit([seq(7, 5)] * 40))
+    await asyncio.sleep(0.01)  # the former takes one; 39 wait
+    with pytest.raises(Overloaded) as before_any_batch:
+        await batcher.submit([seq(8, 5)])
+    assert before_any_batch.value.retry_after == 1  # no rate known yet
+    await first
+    backlog = asyncio.create_task(batcher.submit([seq(9, 5)] * 40))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as measured:
+        await batcher.submit([seq(10, 5)])
+    # ~39 waiting at <= 20/s: at least 2 s, and never past the 60 s cap
+    assert 2 <= measured.value.retry_after <= 60
+    backlog.cancel()
+    batcher.close()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -93,6 +94,7 @@ class Batcher:
         )
         self._closed = False
         self.observers: list[Callable[[BatchReport], None]] = []
+        self._rate = 0.0  # recent sequences per second of compute, for Retry-After
         self._threads = [
             threading.Thread(target=self._form_loop, name="embedserve-former", daemon=True),
             threading.Thread(target=self._compute_loop, name="embedserve-compute", daemon=True),
@@ -127,7 +129,7 @@ class Batcher:
                 raise Overloaded(
                     f"the server is at capacity ({len(self._pending)} inputs queued); "
                     f"retry shortly",
-                    retry_after=1,
+                    retry_after=self._drain_seconds(len(self._pending)),
                 )
             self._pending.extend(
                 _Item(
@@ -153,13 +155,21 @@ class Batcher:
             with self._cond:
                 expired = job.queued > 0
                 job.finished = job.finished or expired
+                waiting = len(self._pending)
             if not expired:
                 return await job.future
             raise QueueTimeout(
                 f"the request waited more than {self.limits.timeout_s:g}s for the model; "
                 f"the server is busy, retry shortly",
-                retry_after=1,
+                retry_after=self._drain_seconds(waiting),
             ) from None
+
+    def _drain_seconds(self, waiting: int) -> int:
+        """Retry-After: how long the sequences now waiting take at the recent compute rate
+        (1 s before any batch has run), within 1..60 s."""
+        if not self._rate:
+            return 1
+        return min(60, max(1, math.ceil(waiting / self._rate)))
 
     def close(self) -> None:
         with self._cond:
@@ -265,6 +275,8 @@ class Batcher:
     def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float) -> None:
         tokens = sum(len(item.tokens) for item in batch)
         report = BatchReport(len(batch), tokens, int(ids.size), seconds)
+        rate = len(batch) / max(seconds, 1e-6)  # sequences per second, smoothed over batches
+        self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
         for observer in self.observers:
             try:
                 observer(report)
