@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# With torch loaded, ONNX builds run in this process instead of in child processes that would
+# each load torch again (test_onnx_cache checks the child-process path on its own).
+import torch  # noqa: F401
+
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.models.source import ModelSource, resolve

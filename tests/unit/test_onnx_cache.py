@@ -70,3 +70,42 @@ def test_changed_model_files_replace_the_stale_cache(built, minilm, tmp_path) ->
     second = cached_onnx_model(folder, "fp32", cache, "edited")
     assert second != first
     assert not first.parent.exists()  # the stale build is gone
+
+
+def test_a_process_without_torch_builds_without_importing_it(tmp_path: Path) -> None:
+    """The server serves with ONNX Runtime alone: its first start exports and fuses in child
+    processes, so it never carries torch afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from embedserve.backends.onnx_build import cached_onnx_model\n"
+        "from embedserve.models.source import resolve\n"
+        "source = resolve(None)\n"
+        "model = cached_onnx_model(source.files, 'fp32', Path(sys.argv[1]), source.id)\n"
+        "print(model.is_file(), 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_a_failing_build_step_in_its_process_says_why(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from embedserve.backends.onnx_build import _export\n"
+        "_export(Path(sys.argv[1]), Path(sys.argv[1]) / 'out.onnx', True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "the build step _export_stack failed in its process" in done.stderr

@@ -17,6 +17,8 @@ import importlib.metadata
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -98,7 +100,7 @@ def _build_fp32(
         2,
         2,
         "fusing the graph for transformer inference",
-        lambda: _optimize(folder, exported, optimized),
+        lambda: _without_torch_here("_optimize", folder, exported, optimized),
     )
     if _same_outputs(exported, optimized, _vocab_size(folder)):
         optimized.replace(out)
@@ -132,6 +134,36 @@ def _quiet() -> Iterator[None]:
 
 
 def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
+    _without_torch_here("_export_stack", folder, out, pools_instruction)
+
+
+def _without_torch_here(step: str, *args: Path | bool) -> None:
+    """Run a build step that needs torch (the exporter; ORT's optimizer imports it too) in a
+    child process when this one has not imported torch: the server then never carries torch's
+    ~700 MB, since it serves with ONNX Runtime alone."""
+    if "torch" in sys.modules:
+        globals()[step](*args)
+        return
+    encoded = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, step, encoded], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the build step {step} failed in its process: {last}")
+
+
+_CHILD = """
+import json, sys
+from pathlib import Path
+from embedserve.backends import onnx_build
+args = [Path(a) if isinstance(a, str) else a for a in json.loads(sys.argv[2])]
+with onnx_build._quiet():
+    getattr(onnx_build, sys.argv[1])(*args)
+"""
+
+
+def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
