@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,40 +74,41 @@ def test_changed_model_files_replace_the_stale_cache(built, minilm, tmp_path) ->
     assert not first.parent.exists()  # the stale build is gone
 
 
+def run_fresh(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """`code` in a new interpreter (nothing loaded yet), with `folder` as sys.argv[1]."""
+    lines = ["import sys", "from pathlib import Path", *code.strip().splitlines()]
+    return subprocess.run(
+        [sys.executable, "-c", "\n".join(lines), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_a_process_without_torch_builds_without_importing_it(tmp_path: Path) -> None:
     """The server serves with ONNX Runtime alone: its first start exports and fuses in child
     processes, so it never carries torch afterwards."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from embedserve.backends.onnx_build import cached_onnx_model\n"
-        "from embedserve.models.source import resolve\n"
-        "source = resolve(None)\n"
-        "model = cached_onnx_model(source.files, 'fp32', Path(sys.argv[1]), source.id)\n"
-        "print(model.is_file(), 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
+    done = run_fresh(
+        """
+from embedserve.backends.onnx_build import cached_onnx_model
+from embedserve.models.source import resolve
+source = resolve(None)
+model = cached_onnx_model(source.files, "fp32", Path(sys.argv[1]), source.id)
+print(model.is_file(), "torch" in sys.modules)
+""",
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "False"]
 
 
 def test_a_failing_build_step_in_its_process_says_why(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from embedserve.backends.onnx_build import _export\n"
-        "_export(Path(sys.argv[1]), Path(sys.argv[1]) / 'out.onnx', True)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300
+    done = run_fresh(
+        """
+from embedserve.backends.onnx_build import _export
+_export(Path(sys.argv[1]), Path(sys.argv[1]) / "out.onnx", True)
+""",
+        tmp_path,
     )
     assert done.returncode != 0
     assert "the build step _export_stack failed in its process" in done.stderr
