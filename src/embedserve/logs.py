@@ -22,12 +22,14 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestId())
     if fmt == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI copy
             )
         )
     else:
