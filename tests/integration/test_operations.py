@@ -124,6 +124,9 @@ async def test_cors_is_closed_by_default_and_opens_for_configured_origins(minilm
             "/v1/embeddings", headers={**preflight, "Origin": "https://evil.example"}
         )
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+        assert other.status_code == 400
+        assert other.headers["content-type"] == "application/json"
+        assert other.json()["error"]["message"] == "CORS preflight refused: Disallowed CORS origin"
         real = await opened.post(
             "/v1/embeddings",
             json={"input": "x"},

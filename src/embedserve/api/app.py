@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
 from embedserve import __version__
 from embedserve.api import errors
@@ -14,6 +16,22 @@ from embedserve.api.observe import HEADER, RequestContext
 from embedserve.api.routes import AppState, router
 from embedserve.config import Settings
 from embedserve.engine.registry import ModelRegistry
+
+_BODY_HEADERS = ("content-length", "content-type")
+
+
+class EnvelopeCORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the OpenAI error envelope."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
+        refused = errors.envelope(400, f"CORS preflight refused: {reason}", "invalid_request_error")
+        cors = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
+        refused.headers.update(cors)
+        return refused
 
 
 def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
@@ -32,7 +50,7 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            EnvelopeCORS,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", HEADER],
