@@ -366,8 +366,8 @@ ENV_PREFIX = "EMBEDSERVE_"
 
 def env_defaults(serve: argparse.ArgumentParser, environ: Mapping[str, str]) -> dict[str, Any]:
     """EMBEDSERVE_<SETTING> variables (EMBEDSERVE_PORT=8080, EMBEDSERVE_PRECISION=int8, ...),
-    read as their flags read them. EMBEDSERVE_MODEL takes comma-separated models; the keys'
-    EMBEDSERVE_API_KEYS is read with the other key sources."""
+    read as their flags read them; repeatable flags (EMBEDSERVE_API_KEYS, ..._CORS_ORIGINS)
+    take comma-separated values. EMBEDSERVE_MODEL takes comma-separated models."""
     actions = {a.dest: a for a in serve._actions}
     values: dict[str, Any] = {}
     if environ.get(ENV_PREFIX + "MODEL"):
@@ -375,7 +375,7 @@ def env_defaults(serve: argparse.ArgumentParser, environ: Mapping[str, str]) -> 
         values["models"] = tuple(ModelSpec(ref=r) for r in refs)
     for field in fields(Settings):
         name = ENV_PREFIX + field.name.upper()
-        if name not in environ or field.name in ("models", "api_keys"):
+        if name not in environ or field.name == "models":
             continue
         values[field.name] = _env_value(name, environ[name], actions[field.name])
     return values

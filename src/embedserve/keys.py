@@ -1,24 +1,21 @@
-"""API keys from every place a user may put them: flags, key files, h2oGPT's
---h2ogpt_api_keys (a list, or a JSON file holding one) and $EMBEDSERVE_API_KEYS."""
+"""API keys from every place a user may put them: flags, key files and h2oGPT's
+--h2ogpt_api_keys (a list, or a JSON file holding one). $EMBEDSERVE_API_KEYS reaches the
+--api-key list with the other EMBEDSERVE_* variables (cli.env_defaults)."""
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from embedserve.errors import ConfigError
-
-ENV_VAR = "EMBEDSERVE_API_KEYS"
 
 
 def collect_keys(
     keys: Iterable[str] = (),
     key_files: Iterable[str] = (),
     h2ogpt_values: Iterable[str] = (),
-    environ: dict[str, str] | None = None,
 ) -> tuple[str, ...]:
     """Every configured key once, in order. Blank keys are refused: they would match anyone
     sending an empty bearer token."""
@@ -27,8 +24,6 @@ def collect_keys(
         found += read_key_file(Path(name))
     for value in h2ogpt_values:
         found += _h2ogpt_keys(value)
-    env = (os.environ if environ is None else environ).get(ENV_VAR, "")
-    found += [k for k in env.split(",") if k.strip()]
     cleaned = [k.strip() for k in found]
     if any(not k for k in cleaned):
         raise ConfigError("an API key is empty; remove it (an empty key would let anyone in)")

@@ -1,4 +1,4 @@
-"""API keys from flags, files, h2oGPT's --h2ogpt_api_keys and the environment."""
+"""API keys from flags, files, h2oGPT's --h2ogpt_api_keys and EMBEDSERVE_API_KEYS."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from embedserve.cli import build_parser, settings_from_args
+from embedserve.cli import parse_settings
 from embedserve.errors import ConfigError
-from embedserve.keys import ENV_VAR, collect_keys
+from embedserve.keys import collect_keys
 
 
 def test_keys_from_every_source_once_in_order(tmp_path: Path) -> None:
@@ -21,7 +21,6 @@ def test_keys_from_every_source_once_in_order(tmp_path: Path) -> None:
         ["k-flag"],
         [str(lines)],
         ["['k-h2o-1', \"k-h2o-2\"]", str(listed)],
-        environ={ENV_VAR: "k-env-1, k-env-2"},
     )
     assert keys == (
         "k-flag",
@@ -30,13 +29,11 @@ def test_keys_from_every_source_once_in_order(tmp_path: Path) -> None:
         "k-h2o-1",
         "k-h2o-2",
         "k-json",
-        "k-env-1",
-        "k-env-2",
     )
 
 
 def test_a_single_h2ogpt_key_is_taken_as_it_is() -> None:
-    assert collect_keys(h2ogpt_values=["just-one"], environ={}) == ("just-one",)
+    assert collect_keys(h2ogpt_values=["just-one"]) == ("just-one",)
 
 
 @pytest.mark.parametrize(
@@ -50,25 +47,23 @@ def test_a_single_h2ogpt_key_is_taken_as_it_is() -> None:
 )
 def test_bad_key_sources_fail_with_a_reason_that_never_shows_a_key(kwargs, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message) as caught:
-        collect_keys(**kwargs, environ={})
+        collect_keys(**kwargs)
     assert "secret" not in caught.value.message
 
 
-def test_cli_flags_gather_keys_and_settings_never_print_them(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv(ENV_VAR, "secret-env")
+def test_cli_flags_and_environment_gather_keys_and_settings_never_print_them(
+    tmp_path: Path,
+) -> None:
     key_file = tmp_path / "k"
     key_file.write_text("secret-file\n")
-    args = build_parser().parse_args(
-        [
-            "serve",
-            "--api-key",
-            "secret-a",
-            "--api-key-file",
-            str(key_file),
-            "--h2ogpt_api_keys",
-            "['secret-b']",
-        ]
-    )
-    settings = settings_from_args(args)
-    assert settings.api_keys == ("secret-a", "secret-file", "secret-b", "secret-env")
+    argv = ["serve", "--api-key", "secret-a", "--api-key-file", str(key_file)]
+    argv += ["--h2ogpt_api_keys", "['secret-b']"]
+    settings = parse_settings(argv, {"EMBEDSERVE_API_KEYS": "secret-env-1, secret-env-2"})
+    assert sorted(settings.api_keys) == [
+        "secret-a",
+        "secret-b",
+        "secret-env-1",
+        "secret-env-2",
+        "secret-file",
+    ]
     assert "secret" not in repr(settings)
