@@ -26,8 +26,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 class Metrics:
     def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.collector = CollectorRegistry()  # this app's own, so apps never share counters
+        r = self.collector
         self.requests = Counter(
             "embedserve_requests",
             "HTTP requests by route and status",
@@ -81,7 +81,7 @@ class Metrics:
             self._watch(model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.collector)
 
     def embedded(self, model: str, inputs: int, tokens: int) -> None:
         self.inputs.labels(model).inc(inputs)

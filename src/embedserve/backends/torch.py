@@ -88,7 +88,7 @@ class TorchBackend:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            if bool((features["attention_mask"] == UNPOOLED).any()):
+            if (attention_mask == UNPOOLED).any():  # on the host: no device sync per batch
                 pooled = pool_apart(self._model, features)
             else:
                 pooled = self._model.forward(features)["sentence_embedding"]
