@@ -95,3 +95,23 @@ def test_pooling_leaves_out_unpooled_tokens_but_not_the_last() -> None:
     assert pool(tokens, mask, "mean").tolist() == [[2.0, 3.0]]
     assert pool(tokens, mask, "max").tolist() == [[3.0, 4.0]]
     assert pool(tokens, mask, "lasttoken").tolist() == [[3.0, 4.0]]
+
+
+def test_unpooled_marks_mean_the_same_in_hub_onnx_folders_and_torch(onnx_folder, minilm) -> None:  # type: ignore[no-untyped-def]
+    """For a hub ONNX folder numpy pools without the marked tokens; the torch stack attends to
+    them and pools without them: the two must agree. (The 0/1 mask fed to hub graphs is
+    defensive: this export reads any non-zero as attended, older ones may not.)"""
+    from embedserve.backends.base import UNPOOLED
+    from embedserve.backends.torch import TorchBackend
+    from embedserve.engine.batcher import pad
+    from embedserve.engine.tokenizer import ModelTokenizer
+
+    tokenizer = ModelTokenizer(minilm.folder / "tokenizer.json", 256)
+    sequences = tokenizer.encode(["query: how do I renew a passport", "query: dogs on trains"])
+    ids, mask = pad(sequences, tokenizer.pad_id, [4, 4])
+    assert (mask == UNPOOLED).sum() == 8
+    hub = OnnxBackend(onnx_folder / "onnx" / "model.onnx", pooling="mean").embed(ids, mask)
+    stack = TorchBackend(minilm.folder).embed(ids, mask)
+    plain = TorchBackend(minilm.folder).embed(ids, np.minimum(mask, 1))
+    assert cosines(hub, stack).min() >= 0.9999
+    assert cosines(plain, stack).max() < 0.999  # the marks change the vectors

@@ -266,8 +266,13 @@ async def test_a_request_queued_past_its_deadline_is_a_503_and_never_computed(mi
         late = await client.post("/v1/embeddings", json={"input": [[7003]]})
         backend.release.set()
         assert (await busy).status_code == 200
-        assert (await ahead).status_code in (200, 503)
+        ahead_status = (await ahead).status_code
+        assert ahead_status in (200, 503)
+        got = samples((await client.get("/metrics")).text)
     assert late.status_code == 503
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    timeouts = ("embedserve_rejected_requests_total", (("model", model), ("reason", "timeout")))
+    assert got[timeouts] == 1 + (ahead_status == 503)
     assert late.headers["retry-after"] == "1"
     assert late.json()["error"]["type"] == "service_unavailable"
     assert "waited more than 0.3s" in late.json()["error"]["message"]

@@ -112,3 +112,9 @@ _export(Path(sys.argv[1]), Path(sys.argv[1]) / "out.onnx", True)
     )
     assert done.returncode != 0
     assert "the build step _export_stack failed in its process" in done.stderr
+
+
+def test_graphs_that_pool_apart_have_their_own_cache_key(minilm: ModelSource) -> None:
+    pooled = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=True)
+    apart = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=False)
+    assert pooled != apart
