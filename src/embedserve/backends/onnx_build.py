@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +100,7 @@ def _build_fp32(
         2,
         2,
         "fusing the graph for transformer inference",
-        lambda: _without_torch_here("_optimize", folder, exported, optimized),
+        lambda: _without_torch_here(_optimize, folder, exported, optimized),
     )
     if _same_outputs(exported, optimized, _vocab_size(folder)):
         optimized.replace(out)
@@ -134,23 +134,26 @@ def _quiet() -> Iterator[None]:
 
 
 def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
-    _without_torch_here("_export_stack", folder, out, pools_instruction)
+    _without_torch_here(_export_stack, folder, out, pools_instruction)
 
 
-def _without_torch_here(step: str, *args: Path | bool) -> None:
+def _without_torch_here(step: Callable[..., None], *args: Path | bool) -> None:
     """Run a build step that needs torch (the exporter; ORT's optimizer imports it too) in a
     child process when this one has not imported torch: the server then never carries torch's
     ~700 MB, since it serves with ONNX Runtime alone."""
     if "torch" in sys.modules:
-        globals()[step](*args)
+        step(*args)
         return
     encoded = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, step, encoded], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _CHILD, step.__name__, encoded],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the build step {step} failed in its process: {last}")
+        raise RuntimeError(f"the build step {step.__name__} failed in its process: {last}")
 
 
 _CHILD = """
