@@ -11,24 +11,19 @@ cache, which is rebuilt.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import logging
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from embedserve.models.cache import file_digest, folder_digest
+from embedserve.backends.build_steps import run_apart, step
+from embedserve.models.cache import cached_build, folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -50,43 +45,28 @@ def cached_onnx_model(
     `pools_instruction=False` builds a graph that reads UNPOOLED marks in its attention mask
     (INSTRUCTOR models); it is left out otherwise, as it would stop the attention fusion."""
     key = _cache_key(folder, precision, pools_instruction)
-    label = (name or folder.name).replace("/", "--")
+    label = cache_label(folder, name)
     target = cache_root / "onnx" / f"{label}-{precision}-{key[:16]}"
-    model = target / "model.onnx"
-    problem = _cache_problem(target, key)
-    if problem is None:
-        log.info("ONNX model (%s) from cache %s", precision, target)
-        return model
-    if target.exists():
-        log.warning("ONNX cache %s is unusable (%s); rebuilding it", target, problem)
-        shutil.rmtree(target, ignore_errors=True)
-    _remove_stale(target)
     source = (
         cached_onnx_model(folder, "fp32", cache_root, name, pools_instruction=pools_instruction)
         if precision == "int8"
         else None
     )  # int8 is quantized from the cached, optimized fp32 graph
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-    try:
-        built = work / "model.onnx"
-        if source is not None:
-            _step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, built))
+
+    def build(out: Path, scratch: Path) -> None:
+        if source is None:
+            _build_fp32(folder, out / "model.onnx", scratch, label, pools_instruction)
         else:
-            _build_fp32(folder, built, work, label, pools_instruction)
-        final = work / "final"
-        final.mkdir()
-        built.replace(final / "model.onnx")
-        manifest = {"key": key, "sha256": file_digest(final / "model.onnx"), "precision": precision}
-        (final / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        try:
-            final.replace(target)
-        except OSError:  # another process finished the same build first
-            if _cache_problem(target, key) is not None:
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return model
+            step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, out / "model.onnx"))
+
+    built = cached_build(
+        target, key, build, what=f"ONNX model ({precision})", notes={"precision": precision}
+    )
+    return built / "model.onnx"
+
+
+def cache_label(folder: Path, name: str | None) -> str:
+    return (name or folder.name).replace("/", "--")
 
 
 def _build_fp32(
@@ -94,9 +74,9 @@ def _build_fp32(
 ) -> None:
     exported = scratch / "exported.onnx"
     log.info("building the ONNX model of %s (first start only; cached afterwards)", label)
-    _step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction))
+    step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction))
     optimized = scratch / "optimized.onnx"
-    _step(
+    step(
         2,
         2,
         "fusing the graph for transformer inference",
@@ -111,59 +91,18 @@ def _build_fp32(
         exported.replace(out)
 
 
-def _step(index: int, total: int, what: str, run: Any) -> None:
-    log.info("  [%d/%d] %s ...", index, total, what)
-    started = time.perf_counter()
-    with _quiet():
-        run()
-    log.info("  [%d/%d] %s: done in %.1fs", index, total, what, time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter, optimizer and quantizer log every node (some on the root logger) and warn
-    about tracing; our step lines say what matters. Start-up only, so briefly global."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
 def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
     _without_torch_here(_export_stack, folder, out, pools_instruction)
 
 
-def _without_torch_here(step: Callable[..., None], *args: Path | bool) -> None:
+def _without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> None:
     """Run a build step that needs torch (the exporter; ORT's optimizer imports it too) in a
     child process when this one has not imported torch: the server then never carries torch's
     ~700 MB, since it serves with ONNX Runtime alone."""
     if "torch" in sys.modules:
-        step(*args)
-        return
-    encoded = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, step.__name__, encoded],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the build step {step.__name__} failed in its process: {last}")
-
-
-_CHILD = """
-import json, sys
-from pathlib import Path
-from embedserve.backends import onnx_build
-args = [Path(a) if isinstance(a, str) else a for a in json.loads(sys.argv[2])]
-with onnx_build._quiet():
-    getattr(onnx_build, sys.argv[1])(*args)
-"""
+        build_step(*args)
+    else:
+        run_apart(build_step, *args)
 
 
 def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
@@ -270,27 +209,3 @@ def _cache_key(folder: Path, precision: str, pools_instruction: bool) -> str:
     if not pools_instruction:  # only then, so existing caches keep their keys
         parts.append("unpooled-instruction")
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
-def _cache_problem(target: Path, key: str) -> str | None:
-    manifest_path, model = target / "manifest.json", target / "model.onnx"
-    if not target.exists():
-        return "missing"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        return "no readable manifest"
-    if manifest.get("key") != key:
-        return "built from other model files or options"
-    if not model.is_file() or file_digest(model) != manifest.get("sha256"):
-        return "model.onnx is missing or does not match its recorded hash"
-    return None
-
-
-def _remove_stale(target: Path) -> None:
-    """Drop caches of the same model and precision built from older files or options."""
-    prefix = target.name.rsplit("-", 1)[0] + "-"
-    for old in target.parent.glob(prefix + "*") if target.parent.exists() else []:
-        if old != target and old.is_dir():
-            log.info("removing stale ONNX cache %s", old)
-            shutil.rmtree(old, ignore_errors=True)

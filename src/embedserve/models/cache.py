@@ -1,10 +1,20 @@
-"""Where embedserve keeps what it derives from models (ONNX exports), and content keys for them."""
+"""Where embedserve keeps what it derives from models (ONNX exports, OpenVINO models), content
+keys for them, and the build-once folder both use."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
 
 
 def default_cache_dir() -> Path:
@@ -27,3 +37,74 @@ def folder_digest(folder: Path) -> str:
 def file_digest(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def cached_build(
+    target: Path,
+    key: str,
+    build: Callable[[Path, Path], None],
+    *,
+    what: str,
+    notes: dict[str, str] | None = None,
+) -> Path:
+    """The folder `target`, holding what `build(out, scratch)` writes into `out`, built once.
+
+    Its manifest records `key` and every file's hash: a folder built from other inputs, or with
+    a file changed or missing, is rebuilt. The build runs in a scratch folder next to `target`
+    and is moved into place whole, so a crash never leaves half a cache. Older builds of the
+    same name (same label, another key) are removed."""
+    problem = cache_problem(target, key)
+    if problem is None:
+        log.info("%s from cache %s", what, target)
+        return target
+    if target.exists():
+        log.warning("%s cache %s is unusable (%s); rebuilding it", what, target, problem)
+        shutil.rmtree(target, ignore_errors=True)
+    _remove_stale(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+    try:
+        out = work / "final"
+        out.mkdir()
+        build(out, work)
+        files = {p.name: file_digest(p) for p in sorted(out.iterdir())}
+        manifest = {"key": key, "files": files, **(notes or {})}
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        try:
+            out.replace(target)
+        except OSError:  # another process finished the same build first
+            if cache_problem(target, key) is not None:
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def cache_problem(target: Path, key: str) -> str | None:
+    """Why the folder cannot be used as built for `key`, or None when it can."""
+    if not target.exists():
+        return "missing"
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "no readable manifest"
+    if manifest.get("key") != key:
+        return "built from other model files or options"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "the manifest lists no files"
+    for name, digest in files.items():
+        path = target / name
+        if not path.is_file() or file_digest(path) != digest:
+            return f"{name} is missing or does not match its recorded hash"
+    return None
+
+
+def _remove_stale(target: Path) -> None:
+    """Drop builds of the same label made from older files or options (the key's head is the
+    last dash-separated part of the folder's name)."""
+    prefix = target.name.rsplit("-", 1)[0] + "-"
+    for old in target.parent.glob(prefix + "*") if target.parent.exists() else []:
+        if old != target and old.is_dir():
+            log.info("removing stale cache %s", old)
+            shutil.rmtree(old, ignore_errors=True)
