@@ -7,9 +7,9 @@ tokens, as a RAG ingestion job sends them).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import random
+
+from embedserve.backends.calibration import docstring_paragraphs
 
 _SUBJECTS = ["the invoice", "my account", "the train", "our API", "this recipe", "the patient"]
 _VERBS = ["was delayed", "needs review", "looks broken", "works again", "was updated", "is missing"]
@@ -50,16 +50,7 @@ _MODULES = [
 
 
 def mixed_corpus(count: int, seed: int = 0) -> list[str]:
-    paragraphs: list[str] = []
-    for name in _MODULES:
-        module = importlib.import_module(name)
-        for _, obj in inspect.getmembers(module):
-            doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
-            for block in (doc or "").split("\n\n"):
-                text = " ".join(block.split())
-                if len(text.split()) >= 3:
-                    paragraphs.append(text)
-    unique = sorted(set(paragraphs))
+    unique = docstring_paragraphs(_MODULES)
     rng = random.Random(seed)
     rng.shuffle(unique)
     out = unique[:count]

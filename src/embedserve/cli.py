@@ -189,21 +189,23 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     add(
         "--backend",
-        choices=["auto", "onnx", "torch"],
+        choices=["auto", "onnx", "openvino", "torch"],
         default="auto",
-        help="onnx (ONNX Runtime, the CPU default) or torch (GPUs, bf16, unexportable models)",
+        help="onnx (ONNX Runtime, the CPU default for fp32), openvino (CPU int8 and bf16 when "
+        "embedserve[openvino] is installed) or torch (GPUs, unexportable models)",
     )
     add(
         "--precision",
         choices=["auto", "fp32", "int8", "bf16", "fp16"],
         default="auto",
-        help="fp32 is exact (CPU default); int8 (CPU, ONNX) and bf16 are faster and are "
-        "measured against fp32 at start-up; fp16 is the GPU default",
+        help="fp32 is exact (CPU default); int8 (CPU) and bf16 are faster and are measured "
+        "against fp32 at start-up; fp16 is the GPU default",
     )
     add(
         "--cache-dir",
         default=None,
-        help="where ONNX exports are cached (default $EMBEDSERVE_CACHE_DIR or ~/.cache/embedserve)",
+        help="where ONNX and OpenVINO builds are cached "
+        "(default $EMBEDSERVE_CACHE_DIR or ~/.cache/embedserve)",
     )
     add(
         "--strict-model",

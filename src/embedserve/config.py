@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
 Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
-BackendKind = Literal["auto", "onnx", "torch"]
+BackendKind = Literal["auto", "onnx", "openvino", "torch"]
 LogFormat = Literal["text", "json"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def usable_cores() -> int:
@@ -66,15 +76,18 @@ class Settings:
     """"auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
 
     backend: BackendKind = "auto"
-    """"onnx" (ONNX Runtime, the CPU default), "torch" (GPUs, bf16, models that cannot be
-    exported), or "auto"."""
+    """"onnx" (ONNX Runtime, the CPU default for fp32), "openvino" (CPU int8 and bf16, the
+    default for them when embedserve[openvino] is installed), "torch" (GPUs, models that cannot
+    be exported), or "auto"."""
 
     precision: Precision = "auto"
-    """"fp32" (exact; the CPU default), "int8" (ONNX dynamic quantization), "bf16" (torch,
-    CPUs with AVX512-BF16/AMX or GPUs), "fp16" (GPUs; the GPU default), or "auto"."""
+    """"fp32" (exact; the CPU default), "int8" (OpenVINO static or ONNX Runtime dynamic
+    quantization), "bf16" (CPUs with AVX512-BF16/AMX, or GPUs), "fp16" (GPUs; the GPU
+    default), or "auto"."""
 
     cache_dir: str | None = None
-    """Where ONNX exports are cached; None is $EMBEDSERVE_CACHE_DIR or ~/.cache/embedserve."""
+    """Where ONNX and OpenVINO builds are cached; None is $EMBEDSERVE_CACHE_DIR or
+    ~/.cache/embedserve."""
 
     strict_model: bool = False
     """Reject requests whose `model` is not a served name (404) instead of serving the default."""

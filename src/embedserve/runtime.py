@@ -14,7 +14,8 @@ from uvicorn import server as uvicorn_server
 
 from embedserve.api.app import create_app
 from embedserve.backends.base import Backend
-from embedserve.config import Settings, usable_cores
+from embedserve.backends.onnx_build import cached_onnx_model
+from embedserve.config import Settings, cpu_supports_bf16, usable_cores
 from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder, EmbeddingService
 from embedserve.engine.fidelity import measure, report
@@ -77,9 +78,10 @@ def build_backend(
     settings: Settings,
     pools_instruction: bool = True,
 ) -> tuple[Backend, bool]:
-    """ONNX Runtime on CPU (fp32 exact by default, int8 opt-in); torch on GPU (fp16 by default),
-    for bf16, when asked, or when the model cannot be exported. Faster modes are measured
-    against fp32 on a probe set and the figures logged."""
+    """ONNX Runtime on CPU (fp32 exact by default); OpenVINO for int8 and bf16 on CPU when
+    installed (else ONNX Runtime int8 / torch bf16); torch on GPU (fp16 by default) and when
+    the model cannot be exported. Faster modes are measured against fp32 on a probe set and the
+    figures logged."""
     from embedserve.backends.torch import TorchBackend, gpu_present
 
     device = settings.device
@@ -92,10 +94,16 @@ def build_backend(
     shipped = onnx_file(source.files)
     if shipped is not None:
         return _shipped_onnx(source, shipped, metadata, settings), False
+    if settings.backend == "openvino" or (
+        settings.backend == "auto" and not on_gpu and _openvino_suits(precision)
+    ):
+        if on_gpu:
+            raise ModelUnavailable("OpenVINO runs on the CPU: drop --device cuda")
+        return _openvino_backend(source, tokenizer, settings, precision, pools_instruction), False
     use_torch = settings.backend == "torch" or on_gpu or precision in ("bf16", "fp16")
     if precision == "int8" and use_torch:
         raise ModelUnavailable(
-            "int8 runs on ONNX Runtime on the CPU: drop --backend torch / --device cuda"
+            "int8 runs on the CPU (OpenVINO or ONNX Runtime): drop --backend torch / --device cuda"
         )
     if not use_torch:
         try:
@@ -112,6 +120,22 @@ def build_backend(
         report(precision, measure(reference, backend, tokenizer))
         del reference
     return backend, on_gpu
+
+
+def _openvino_suits(precision: str) -> bool:
+    """Whether "auto" picks OpenVINO on the CPU: for int8, and for bf16 where the CPU has it,
+    when embedserve[openvino] is installed (else ONNX Runtime int8 and torch bf16 serve)."""
+    from embedserve.backends.openvino_build import openvino_missing
+
+    if precision == "int8":
+        missing = openvino_missing(quantizer=True)
+    elif precision == "bf16" and cpu_supports_bf16():
+        missing = openvino_missing(quantizer=False)
+    else:
+        return False
+    if missing:
+        log.info("%s without OpenVINO (%s)", precision, missing)
+    return missing is None
 
 
 def _shipped_onnx(
@@ -149,7 +173,6 @@ def _onnx_backend(
     pools_instruction: bool,
 ) -> Backend:
     from embedserve.backends.onnx import OnnxBackend
-    from embedserve.backends.onnx_build import cached_onnx_model
 
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     build = partial(
@@ -163,6 +186,44 @@ def _onnx_backend(
     if precision == "int8":
         reference = OnnxBackend(build("fp32"))
         report("int8", measure(reference, backend, tokenizer))
+    return backend
+
+
+def _openvino_backend(
+    source: ModelSource,
+    tokenizer: ModelTokenizer,
+    settings: Settings,
+    precision: str,
+    pools_instruction: bool,
+) -> Backend:
+    from embedserve.backends.onnx import OnnxBackend
+    from embedserve.backends.openvino import OpenVinoBackend
+    from embedserve.backends.openvino_build import cached_openvino_int8, openvino_missing
+
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ModelUnavailable(f"OpenVINO serves fp32, bf16 or int8, not {precision}")
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise ModelUnavailable(
+            "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or int8"
+        )
+    missing = openvino_missing(quantizer=precision == "int8")
+    if missing:
+        raise ModelUnavailable(f"--backend openvino: {missing}")
+    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    try:
+        fp32 = cached_onnx_model(
+            source.files, "fp32", cache, source.id, pools_instruction=pools_instruction
+        )
+        model = fp32
+        if precision == "int8":
+            model = cached_openvino_int8(source.files, fp32, cache, source.id)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot build the {precision} model of {source.id}: {exc}") from exc
+    backend = OpenVinoBackend(model, precision)  # type: ignore[arg-type]
+    if precision != "fp32":
+        report(precision, measure(OnnxBackend(fp32), backend, tokenizer))
     return backend
 
 

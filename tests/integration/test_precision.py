@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedserve.backends.torch import cpu_supports_bf16
-from embedserve.config import Settings
+from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
+from embedserve.config import Settings, cpu_supports_bf16
 from embedserve.engine.embedder import Embedder
+from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource
 from embedserve.runtime import load_embedder
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
@@ -25,23 +26,68 @@ def test_default_is_onnx_fp32_and_exact(embedder: Embedder, reference) -> None: 
         assert cosines(embed(embedder, texts), reference_vectors(reference, texts)).min() >= 0.9999
 
 
-def test_int8_meets_its_bar_on_real_text(minilm: ModelSource, reference, caplog) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_int8_meets_its_bar_on_real_text(minilm: ModelSource, reference, caplog, backend) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level("INFO")
-    int8 = load_embedder(minilm, Settings(precision="int8"))
-    cos = cosines(embed(int8, REAL_SENTENCES), reference_vectors(reference, REAL_SENTENCES))
-    assert cos.mean() >= 0.99
-    assert cos.min() >= 0.98
+    int8 = load_embedder(minilm, Settings(precision="int8", backend=backend))
+    assert int8.backend.kind == backend
+    for texts in (REAL_SENTENCES, unseen_paragraphs()):
+        cos = cosines(embed(int8, texts), reference_vectors(reference, texts))
+        assert cos.mean() >= 0.99
+        assert cos.min() >= 0.98
     assert any("precision int8: cosine vs fp32" in r.getMessage() for r in caplog.records)
     int8.close()
 
 
+def unseen_paragraphs() -> list[str]:
+    """Real prose of every length that int8 calibration never saw: paragraphs of other modules'
+    documentation strings than the calibration set's."""
+    modules = ["argparse", "json", "logging", "pathlib", "subprocess", "threading", "zipfile"]
+    assert not set(modules) & set(CALIBRATION_MODULES)
+    paragraphs = docstring_paragraphs(modules)
+    return paragraphs[:: max(1, len(paragraphs) // 150)]
+
+
+def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, monkeypatch, caplog
+) -> None:
+    from embedserve.backends import openvino_build
+
+    int8 = load_embedder(minilm, Settings(precision="int8"))
+    assert int8.backend.kind == "openvino"
+    int8.close()
+    find_spec = openvino_build.importlib.util.find_spec
+    monkeypatch.setattr(
+        openvino_build.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name in ("openvino", "nncf") else find_spec(name, *args),
+    )
+    caplog.set_level("INFO")
+    int8 = load_embedder(minilm, Settings(precision="int8"))
+    assert int8.backend.kind == "onnx"
+    int8.close()
+    assert any("install embedserve[openvino]" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ModelUnavailable, match=r"install embedserve\[openvino\]"):
+        load_embedder(minilm, Settings(precision="int8", backend="openvino"))
+
+
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16 instructions")
-def test_bf16_on_cpu(minilm: ModelSource, reference) -> None:  # type: ignore[no-untyped-def]
-    bf16 = load_embedder(minilm, Settings(precision="bf16"))
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_bf16_on_cpu(minilm: ModelSource, reference, backend) -> None:  # type: ignore[no-untyped-def]
+    bf16 = load_embedder(minilm, Settings(precision="bf16", backend=backend))
+    assert bf16.backend.kind == ("openvino" if backend == "auto" else "torch")
     cos = cosines(embed(bf16, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
     assert cos.mean() >= 0.999
     assert cos.min() >= 0.995
     bf16.close()
+
+
+def test_openvino_fp32_is_exact(minilm: ModelSource, reference) -> None:  # type: ignore[no-untyped-def]
+    fp32 = load_embedder(minilm, Settings(precision="fp32", backend="openvino"))
+    assert fp32.backend.kind == "openvino"
+    cos = cosines(embed(fp32, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
+    assert cos.min() >= 0.9999
+    fp32.close()
 
 
 def test_torch_fp32_backend_is_exact(minilm: ModelSource, reference) -> None:  # type: ignore[no-untyped-def]
@@ -59,5 +105,5 @@ def test_precisions_that_cannot_run_here_fail_clearly(minilm: ModelSource) -> No
 
     with pytest.raises(ModelUnavailable, match="fp16 needs a CUDA GPU"):
         load_embedder(minilm, Settings(precision="fp16", device="cpu"))
-    with pytest.raises(ModelUnavailable, match="int8 runs on ONNX Runtime"):
+    with pytest.raises(ModelUnavailable, match="int8 runs on the CPU"):
         load_embedder(minilm, Settings(precision="int8", backend="torch"))

@@ -1,4 +1,5 @@
-"""The ONNX export cache: reused when sound, rebuilt when corrupt, replaced when stale."""
+"""The ONNX export and OpenVINO int8 caches: reused when sound, rebuilt when corrupt, replaced
+when stale."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedserve.backends import onnx_build
+from embedserve.backends import onnx_build, openvino_build
 from embedserve.backends.onnx import OnnxBackend
 from embedserve.backends.onnx_build import cached_onnx_model
+from embedserve.backends.openvino import OpenVinoBackend
+from embedserve.backends.openvino_build import cached_openvino_int8
 from embedserve.models.source import ModelSource
 
 
@@ -91,6 +94,8 @@ def test_a_process_without_torch_builds_without_importing_it(tmp_path: Path) -> 
     done = run_fresh(
         """
 from embedserve.backends.onnx_build import cached_onnx_model
+from embedserve.backends.openvino import OpenVinoBackend
+from embedserve.backends.openvino_build import cached_openvino_int8
 from embedserve.models.source import resolve
 source = resolve(None)
 model = cached_onnx_model(source.files, "fp32", Path(sys.argv[1]), source.id)
@@ -118,3 +123,36 @@ def test_graphs_that_pool_apart_have_their_own_cache_key(minilm: ModelSource) ->
     pooled = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=True)
     apart = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=False)
     assert pooled != apart
+
+
+@pytest.fixture(scope="module")
+def openvino_int8(built, minilm: ModelSource) -> Path:  # type: ignore[no-untyped-def]
+    cache, fp32 = built
+    return cached_openvino_int8(minilm.folder, fp32, cache, minilm.id)
+
+
+def test_the_openvino_int8_build_is_reused_then_rebuilt_when_corrupt(  # type: ignore[no-untyped-def]
+    openvino_int8, built, minilm, monkeypatch, caplog
+) -> None:
+    cache, fp32 = built
+    names = sorted(p.name for p in openvino_int8.parent.iterdir())
+    assert names == ["manifest.json", "model.bin", "model.xml"]
+    with monkeypatch.context() as patch:
+        patch.setattr(openvino_build, "run_apart", lambda *a: pytest.fail("cache not used"))
+        assert cached_openvino_int8(minilm.folder, fp32, cache, minilm.id) == openvino_int8
+    weights = openvino_int8.with_suffix(".bin")
+    with weights.open("r+b") as handle:
+        handle.seek(weights.stat().st_size // 2)
+        handle.write(b"\xff" * 64)
+    caplog.set_level("INFO")
+    assert cached_openvino_int8(minilm.folder, fp32, cache, minilm.id) == openvino_int8
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("model.bin is missing or does not match" in m for m in messages)
+    assert any("[1/1] quantizing to int8 with NNCF" in m and "done" in m for m in messages)
+    probe = np.array([[101, 7592, 2088, 102]])
+    vector = OpenVinoBackend(openvino_int8, "int8").embed(probe, np.ones_like(probe))
+    reference = OnnxBackend(fp32).embed(probe, np.ones_like(probe))
+    assert (
+        float((vector * reference).sum() / np.linalg.norm(vector) / np.linalg.norm(reference))
+        > 0.98
+    )

@@ -14,6 +14,9 @@ model's instruction. Backends attend where mask > 0 and pool where mask == 1."""
 class Backend(Protocol):
     """Runs a model's forward pass. Knows nothing of HTTP, requests or tokenization."""
 
+    kind: str
+    """The engine: "onnx", "openvino" or "torch"."""
+
     @property
     def dimension(self) -> int:
         """Length of the vectors `embed` returns."""

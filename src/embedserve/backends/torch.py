@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import UNPOOLED
+from embedserve.config import cpu_supports_bf16
 from embedserve.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,6 @@ def gpu_present() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-def cpu_supports_bf16() -> bool:
-    flags = ""
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class TorchBackend:
