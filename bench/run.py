@@ -36,6 +36,15 @@ EXTRA = os.environ.get("EMBEDSERVE_BENCH_ARGS", "").split()
 INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", HERE / ".venv-infinity"))
 
 
+MODES = {  # our servers: name -> (precision, backend)
+    "embedserve fp32 (default)": ("fp32", "auto"),
+    "embedserve bf16": ("bf16", "auto"),
+    "embedserve int8": ("int8", "auto"),
+    "embedserve int8 (ONNX Runtime)": ("int8", "onnx"),
+}
+ENGINES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torch": "torch"}
+
+
 @dataclass
 class Server:
     name: str
@@ -63,8 +72,10 @@ def servers(folder: Path, port: int) -> list[Server]:
         "warning",
     ]
     return [
-        Server("embedserve fp32 (default)", [*ours, "--precision", "fp32"], "/v1/embeddings"),
-        Server("embedserve int8", [*ours, "--precision", "int8"], "/v1/embeddings"),
+        *(
+            Server(name, [*ours, "--precision", precision, "--backend", backend], "/v1/embeddings")
+            for name, (precision, backend) in MODES.items()
+        ),
         Server(
             "infinity (torch)",
             [
@@ -170,13 +181,13 @@ def bench_server(server: Server, base: str, plan: list[Scenario], counts, second
             asyncio.run(
                 drive(
                     url,
-                    scenario.batches[:5],
-                    tokens[:5],
-                    clients=min(4, scenario.clients),
-                    seconds=5,
-                    max_requests=20,
+                    scenario.batches,
+                    tokens,
+                    clients=scenario.clients,
+                    seconds=3,
+                    max_requests=2000,
                 )
-            )  # warm-up
+            )  # warm-up: the same load for 3 s, so every server has met its shapes
             result = asyncio.run(
                 drive(
                     url,
@@ -200,18 +211,18 @@ def bench_server(server: Server, base: str, plan: list[Scenario], counts, second
     return rows, peak
 
 
-def bare_engine(folder: Path, corpus: list[str], precision: str) -> float:
-    """Tokens/s of the ONNX backend alone on the corpus, length-sorted: the ceiling."""
+def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, float]:
+    """The engine a mode serves with, and its tokens/s alone on the corpus, length-sorted in
+    batches as the batcher forms them: the ceiling."""
     from embedserve.config import Settings
+    from embedserve.engine.batcher import pad
     from embedserve.runtime import load_embedder
 
-    embedder = load_embedder(resolve(None), Settings(precision=precision))  # type: ignore[arg-type]
+    embedder = load_embedder(resolve(None), Settings(precision=precision, backend=backend))  # type: ignore[arg-type]
     sequences = embedder.tokenize(corpus, truncate=True)
     sequences.sort(key=len)
     limits = embedder.batcher.limits
     best = 0.0
-    from embedserve.engine.batcher import pad
-
     for _ in range(2):
         started = time.perf_counter()
         i = 0
@@ -226,8 +237,9 @@ def bare_engine(folder: Path, corpus: list[str], precision: str) -> float:
             embedder.backend.embed(*pad(sequences[i : i + rows], embedder.tokenizer.pad_id))
             i += rows
         best = max(best, sum(map(len, sequences)) / (time.perf_counter() - started))
+    label = f"{ENGINES[embedder.backend.kind]} {precision}"
     embedder.close()
-    return best
+    return label, best
 
 
 def bare_torch(folder: Path, texts: list[str]) -> float:
@@ -291,9 +303,9 @@ def main() -> None:
             server, base, plan, counts, args.seconds
         )
     mixed = [t for batch in plan[1].batches for t in batch]
-    ceilings = {p: bare_engine(folder, mixed, p) for p in ("fp32", "int8")}
     short = [t for batch in plan[0].batches for t in batch][:1024]
-    short_ceilings = {f"ONNX {p}": bare_engine(folder, short, p) for p in ("fp32", "int8")}
+    ceilings = {name: bare_engine(mixed, *mode) for name, mode in MODES.items()}
+    short_ceilings = dict(bare_engine(short, *mode) for mode in MODES.values())
     short_ceilings["torch fp32 (Infinity's engine)"] = bare_torch(folder, short)
     print(render(table, peaks, ceilings, args.seconds, short_ceilings))
 
@@ -318,20 +330,11 @@ def render(table, peaks, ceilings, seconds, short_ceilings) -> str:  # type: ign
                 f"{peaks[server]:,} | {ratio} |"
             )
     lines.append("")
-    for precision, ceiling in ceilings.items():
-        served = next(
-            (
-                r
-                for s, rows in table.items()
-                if precision in s
-                for name, r in rows
-                if "mixed" in name
-            ),
-            None,
-        )
-        share = f"; served: {served.tokens / served.seconds / ceiling:.0%} of it" if served else ""
+    for server, (engine, ceiling) in ceilings.items():
+        mixed = next((r for name, r in table.get(server, []) if "mixed" in name), None)
+        share = f"; served: {mixed.tokens / mixed.seconds / ceiling:.0%} of it" if mixed else ""
         lines.append(
-            f"- Bare ONNX engine, {precision}, mixed corpus length-sorted: "
+            f"- Bare engine of {server} ({engine}), mixed corpus length-sorted: "
             f"{ceiling:,.0f} tokens/s{share}."
         )
     engines = ", ".join(f"{name} {rate:,.0f}" for name, rate in short_ceilings.items())

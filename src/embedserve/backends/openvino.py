@@ -36,6 +36,9 @@ class OpenVinoBackend:
                 "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
                 "INFERENCE_NUM_THREADS": threads or usable_cores(),
                 "PERFORMANCE_HINT": "LATENCY",
+                # Kernels kept per input shape: the default (5000) let a mixed-length load grow
+                # the server by ~450 MiB; 100 levels it off near +250 MiB at the same speed.
+                "CPU_RUNTIME_CACHE_CAPACITY": 100,
             },
         )
         self._request = compiled.create_infer_request()
