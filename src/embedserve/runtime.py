@@ -174,11 +174,10 @@ def _onnx_backend(
 ) -> Backend:
     from embedserve.backends.onnx import OnnxBackend
 
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     build = partial(
         cached_onnx_model,
         source.files,
-        cache_root=cache,
+        cache_root=_cache_root(settings),
         name=source.id,
         pools_instruction=pools_instruction,
     )
@@ -209,7 +208,7 @@ def _openvino_backend(
     missing = openvino_missing(quantizer=precision == "int8")
     if missing:
         raise ModelUnavailable(f"--backend openvino: {missing}")
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = _cache_root(settings)
     try:
         fp32 = cached_onnx_model(
             source.files, "fp32", cache, source.id, pools_instruction=pools_instruction
@@ -225,6 +224,10 @@ def _openvino_backend(
     if precision != "fp32":
         report(precision, measure(OnnxBackend(fp32), backend, tokenizer))
     return backend
+
+
+def _cache_root(settings: Settings) -> Path:
+    return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
 
 def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 import numpy as np
@@ -26,3 +27,13 @@ class Backend(Protocol):
         """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs; the mask
         holds 0 (padding), 1 or UNPOOLED."""
         ...
+
+
+def graph_feeds(
+    names: Collection[str], input_ids: np.ndarray, attention_mask: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The encoder inputs a graph declares among ids, mask and token types (all 0)."""
+    feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in names:
+        feeds["token_type_ids"] = np.zeros_like(input_ids)
+    return {name: value for name, value in feeds.items() if name in names}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedserve.backends.base import graph_feeds
 from embedserve.backends.pooling import pool
 from embedserve.config import usable_cores
 
@@ -48,15 +49,8 @@ class OnnxBackend:
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         # Our exports read UNPOOLED marks themselves; a hub graph needs a plain 0/1 mask.
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask
-            if self._pooling is None
-            else np.minimum(attention_mask, 1),
-        }
-        if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        outputs = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
+        mask = attention_mask if self._pooling is None else np.minimum(attention_mask, 1)
+        outputs = self._session.run(None, graph_feeds(self._inputs, input_ids, mask))
         vectors = np.asarray(outputs[0], dtype=np.float32)
         if vectors.ndim == 3:  # token vectors: pool them as the model's configuration says
             vectors = pool(vectors, attention_mask, self._pooling or "mean")

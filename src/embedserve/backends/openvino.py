@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from embedserve.backends.base import graph_feeds
 from embedserve.config import cpu_supports_bf16, usable_cores
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,5 @@ class OpenVinoBackend:
         return self._dimension
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": np.zeros_like(input_ids),
-        }
-        outputs = self._request.infer({k: v for k, v in feeds.items() if k in self._inputs})
+        outputs = self._request.infer(graph_feeds(self._inputs, input_ids, attention_mask))
         return np.array(outputs[0], dtype=np.float32)  # a copy: the request reuses its buffers

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedserve.backends.base import graph_feeds
 from embedserve.backends.build_steps import run_apart, step
 from embedserve.backends.calibration import calibration_texts
 from embedserve.backends.onnx_build import PIPELINE_VERSION, cache_label
@@ -71,12 +72,7 @@ def quantize(folder: Path, fp32_onnx: Path, out: Path) -> None:
     samples = []
     for ids in tokenizer.encode(calibration_texts()):
         row = np.array([ids], dtype=np.int64)
-        feeds = {
-            "input_ids": row,
-            "attention_mask": np.ones_like(row),
-            "token_type_ids": np.zeros_like(row),
-        }
-        samples.append({k: v for k, v in feeds.items() if k in inputs})
+        samples.append(graph_feeds(inputs, row, np.ones_like(row)))
     quantized = nncf.quantize(
         model,
         nncf.Dataset(samples),
