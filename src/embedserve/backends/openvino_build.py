@@ -36,7 +36,7 @@ def openvino_missing(*, quantizer: bool) -> str | None:
     """What to install for the OpenVINO engine (and, for int8 builds, NNCF), or None."""
     names = ("openvino", "nncf") if quantizer else ("openvino",)
     missing = [n for n in names if importlib.util.find_spec(n) is None]
-    return f"{', '.join(missing)} is not installed: {INSTALL_HINT}" if missing else None
+    return f"not installed: {', '.join(missing)}; {INSTALL_HINT}" if missing else None
 
 
 def cached_openvino_int8(folder: Path, fp32_onnx: Path, cache_root: Path, name: str) -> Path:
