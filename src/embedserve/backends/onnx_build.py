@@ -47,17 +47,16 @@ def cached_onnx_model(
     key = _cache_key(folder, precision, pools_instruction)
     label = cache_label(folder, name)
     target = cache_root / "onnx" / f"{label}-{precision}-{key[:16]}"
-    source = (
-        cached_onnx_model(folder, "fp32", cache_root, name, pools_instruction=pools_instruction)
-        if precision == "int8"
-        else None
-    )  # int8 is quantized from the cached, optimized fp32 graph
 
     def build(out: Path, scratch: Path) -> None:
-        if source is None:
+        if precision == "fp32":
             _build_fp32(folder, out / "model.onnx", scratch, label, pools_instruction)
-        else:
-            step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, out / "model.onnx"))
+            return
+        # int8 is quantized from the cached, optimized fp32 graph, looked up only when needed
+        source = cached_onnx_model(
+            folder, "fp32", cache_root, name, pools_instruction=pools_instruction
+        )
+        step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, out / "model.onnx"))
 
     built = cached_build(
         target, key, build, what=f"ONNX model ({precision})", notes={"precision": precision}
