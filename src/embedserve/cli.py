@@ -37,6 +37,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 class _NewModel(argparse.Action):
     """--model starts a served model. The first one replaces the models of the defaults (the
     packaged model, or a --config file's list); later ones add to it."""
@@ -200,6 +207,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default="auto",
         help="fp32 is exact (CPU default); int8 (CPU) and bf16 are faster and are measured "
         "against fp32 at start-up; fp16 is the GPU default",
+    )
+    add(
+        "--streams",
+        type=_positive,
+        default=None,
+        help="forward passes the CPU runs at once, each on its share of the cores "
+        "(default: from the machine, 2 on 2-8 cores)",
     )
     add(
         "--cache-dir",

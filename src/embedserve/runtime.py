@@ -15,7 +15,7 @@ from uvicorn import server as uvicorn_server
 from embedserve.api.app import create_app
 from embedserve.backends.base import Backend
 from embedserve.backends.onnx_build import cached_onnx_model
-from embedserve.config import Settings, cpu_supports_bf16, usable_cores
+from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
 from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder, EmbeddingService
 from embedserve.engine.fidelity import measure, report
@@ -162,7 +162,7 @@ def _shipped_onnx(
             f"{source.id}: pooling '{pooling}' is not supported for ONNX folders"
         )
     log.info("serving the ONNX model shipped in %s (%s pooling)", model, pooling)
-    return OnnxBackend(model, pooling=pooling)
+    return OnnxBackend(model, pooling=pooling, streams=_streams(settings))
 
 
 def _onnx_backend(
@@ -181,7 +181,8 @@ def _onnx_backend(
         name=source.id,
         pools_instruction=pools_instruction,
     )
-    backend = OnnxBackend(build(precision), precision=precision)  # type: ignore[arg-type]
+    model = build(precision)  # type: ignore[arg-type]
+    backend = OnnxBackend(model, precision=precision, streams=_streams(settings))
     if precision == "int8":
         reference = OnnxBackend(build("fp32"))
         report("int8", measure(reference, backend, tokenizer))
@@ -220,10 +221,14 @@ def _openvino_backend(
         raise
     except Exception as exc:
         raise ModelUnavailable(f"cannot build the {precision} model of {source.id}: {exc}") from exc
-    backend = OpenVinoBackend(model, precision)  # type: ignore[arg-type]
+    backend = OpenVinoBackend(model, precision, streams=_streams(settings))  # type: ignore[arg-type]
     if precision != "fp32":
         report(precision, measure(OnnxBackend(fp32), backend, tokenizer))
     return backend
+
+
+def _streams(settings: Settings) -> int:
+    return settings.streams or default_streams(usable_cores())
 
 
 def _cache_root(settings: Settings) -> Path:

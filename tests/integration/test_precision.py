@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,22 @@ def test_openvino_fp32_is_exact(minilm: ModelSource, reference) -> None:  # type
     cos = cosines(embed(fp32, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
     assert cos.min() >= 0.9999
     fp32.close()
+
+
+@pytest.mark.parametrize(("backend", "precision"), [("onnx", "fp32"), ("openvino", "int8")])
+def test_streams_run_passes_at_once_with_the_same_vectors(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, backend: str, precision: str
+) -> None:
+    served = load_embedder(minilm, Settings(backend=backend, precision=precision, streams=2))
+    assert served.backend.streams == 2
+    batches = [[text] * 3 for text in VARIED_TEXTS]
+    alone = [embed(served, texts) for texts in batches]
+    with ThreadPoolExecutor(2) as pool:  # two passes at once, as the batcher's workers run them
+        for _ in range(3):
+            together = list(pool.map(lambda texts: embed(served, texts), batches))
+            for a, b in zip(alone, together, strict=True):
+                assert cosines(a, b).min() >= 0.99999
+    served.close()
 
 
 def test_torch_fp32_backend_is_exact(minilm: ModelSource, reference) -> None:  # type: ignore[no-untyped-def]

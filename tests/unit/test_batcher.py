@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -47,6 +49,38 @@ async def test_every_request_gets_its_own_vectors_in_order() -> None:
         assert vectors[:, 1].tolist() == [s[1] for s in job]  # each row is its own input
         assert vectors[:, 0].tolist() == [len(s) for s in job]
     batcher.close()
+
+
+class MeetingBackend(EchoBackend):
+    """Each of the first `parties` forward passes waits until all of them are running."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(parties, timeout=5)
+        self.calls = itertools.count()
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if next(self.calls) < self.meeting.parties:
+            self.meeting.wait()  # BrokenBarrierError (the batch fails) if passes ran one by one
+        return super().embed(input_ids, attention_mask)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_workers_compute_batches_at_once_and_rows_stay_owned(workers: int) -> None:
+    backend = MeetingBackend(parties=workers)
+    limits = BatchLimits(max_batch_tokens=256, max_batch_size=4)
+    batcher = Batcher(backend.embed, backend.dimension, 0, limits, workers=workers)
+    rng = random.Random(3)
+    jobs = [
+        [seq(8000 + 100 * j + i, rng.randint(3, 30)) for i in range(rng.randint(1, 9))]
+        for j in range(40)
+    ]
+    results = await asyncio.gather(*(batcher.submit(job) for job in jobs))
+    for job, vectors in zip(jobs, results, strict=True):
+        assert vectors[:, 1].tolist() == [s[1] for s in job]
+        assert vectors[:, 0].tolist() == [len(s) for s in job]
+    batcher.close()
+    assert not any(thread.is_alive() for thread in batcher._threads)  # every worker stopped
 
 
 async def test_similar_lengths_share_batches() -> None:

@@ -18,6 +18,10 @@ class Backend(Protocol):
     kind: str
     """The engine: "onnx", "openvino" or "torch"."""
 
+    streams: int
+    """How many `embed` calls may run at once (from different threads), each on its share of
+    the cores."""
+
     @property
     def dimension(self) -> int:
         """Length of the vectors `embed` returns."""

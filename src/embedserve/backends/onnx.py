@@ -23,15 +23,19 @@ class OnnxBackend:
         threads: int | None = None,
         precision: str = "fp32",
         pooling: str | None = None,
+        streams: int = 1,
     ) -> None:
         """`pooling` is for graphs that output token vectors (ONNX folders from the hub); our
-        own exports output pooled vectors and need none."""
+        own exports output pooled vectors and need none. `streams`: passes the caller may run
+        at once (ONNX Runtime's `run` is thread-safe), each on `threads` threads (default: the
+        cores shared out among them)."""
         self.precision = precision
+        self.streams = streams
         self._pooling = pooling
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or usable_cores()
+        options.intra_op_num_threads = threads or max(1, usable_cores() // streams)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -41,7 +45,12 @@ class OnnxBackend:
         self._inputs = [i.name for i in self._session.get_inputs()]
         probe = np.zeros((1, 2), dtype=np.int64)  # ids every vocabulary has
         self._dimension = int(self.embed(probe, np.ones_like(probe)).shape[1])
-        log.info("ONNX Runtime backend: %s, %d threads", model.name, options.intra_op_num_threads)
+        log.info(
+            "ONNX Runtime backend: %s, %d stream(s) of %d thread(s)",
+            model.name,
+            streams,
+            options.intra_op_num_threads,
+        )
 
     @property
     def dimension(self) -> int:

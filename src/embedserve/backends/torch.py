@@ -31,6 +31,7 @@ def gpu_present() -> bool:
 
 class TorchBackend:
     kind = "torch"
+    streams = 1
 
     def __init__(
         self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"

@@ -1,9 +1,11 @@
 """Dynamic batching: every request for one model feeds one queue; batches are formed under a
 padded-token budget, grouping similar lengths, and run one at a time on the backend.
 
-Two threads per model: the *former* picks and pads the next batch while the *compute* thread
-runs the current one. Requests from any event loop can wait on results (they are handed back
-with call_soon_threadsafe), so the event loop never computes or pads.
+Per model, a *former* thread picks and pads the next batch while *compute* threads run the
+current ones: one per stream the backend runs at once (on a CPU, independent single-threaded
+passes outrun one pass split over the cores: small matrices leave threads waiting at every
+op). Requests from any event loop can wait on results (they are handed back with
+call_soon_threadsafe), so the event loop never computes or pads.
 """
 
 from __future__ import annotations
@@ -81,8 +83,12 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, run: RunBatch, dimension: int, pad_id: int, limits: BatchLimits) -> None:
+    def __init__(
+        self, run: RunBatch, dimension: int, pad_id: int, limits: BatchLimits, workers: int = 1
+    ) -> None:
+        """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1)."""
         self._run = run
+        self._workers = workers
         self._dimension = dimension
         self._pad_id = pad_id
         self.limits = limits
@@ -96,8 +102,10 @@ class Batcher:
         self.observers: list[Callable[[BatchReport], None]] = []
         self._rate = 0.0  # recent sequences per second of compute, for Retry-After
         self._threads = [
-            threading.Thread(target=self._form_loop, name="embedserve-former", daemon=True),
-            threading.Thread(target=self._compute_loop, name="embedserve-compute", daemon=True),
+            threading.Thread(target=self._form_loop, name="embedserve-former", daemon=True)
+        ] + [
+            threading.Thread(target=self._compute_loop, name=f"embedserve-compute-{n}", daemon=True)
+            for n in range(workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -185,7 +193,8 @@ class Batcher:
             with self._cond:
                 batch = self._next_batch()
             if batch is None:
-                self._handoff.put(None)
+                for _ in range(self._workers):
+                    self._handoff.put(None)
                 return
             ids, mask = pad(
                 [item.tokens for item in batch], self._pad_id, [item.unpooled for item in batch]
@@ -259,23 +268,25 @@ class Batcher:
                 vectors = self._run(ids, mask)
             except Exception as exc:
                 log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
-                for job in {id(item.job): item.job for item in batch}.values():
-                    _settle(job, error=exc)
+                with self._cond:
+                    for job in {id(item.job): item.job for item in batch}.values():
+                        _settle(job, error=exc)
                 continue
             self._report(batch, ids, time.perf_counter() - started)
-            for item, vector in zip(batch, vectors, strict=True):
-                job = item.job
-                if job.finished:
-                    continue
-                job.out[item.row] = vector
-                job.remaining -= 1
-                if job.remaining == 0:
-                    _settle(job)
+            with self._cond:  # a job's rows may come back from several workers
+                for item, vector in zip(batch, vectors, strict=True):
+                    job = item.job
+                    if job.finished:
+                        continue
+                    job.out[item.row] = vector
+                    job.remaining -= 1
+                    if job.remaining == 0:
+                        _settle(job)
 
     def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float) -> None:
         tokens = sum(len(item.tokens) for item in batch)
         report = BatchReport(len(batch), tokens, int(ids.size), seconds)
-        rate = len(batch) / max(seconds, 1e-6)  # sequences per second, smoothed over batches
+        rate = self._workers * len(batch) / max(seconds, 1e-6)  # sequences/s, smoothed
         self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
         for observer in self.observers:
             try:

@@ -80,7 +80,11 @@ class Embedder:
         self.kind: str = getattr(backend, "kind", type(backend).__name__)
         self.precision: str | None = getattr(backend, "precision", None)
         self.batcher = Batcher(
-            backend.embed, backend.dimension, tokenizer.pad_id, limits or BatchLimits()
+            backend.embed,
+            backend.dimension,
+            tokenizer.pad_id,
+            limits or BatchLimits(),
+            workers=getattr(backend, "streams", 1),
         )
 
     @property
