@@ -237,6 +237,7 @@ def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, f
             rows += 1
         batches.append(pad(sequences[i : i + rows], embedder.tokenizer.pad_id))
         i += rows
+    batches.sort(key=lambda batch: batch[0].size, reverse=True)  # largest first: no long tail
     best = 0.0
     with ThreadPoolExecutor(embedder.backend.streams) as pool:
         for _ in range(2):
