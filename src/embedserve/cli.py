@@ -213,7 +213,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         type=_positive,
         default=None,
         help="forward passes the CPU runs at once, each on its share of the cores "
-        "(default: from the machine, 2 on 2-8 cores)",
+        "(default: from the machine, 2 on 2-8 cores); 1 gives a lone request every core",
     )
     add(
         "--cache-dir",
