@@ -37,17 +37,22 @@ async def test_token_budget_and_batch_size_are_respected() -> None:
     batcher.close()
 
 
-async def test_every_request_gets_its_own_vectors_in_order() -> None:
-    batcher = batcher_for(EchoBackend(), max_batch_tokens=256, max_batch_size=16)
-    rng = random.Random(2)
+async def assert_each_request_gets_its_own(batcher: Batcher, first_token: int) -> None:
+    """40 concurrent requests of 1-9 inputs of random lengths: each gets its own rows, in order."""
+    rng = random.Random(first_token)
     jobs = [
-        [seq(2000 + 100 * j + i, rng.randint(3, 30)) for i in range(rng.randint(1, 9))]
+        [seq(first_token + 100 * j + i, rng.randint(3, 30)) for i in range(rng.randint(1, 9))]
         for j in range(40)
     ]
     results = await asyncio.gather(*(batcher.submit(job) for job in jobs))
     for job, vectors in zip(jobs, results, strict=True):
         assert vectors[:, 1].tolist() == [s[1] for s in job]  # each row is its own input
         assert vectors[:, 0].tolist() == [len(s) for s in job]
+
+
+async def test_every_request_gets_its_own_vectors_in_order() -> None:
+    batcher = batcher_for(EchoBackend(), max_batch_tokens=256, max_batch_size=16)
+    await assert_each_request_gets_its_own(batcher, first_token=2000)
     batcher.close()
 
 
@@ -70,15 +75,7 @@ async def test_workers_compute_batches_at_once_and_rows_stay_owned(workers: int)
     backend = MeetingBackend(parties=workers)
     limits = BatchLimits(max_batch_tokens=256, max_batch_size=4)
     batcher = Batcher(backend.embed, backend.dimension, 0, limits, workers=workers)
-    rng = random.Random(3)
-    jobs = [
-        [seq(8000 + 100 * j + i, rng.randint(3, 30)) for i in range(rng.randint(1, 9))]
-        for j in range(40)
-    ]
-    results = await asyncio.gather(*(batcher.submit(job) for job in jobs))
-    for job, vectors in zip(jobs, results, strict=True):
-        assert vectors[:, 1].tolist() == [s[1] for s in job]
-        assert vectors[:, 0].tolist() == [len(s) for s in job]
+    await assert_each_request_gets_its_own(batcher, first_token=8000)
     batcher.close()
     assert not any(thread.is_alive() for thread in batcher._threads)  # every worker stopped
 
