@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
-from embedserve.config import Settings, cpu_supports_bf16
+from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
 from embedserve.engine.embedder import Embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource
@@ -24,6 +24,7 @@ def test_default_is_onnx_fp32_and_exact(embedder: Embedder, reference) -> None: 
     from embedserve.backends.onnx import OnnxBackend
 
     assert isinstance(embedder.backend, OnnxBackend)
+    assert embedder.backend.streams == default_streams(usable_cores())  # the machine's default
     for texts in (VARIED_TEXTS, REAL_SENTENCES):
         assert cosines(embed(embedder, texts), reference_vectors(reference, texts)).min() >= 0.9999
 

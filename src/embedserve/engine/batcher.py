@@ -1,5 +1,6 @@
 """Dynamic batching: every request for one model feeds one queue; batches are formed under a
-padded-token budget, grouping similar lengths, and run one at a time on the backend.
+padded-token budget, grouping similar lengths, and run on the backend, as many at once as it
+has streams.
 
 Per model, a *former* thread picks and pads the next batch while *compute* threads run the
 current ones: one per stream the backend runs at once (on a CPU, independent single-threaded
