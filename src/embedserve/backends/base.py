@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 import numpy as np
@@ -41,3 +41,10 @@ def graph_feeds(
     if "token_type_ids" in names:
         feeds["token_type_ids"] = np.zeros_like(input_ids)
     return {name: value for name, value in feeds.items() if name in names}
+
+
+def probe_dimension(embed: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> int:
+    """The vector length a graph outputs, from one tiny pass (ids every vocabulary has); it also
+    warms the engine."""
+    probe = np.zeros((1, 2), dtype=np.int64)
+    return int(embed(probe, np.ones_like(probe)).shape[1])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.backends.base import graph_feeds
+from embedserve.backends.base import graph_feeds, probe_dimension
 from embedserve.backends.pooling import pool
 from embedserve.config import usable_cores
 
@@ -43,8 +43,7 @@ class OnnxBackend:
             str(model), options, providers=["CPUExecutionProvider"]
         )
         self._inputs = [i.name for i in self._session.get_inputs()]
-        probe = np.zeros((1, 2), dtype=np.int64)  # ids every vocabulary has
-        self._dimension = int(self.embed(probe, np.ones_like(probe)).shape[1])
+        self._dimension = probe_dimension(self.embed)
         log.info(
             "ONNX Runtime backend: %s, %d stream(s) of %d thread(s)",
             model.name,

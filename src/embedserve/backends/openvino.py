@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedserve.backends.base import graph_feeds
+from embedserve.backends.base import graph_feeds, probe_dimension
 from embedserve.config import cpu_supports_bf16, usable_cores
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class OpenVinoBackend:
         for _ in range(streams):
             self._requests.put(compiled.create_infer_request())
         self._inputs = {port.get_any_name() for port in compiled.inputs}
-        probe = np.zeros((1, 2), dtype=np.int64)  # ids every vocabulary has
-        self._dimension = int(self.embed(probe, np.ones_like(probe)).shape[1])
+        self._dimension = probe_dimension(self.embed)
         log.info(
             "OpenVINO backend: %s, %s, %d stream(s) on %d threads",
             model.name,
