@@ -23,6 +23,7 @@ class EchoBackend:
         self._dimension = dimension
         self.batches: list[tuple[int, int]] = []  # (rows, width) of each forward call
         self.seen: list[int] = []  # first content token of every row computed
+        self.padding: list[int] = []  # padding tokens of each forward call
 
     @property
     def dimension(self) -> int:
@@ -30,6 +31,7 @@ class EchoBackend:
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.batches.append(input_ids.shape)
+        self.padding.append(int((attention_mask == 0).sum()))
         self.seen.extend(int(t) for t in input_ids[:, 1])
         out = np.zeros((len(input_ids), self._dimension), dtype=np.float32)
         out[:, 0] = attention_mask.sum(axis=1)

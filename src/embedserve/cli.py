@@ -265,6 +265,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="largest share of a batch that may be padding (default: 0.15 on CPU, 0.5 on GPU)",
     )
     add(
+        "--max-padding-tokens",
+        type=float,
+        default=None,
+        help="most padding tokens in one batch (default: on CPU, what a forward pass's fixed "
+        "cost is worth, timed at start; no limit on GPU)",
+    )
+    add(
         "--max-wait-ms",
         type=float,
         default=None,

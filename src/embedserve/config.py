@@ -129,6 +129,10 @@ class Settings:
     """Largest share of a batch that may be padding; None derives it from the machine (a CPU
     pays for every padded token, a GPU prefers big batches)."""
 
+    max_padding_tokens: float | None = None
+    """Most padding tokens in one batch; None derives it: on a CPU, what one forward pass's
+    fixed cost is worth, timed at start; no limit on a GPU."""
+
     max_wait_ms: float | None = None
     """How long a batch that is not full waits for more sequences; None derives it: 0 on a CPU
     (batches are bounded by padding, so waiting only adds latency), 2 ms on a GPU."""

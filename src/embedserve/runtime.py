@@ -13,7 +13,7 @@ from typing import Any
 from uvicorn import server as uvicorn_server
 
 from embedserve.api.app import create_app
-from embedserve.backends.base import Backend
+from embedserve.backends.base import Backend, pass_cost_in_tokens
 from embedserve.backends.onnx_build import cached_onnx_model
 from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
 from embedserve.engine.batcher import BatchLimits
@@ -63,7 +63,11 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
         tokenizer,
         backend,
         token_ids=settings.token_ids,
-        limits=batch_limits(settings, on_gpu=on_gpu),
+        limits=batch_limits(
+            settings,
+            on_gpu=on_gpu,
+            max_padding_tokens=_max_padding_tokens(source.id, backend, settings, on_gpu),
+        ),
         pools_instruction=pools_instruction,
         max_request_tokens=settings.max_request_tokens,
     )
@@ -235,7 +239,22 @@ def _cache_root(settings: Settings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
 
-def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
+def _max_padding_tokens(name: str, backend: Backend, settings: Settings, on_gpu: bool) -> float:
+    """The flag, or on a CPU what a forward pass's fixed cost is worth, timed now."""
+    if settings.max_padding_tokens is not None:
+        return settings.max_padding_tokens
+    if on_gpu:
+        return math.inf
+    tokens = pass_cost_in_tokens(backend.embed)
+    log.info(
+        "%s: a pass costs what %.0f tokens do; batches take at most that padding", name, tokens
+    )
+    return tokens
+
+
+def batch_limits(
+    settings: Settings, *, on_gpu: bool, max_padding_tokens: float = math.inf
+) -> BatchLimits:
     """Batch sizes from the flags, or from the machine: a CPU gains nothing from batches much
     larger than its cores can keep busy; a GPU wants large ones."""
     cores = usable_cores()
@@ -246,6 +265,7 @@ def batch_limits(settings: Settings, *, on_gpu: bool) -> BatchLimits:
         max_padding=settings.max_padding
         if settings.max_padding is not None
         else (0.5 if on_gpu else 0.15),
+        max_padding_tokens=max_padding_tokens,
         max_wait_s=(settings.max_wait_ms if settings.max_wait_ms is not None else 2.0 * on_gpu)
         / 1000,
         max_queued=settings.max_queued or 8 * settings.max_inputs,

@@ -25,6 +25,7 @@ def test_default_is_onnx_fp32_and_exact(embedder: Embedder, reference) -> None: 
 
     assert isinstance(embedder.backend, OnnxBackend)
     assert embedder.backend.streams == default_streams(usable_cores())  # the machine's default
+    assert 0 < embedder.batcher.limits.max_padding_tokens < 1000  # a pass's cost, timed at start
     for texts in (VARIED_TEXTS, REAL_SENTENCES):
         assert cosines(embed(embedder, texts), reference_vectors(reference, texts)).min() >= 0.9999
 
@@ -97,8 +98,10 @@ def test_openvino_fp32_is_exact(minilm: ModelSource, reference) -> None:  # type
 def test_streams_run_passes_at_once_with_the_same_vectors(  # type: ignore[no-untyped-def]
     minilm: ModelSource, backend: str, precision: str
 ) -> None:
-    served = load_embedder(minilm, Settings(backend=backend, precision=precision, streams=2))
+    settings = Settings(backend=backend, precision=precision, streams=2, max_padding_tokens=3)
+    served = load_embedder(minilm, settings)
     assert served.backend.streams == 2
+    assert served.batcher.limits.max_padding_tokens == 3  # the flag's, not a timing
     batches = [[text] * 3 for text in VARIED_TEXTS]
     alone = [embed(served, texts) for texts in batches]
     with ThreadPoolExecutor(2) as pool:  # two passes at once, as the batcher's workers run them

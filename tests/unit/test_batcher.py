@@ -104,6 +104,19 @@ async def test_padding_stays_under_its_share() -> None:
     batcher.close()
 
 
+async def test_padding_stays_under_its_token_limit() -> None:
+    backend = EchoBackend()
+    batcher = batcher_for(
+        backend, max_batch_tokens=100_000, max_batch_size=64, max_padding=1.0, max_padding_tokens=6
+    )
+    rng = random.Random(4)
+    lengths = [rng.randint(3, 40) for _ in range(200)]
+    vectors = await batcher.submit([seq(8500 + i, n) for i, n in enumerate(lengths)])
+    assert vectors[:, 0].tolist() == lengths
+    assert 0 < max(backend.padding) <= 6  # padding is taken, up to the limit
+    batcher.close()
+
+
 async def test_the_oldest_request_is_never_starved() -> None:
     backend = BlockingBackend()
     batcher = batcher_for(backend, max_batch_size=4, max_padding=0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Collection
 from typing import Protocol
 
@@ -48,3 +50,25 @@ def probe_dimension(embed: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> in
     warms the engine."""
     probe = np.zeros((1, 2), dtype=np.int64)
     return int(embed(probe, np.ones_like(probe)).shape[1])
+
+
+def pass_cost_in_tokens(
+    embed: Callable[[np.ndarray, np.ndarray], np.ndarray], width: int = 16, rows: int = 8
+) -> float:
+    """A forward pass's fixed cost, in tokens' worth of compute, from the quickest of three
+    timings each of a one-row and a `rows`-row pass of `width` tokens (inf where the rows cost
+    nothing that can be measured)."""
+
+    def quickest(n: int) -> float:
+        ids = np.zeros((n, width), dtype=np.int64)
+        mask = np.ones_like(ids)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            embed(ids, mask)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    one, many = quickest(1), quickest(rows)
+    per_token = (many - one) / ((rows - 1) * width)
+    return max(0.0, one / per_token - width) if per_token > 0 else math.inf

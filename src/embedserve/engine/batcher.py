@@ -43,6 +43,10 @@ class BatchLimits:
     max_padding: float = 0.15
     """Largest share of a batch's padded tokens that may be padding."""
 
+    max_padding_tokens: float = math.inf
+    """Most padding tokens in one batch. A forward pass has a fixed cost; on a CPU it is worth
+    only a few tokens of compute, and padding beyond that costs more than the pass it saves."""
+
     max_wait_s: float = 0.002
     """How long the former waits for more sequences to fill a batch that is not full."""
 
@@ -223,9 +227,9 @@ class Batcher:
     def _select(self) -> list[_Item]:
         """A window of similar lengths around the anchor: the oldest request's shortest waiting
         sequence (so nothing starves). The window grows toward whichever neighbour, in length
-        order, wastes least padding, while padding stays under its share of the batch and the
-        batch under its token budget and row limit. On a CPU, compute follows padded tokens,
-        so a smaller batch without padding beats a full one with it."""
+        order, wastes least padding, while padding stays under its share of the batch and its
+        token limit, and the batch under its token budget and row limit. On a CPU, compute
+        follows padded tokens, so a smaller batch without padding beats a full one with it."""
         limits = self.limits
         anchor = self._pending[0]
         ranked = sorted(self._pending, key=lambda i: (len(i.tokens), i.arrival))
@@ -244,6 +248,7 @@ class Batcher:
                 for tokens, new_width, step in options
                 if new_width * rows <= limits.max_batch_tokens
                 and 1 - tokens / (new_width * rows) <= limits.max_padding
+                and new_width * rows - tokens <= limits.max_padding_tokens
             ]
             if not fits:
                 break
