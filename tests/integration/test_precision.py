@@ -9,6 +9,7 @@ import pytest
 
 from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
 from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
+from embedserve.engine.batcher import pad
 from embedserve.engine.embedder import Embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource
@@ -109,6 +110,16 @@ def test_streams_run_passes_at_once_with_the_same_vectors(  # type: ignore[no-un
             together = list(pool.map(lambda texts: embed(served, texts), batches))
             for a, b in zip(alone, together, strict=True):
                 assert cosines(a, b).min() >= 0.99999
+    served.close()
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to share out")
+def test_onnx_streams_keep_a_session_on_every_core_for_a_lone_batch(minilm: ModelSource) -> None:
+    served = load_embedder(minilm, Settings(backend="onnx", streams=2))
+    backend = served.backend
+    assert backend.alone_threads == usable_cores()  # type: ignore[attr-defined]
+    ids, mask = pad(served.tokenizer.encode(VARIED_TEXTS), served.tokenizer.pad_id)
+    assert cosines(backend.embed_alone(ids, mask), backend.embed(ids, mask)).min() >= 0.99999
     served.close()
 
 

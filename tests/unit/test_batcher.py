@@ -80,6 +80,57 @@ async def test_workers_compute_batches_at_once_and_rows_stay_owned(workers: int)
     assert not any(thread.is_alive() for thread in batcher._threads)  # every worker stopped
 
 
+class AloneBackend(EchoBackend):
+    """`embed_alone` (the pass on every core) holds until released; notes any pass that ran
+    beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.alone_passes = 0
+        self.overlapped = False
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.overlapped |= self.alone_passes > 0 and self.running > 0
+            self.running += 1
+        try:
+            return super().embed(input_ids, attention_mask)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.overlapped |= self.running > 0
+            self.alone_passes += 1
+        self.entered.set()
+        assert self.release.wait(5), "test never released the backend"
+        return self.embed(input_ids, attention_mask)
+
+
+async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
+    backend = AloneBackend()
+    limits = BatchLimits(max_batch_size=4)
+    batcher = Batcher(
+        backend.embed, backend.dimension, 0, limits, workers=2, run_alone=backend.embed_alone
+    )
+    lone = asyncio.create_task(batcher.submit([seq(7001, 5)]))
+    assert await asyncio.to_thread(backend.entered.wait, 5)  # nothing beside it: alone
+    crowd = [asyncio.create_task(batcher.submit([seq(7100 + i, 6)])) for i in range(12)]
+    await asyncio.sleep(0.1)
+    assert backend.batches == []  # the crowd's passes wait for the one on every core
+    backend.release.set()
+    results = await asyncio.gather(lone, *crowd)
+    assert [int(r[0, 1]) for r in results] == [7001, *range(7100, 7112)]
+    assert not backend.overlapped
+    assert len(backend.batches) > backend.alone_passes  # a crowd shares the cores
+    batcher.close()
+
+
 async def test_similar_lengths_share_batches() -> None:
     backend = EchoBackend()
     batcher = batcher_for(backend, max_batch_tokens=100_000, max_batch_size=8, max_wait_s=0.05)

@@ -62,3 +62,22 @@ async def test_tokenization_runs_off_the_event_loop(minilm: ModelSource) -> None
     await embedder.embed(["some text"])
     assert threads
     assert threads[0] != threading.get_ident()  # this test runs on the event loop's thread
+
+
+class TwoStreamBackend(EchoBackend):
+    streams = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alone_passes = 0
+
+    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.alone_passes += 1
+        return self.embed(input_ids, attention_mask)
+
+
+async def test_a_lone_request_runs_on_every_core_where_the_backend_can(minilm: ModelSource) -> None:
+    backend = TwoStreamBackend()
+    embedder = fake_embedder(minilm, backend)
+    await embedder.embed(["a lone query"])
+    assert backend.alone_passes == 1

@@ -31,7 +31,8 @@ class Backend(Protocol):
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs; the mask
-        holds 0 (padding), 1 or UNPOOLED."""
+        holds 0 (padding), 1 or UNPOOLED. A backend whose streams share out the cores may also
+        offer `embed_alone`, the same pass on every core, for when nothing runs beside it."""
         ...
 
 

@@ -1,9 +1,10 @@
-"""ONNX Runtime backend: one session tuned to the machine's cores."""
+"""ONNX Runtime backend: a session tuned to the machine's cores."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,38 +29,59 @@ class OnnxBackend:
         """`pooling` is for graphs that output token vectors (ONNX folders from the hub); our
         own exports output pooled vectors and need none. `streams`: passes the caller may run
         at once (ONNX Runtime's `run` is thread-safe), each on `threads` threads (default: the
-        cores shared out among them)."""
+        cores shared out among them). With several streams on shared cores, a second session
+        on every core serves `embed_alone`."""
         self.precision = precision
         self.streams = streams
         self._pooling = pooling
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or max(1, usable_cores() // streams)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        cores = usable_cores()
+        share = threads or max(1, cores // streams)
+        self._session = _session(model, share)
+        self._alone = _session(model, cores) if threads is None and share < cores else None
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._dimension = probe_dimension(self.embed)
+        if self._alone is not None:
+            probe_dimension(self.embed_alone)  # warm it too
         log.info(
-            "ONNX Runtime backend: %s, %d stream(s) of %d thread(s)",
+            "ONNX Runtime backend: %s, %d stream(s) of %d thread(s)%s",
             model.name,
             streams,
-            options.intra_op_num_threads,
+            share,
+            f", a lone batch on {self.alone_threads}" if self._alone is not None else "",
         )
 
     @property
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def alone_threads(self) -> int | None:
+        """Threads of the session behind `embed_alone`; None where it has none of its own."""
+        return self._alone.get_session_options().intra_op_num_threads if self._alone else None
+
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._embed(self._session, input_ids, attention_mask)
+
+    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The pass on every core, for when nothing runs beside it."""
+        return self._embed(self._alone or self._session, input_ids, attention_mask)
+
+    def _embed(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         # Our exports read UNPOOLED marks themselves; a hub graph needs a plain 0/1 mask.
         mask = attention_mask if self._pooling is None else np.minimum(attention_mask, 1)
-        outputs = self._session.run(None, graph_feeds(self._inputs, input_ids, mask))
+        outputs = session.run(None, graph_feeds(self._inputs, input_ids, mask))
         vectors = np.asarray(outputs[0], dtype=np.float32)
         if vectors.ndim == 3:  # token vectors: pool them as the model's configuration says
             vectors = pool(vectors, attention_mask, self._pooling or "mean")
         return vectors
+
+
+def _session(model: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

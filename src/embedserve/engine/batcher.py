@@ -5,7 +5,9 @@ has streams.
 Per model, a *former* thread picks and pads the next batch while *compute* threads run the
 current ones: one per stream the backend runs at once (on a CPU, independent single-threaded
 passes outrun one pass split over the cores: small matrices leave threads waiting at every
-op). Requests from any event loop can wait on results (they are handed back with
+op). A batch with nothing else running or waiting beside it may run alone on every core
+instead, where the backend offers that: a lone request is not left with one core's speed.
+Requests from any event loop can wait on results (they are handed back with
 call_soon_threadsafe), so the event loop never computes or pads.
 """
 
@@ -89,11 +91,23 @@ class _Item:
 
 class Batcher:
     def __init__(
-        self, run: RunBatch, dimension: int, pad_id: int, limits: BatchLimits, workers: int = 1
+        self,
+        run: RunBatch,
+        dimension: int,
+        pad_id: int,
+        limits: BatchLimits,
+        workers: int = 1,
+        run_alone: RunBatch | None = None,
     ) -> None:
-        """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1)."""
+        """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1).
+        `run_alone`: a pass on every core, for a batch with nothing else to run beside it; the
+        other workers wait for it to finish."""
         self._run = run
+        self._run_alone = run_alone
         self._workers = workers
+        self._busy = 0  # passes running
+        self._unclaimed = 0  # batches formed that no worker has taken yet
+        self._exclusive = False  # a pass on every core is running
         self._dimension = dimension
         self._pad_id = pad_id
         self.limits = limits
@@ -197,6 +211,8 @@ class Batcher:
         while True:
             with self._cond:
                 batch = self._next_batch()
+                if batch is not None:
+                    self._unclaimed += 1
             if batch is None:
                 for _ in range(self._workers):
                     self._handoff.put(None)
@@ -265,34 +281,62 @@ class Batcher:
         while (work := self._handoff.get()) is not None:
             batch, ids, mask = work
             with self._cond:  # from here on, a timeout waits for the result
+                self._unclaimed -= 1
                 for item in batch:
                     item.job.queued -= 1
-            if all(item.job.finished for item in batch):
-                continue  # every client went away: skip the compute
-            started = time.perf_counter()
+                if all(item.job.finished for item in batch):
+                    continue  # every client went away: skip the compute
+                alone = self._claim_cores()
             try:
-                vectors = self._run(ids, mask)
-            except Exception as exc:
-                log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
+                self._compute(batch, ids, mask, alone)
+            finally:
                 with self._cond:
-                    for job in {id(item.job): item.job for item in batch}.values():
-                        _settle(job, error=exc)
-                continue
-            self._report(batch, ids, time.perf_counter() - started)
-            with self._cond:  # a job's rows may come back from several workers
-                for item, vector in zip(batch, vectors, strict=True):
-                    job = item.job
-                    if job.finished:
-                        continue
-                    job.out[item.row] = vector
-                    job.remaining -= 1
-                    if job.remaining == 0:
-                        _settle(job)
+                    self._busy -= 1
+                    if alone:
+                        self._exclusive = False
+                        self._cond.notify_all()
 
-    def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float) -> None:
+    def _claim_cores(self) -> bool:
+        """Called holding the lock, before a pass: wait out a pass on every core, then take
+        every core too if nothing else is running or waiting."""
+        while self._exclusive:
+            self._cond.wait()
+        alone = (
+            self._run_alone is not None
+            and not self._busy
+            and not self._unclaimed
+            and not self._pending
+        )
+        self._busy += 1
+        self._exclusive = alone
+        return alone
+
+    def _compute(self, batch: list[_Item], ids: np.ndarray, mask: np.ndarray, alone: bool) -> None:
+        started = time.perf_counter()
+        try:
+            vectors = (self._run_alone if alone and self._run_alone else self._run)(ids, mask)
+        except Exception as exc:
+            log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
+            with self._cond:
+                for job in {id(item.job): item.job for item in batch}.values():
+                    _settle(job, error=exc)
+            return
+        self._report(batch, ids, time.perf_counter() - started, alone)
+        with self._cond:  # a job's rows may come back from several workers
+            for item, vector in zip(batch, vectors, strict=True):
+                job = item.job
+                if job.finished:
+                    continue
+                job.out[item.row] = vector
+                job.remaining -= 1
+                if job.remaining == 0:
+                    _settle(job)
+
+    def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float, alone: bool) -> None:
         tokens = sum(len(item.tokens) for item in batch)
         report = BatchReport(len(batch), tokens, int(ids.size), seconds)
-        rate = self._workers * len(batch) / max(seconds, 1e-6)  # sequences/s, smoothed
+        passes = 1 if alone else self._workers  # at once, for the machine's rate
+        rate = passes * len(batch) / max(seconds, 1e-6)  # sequences/s, smoothed
         self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
         for observer in self.observers:
             try:

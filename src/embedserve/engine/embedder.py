@@ -79,12 +79,14 @@ class Embedder:
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
         self.kind: str = getattr(backend, "kind", type(backend).__name__)
         self.precision: str | None = getattr(backend, "precision", None)
+        streams = getattr(backend, "streams", 1)
         self.batcher = Batcher(
             backend.embed,
             backend.dimension,
             tokenizer.pad_id,
             limits or BatchLimits(),
-            workers=getattr(backend, "streams", 1),
+            workers=streams,
+            run_alone=getattr(backend, "embed_alone", None) if streams > 1 else None,
         )
 
     @property
