@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+import orjson
 
 
 @dataclass
@@ -80,7 +81,7 @@ _JSON = {"Content-Type": "application/json"}
 
 
 def _rows(payload: bytes) -> int:
-    return len(json.loads(payload)["data"])
+    return len(orjson.loads(payload)["data"])  # stdlib json spends ~0.5 ms on 8 vectors
 
 
 def _drive_one(
