@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from embedserve.errors import ConfigError
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
 Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
@@ -182,3 +185,25 @@ class Settings:
 
     access_log: bool = True
     """Log one line per HTTP request."""
+
+    def __post_init__(self) -> None:
+        """Sizes, budgets and waits out of their range are one clear error, whatever set them."""
+        for names, bound, ok in _BOUNDS:
+            for name in names:
+                value = getattr(self, name)
+                if value is not None and not ok(value):
+                    flag = "--" + name.removesuffix("_s").replace("_", "-")
+                    raise ConfigError(f"{flag} must be {bound}, got {value:g}")
+
+
+_BOUNDS: list[tuple[tuple[str, ...], str, Callable[[float], bool]]] = [
+    (
+        ("streams", "max_inputs", "max_body_bytes", "max_batch_tokens", "max_batch_size"),
+        "at least 1",
+        lambda v: v >= 1,
+    ),
+    (("max_queued", "openai_max_inputs", "max_request_tokens"), "at least 1", lambda v: v >= 1),
+    (("max_padding_tokens", "max_wait_ms", "drain_timeout_s"), "at least 0", lambda v: v >= 0),
+    (("max_padding",), "a share from 0 to 1", lambda v: 0 <= v <= 1),
+    (("request_timeout_s", "openai_timeout_s"), "more than 0", lambda v: v > 0),
+]

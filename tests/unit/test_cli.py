@@ -197,3 +197,38 @@ def test_streams_is_a_positive_whole_number(capsys) -> None:  # type: ignore[no-
         parse_settings(["serve", "--streams", "0"], {})
     assert "at least 1" in capsys.readouterr().err
     assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-batch-size", "0"], "--max-batch-size must be at least 1, got 0"),
+        (["--max-batch-tokens", "-5"], "--max-batch-tokens must be at least 1, got -5"),
+        (["--max-queued", "0"], "--max-queued must be at least 1, got 0"),
+        (["--max-padding", "1.5"], "--max-padding must be a share from 0 to 1, got 1.5"),
+        (["--max-padding-tokens", "-1"], "--max-padding-tokens must be at least 0, got -1"),
+        (["--max-wait-ms", "-2"], "--max-wait-ms must be at least 0, got -2"),
+        (["--request-timeout", "0"], "--request-timeout must be more than 0, got 0"),
+    ],
+)
+def test_sizes_budgets_and_waits_out_of_range_are_one_clear_error(
+    argv: list[str], message: str
+) -> None:
+    from embedserve.cli import parse_settings
+    from embedserve.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(["serve", *argv], {})
+    assert caught.value.message == message
+
+
+def test_environment_and_config_values_are_held_to_the_same_ranges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.cli import parse_settings
+    from embedserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--max-queued must be at least 1, got 0"):
+        parse_settings(["serve"], {"EMBEDSERVE_MAX_QUEUED": "0"})
+    config = tmp_path / "embedserve.toml"
+    config.write_text("max_batch_size = -1\n")
+    with pytest.raises(ConfigError, match="--max-batch-size must be at least 1, got -1"):
+        parse_settings(["serve", "--config", str(config)], {})
