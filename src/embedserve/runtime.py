@@ -66,6 +66,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
         limits=batch_limits(
             settings,
             on_gpu=on_gpu,
+            streams=backend.streams,
             max_padding_tokens=_max_padding_tokens(source.id, backend, settings, on_gpu),
         ),
         pools_instruction=pools_instruction,
@@ -253,13 +254,13 @@ def _max_padding_tokens(name: str, backend: Backend, settings: Settings, on_gpu:
 
 
 def batch_limits(
-    settings: Settings, *, on_gpu: bool, max_padding_tokens: float = math.inf
+    settings: Settings, *, on_gpu: bool, streams: int = 1, max_padding_tokens: float = math.inf
 ) -> BatchLimits:
-    """Batch sizes from the flags, or from the machine. On a CPU, ~1024 padded tokens per
-    thread of a stream: past that a pass's activations outgrow the core's cache and every token
-    costs more (16 x 256 tokens ran 22% slower a token than 1 x 256 on one thread here). A GPU
-    wants large batches."""
-    threads = max(1, usable_cores() // _streams(settings))
+    """Batch sizes from the flags, or from the machine and the backend's `streams`. On a CPU,
+    ~1024 padded tokens per thread of a stream: past that a pass's activations outgrow the
+    core's cache and every token costs more (16 x 256 tokens ran 22% slower a token than
+    1 x 256 on one thread here). A GPU wants large batches."""
+    threads = max(1, usable_cores() // streams)
     tokens = 65536 if on_gpu else min(1024 * threads, 32768)
     return BatchLimits(
         max_batch_tokens=settings.max_batch_tokens or tokens,

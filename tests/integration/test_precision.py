@@ -128,6 +128,8 @@ def test_torch_fp32_backend_is_exact(minilm: ModelSource, reference) -> None:  #
 
     torch_fp32 = load_embedder(minilm, Settings(backend="torch", precision="fp32"))
     assert isinstance(torch_fp32.backend, TorchBackend)
+    # one pass at a time on every core, so the budget is every core's, whatever --streams says
+    assert torch_fp32.batcher.limits.max_batch_tokens == min(1024 * usable_cores(), 32768)
     cos = cosines(embed(torch_fp32, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
     assert cos.min() >= 0.9999
     torch_fp32.close()

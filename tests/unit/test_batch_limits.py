@@ -8,10 +8,11 @@ from embedserve.runtime import batch_limits
 
 def test_a_cpu_batch_holds_about_1024_padded_tokens_per_thread_of_a_stream() -> None:
     cores = usable_cores()
-    assert batch_limits(Settings(streams=1), on_gpu=False).max_batch_tokens == 1024 * cores
-    two = batch_limits(Settings(streams=2), on_gpu=False)
+    settings = Settings(streams=2)  # the backend's own streams count, not the flag's
+    assert batch_limits(settings, on_gpu=False, streams=1).max_batch_tokens == 1024 * cores
+    two = batch_limits(settings, on_gpu=False, streams=2)
     assert two.max_batch_tokens == 1024 * max(1, cores // 2)
-    assert batch_limits(Settings(streams=1), on_gpu=True).max_batch_tokens == 65536
+    assert batch_limits(settings, on_gpu=True, streams=1).max_batch_tokens == 65536
 
 
 def test_flags_override_the_derived_limits() -> None:
