@@ -37,7 +37,7 @@ def expected(instructor: ModelSource, tmp_path_factory: pytest.TempPathFactory) 
     return {"query": vectors[: len(TEXTS)], "document": vectors[len(TEXTS) :]}
 
 
-@pytest.fixture(scope="module", params=["onnx", "torch"])
+@pytest.fixture(scope="module", params=["onnx", "torch", "openvino"])
 def instructor_embedder(instructor: ModelSource, request: pytest.FixtureRequest) -> Embedder:
     return load_embedder(instructor, Settings(backend=request.param))
 
