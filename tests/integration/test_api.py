@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 
 import httpx
 import numpy as np
@@ -241,20 +242,35 @@ async def test_strict_model_names(minilm, embedder) -> None:  # type: ignore[no-
         assert known.status_code == 200
 
 
-async def test_server_fault_is_a_500_envelope_without_a_trace(minilm, caplog) -> None:  # type: ignore[no-untyped-def]
-    registry = registry_with(minilm, fake_embedder(minilm, FailingBackend()))
-    async with client_for(registry) as client:
-        response = await client.post("/v1/embeddings", json={"input": "boom"})
-        assert response.status_code == 500
-        error = response.json()["error"]
-        assert error["type"] == "server_error"
-        assert "simulated" not in response.text
-        assert "Traceback" not in response.text
-        assert any(
-            "simulated backend fault" in r.getMessage() or r.exc_info for r in caplog.records
-        )
-        again = await client.get("/health")
-        assert again.status_code == 200
+async def test_server_fault_is_a_500_envelope_logged_once_with_its_request_id(minilm) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.api.app import create_app
+    from embedserve.logs import REQUEST_ID
+
+    logged: list[tuple[str, str]] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append((record.getMessage(), REQUEST_ID.get()))
+
+    spy = Spy()
+    logging.getLogger("embedserve.api.errors").addHandler(spy)
+    app = create_app(Settings(), registry_with(minilm, fake_embedder(minilm, FailingBackend())))
+    # The fault must not leave the app: a server would log its traceback again.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"X-Request-ID": "fault-1"}
+            response = await client.post("/v1/embeddings", json={"input": "boom"}, headers=headers)
+            again = await client.get("/health")
+    finally:
+        logging.getLogger("embedserve.api.errors").removeHandler(spy)
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "fault-1"
+    assert response.json()["error"]["type"] == "server_error"
+    assert "simulated" not in response.text
+    assert "Traceback" not in response.text
+    assert logged == [("internal error on POST /v1/embeddings: simulated backend fault", "fault-1")]
+    assert again.status_code == 200
 
 
 async def test_models_endpoints(client) -> None:  # type: ignore[no-untyped-def]

@@ -106,10 +106,15 @@ async def _http(request: Request, exc: HTTPException) -> JSONBytes:
 
 
 async def _fault(request: Request, exc: Exception) -> JSONBytes:
+    return fault(request.method, request.url.path, exc)
+
+
+def fault(method: str, path: str, exc: Exception) -> JSONBytes:
+    """Log an unexpected error once, with its traceback; answer a 500 envelope without it."""
     log.error(
         "internal error on %s %s: %s",
-        request.method,
-        request.url.path,
+        method,
+        path,
         exc,
         exc_info=(type(exc), exc, exc.__traceback__),
     )

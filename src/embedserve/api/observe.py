@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedserve.api.errors import fault
 from embedserve.api.metrics import Metrics
 from embedserve.logs import REQUEST_ID
 
@@ -43,16 +44,24 @@ class RequestContext:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 MutableHeaders(scope=message).append(HEADER, request_id)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started_response:
+                raise  # nothing left to answer with: the server closes the connection
+            # Answered here, with the request id in the log line; re-raised, Starlette and
+            # then uvicorn would log the same traceback twice more.
+            await fault(scope["method"], scope["path"], exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = self._route(scope)
