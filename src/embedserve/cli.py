@@ -37,13 +37,6 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
-    return value
-
-
 class _NewModel(argparse.Action):
     """--model starts a served model. The first one replaces the models of the defaults (the
     packaged model, or a --config file's list); later ones add to it."""
@@ -210,10 +203,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     add(
         "--streams",
-        type=_positive,
+        type=int,
         default=None,
         help="forward passes the CPU runs at once, each on its share of the cores "
-        "(default: from the machine, 2 on 2-8 cores); 1 gives a lone request every core",
+        "(default: from the machine, 2 on 2-8 cores); 1 runs every pass on every core",
     )
     add(
         "--cache-dir",

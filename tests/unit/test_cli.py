@@ -188,14 +188,14 @@ def test_bad_environment_values_are_named(env: dict[str, str], message: str) -> 
         parse_settings(["serve"], env)
 
 
-def test_streams_is_a_positive_whole_number(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_streams_is_a_positive_whole_number() -> None:
     from embedserve.cli import parse_settings
     from embedserve.config import default_streams
+    from embedserve.errors import ConfigError
 
     assert parse_settings(["serve", "--streams", "3"], {}).streams == 3
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--streams must be at least 1, got 0"):
         parse_settings(["serve", "--streams", "0"], {})
-    assert "at least 1" in capsys.readouterr().err
     assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
 
 
