@@ -24,6 +24,20 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
+    def add(self, other: Result) -> None:
+        """Fold another measurement of the same load into this one."""
+        self.requests += other.requests
+        self.inputs += other.inputs
+        self.tokens += other.tokens
+        self.errors += other.errors
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+
+    @property
+    def rate(self) -> float:
+        """Inputs answered per second."""
+        return self.inputs / self.seconds if self.seconds else 0.0
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q) * 1000) if self.latencies else float("nan")
 

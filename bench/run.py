@@ -1,10 +1,13 @@
 """Benchmark embedserve against Infinity and an h2oGPT-style server, side by side, in one run.
 
-    python bench/run.py [--seconds 15] [--only "embedserve fp32,infinity"]
+    python bench/run.py [--seconds 15] [--rounds 3] [--only "embedserve fp32,infinity"]
 
-Each server is started in turn on 127.0.0.1 with the same packaged all-MiniLM-L6-v2 folder,
-driven with the same bounded loads, and stopped. Prints a markdown table (and writes it to
-bench/results/latest.md). Infinity runs from its own virtual environment (it pins numpy<2 and
+Every server is started at once on 127.0.0.1 (its own port) with the same packaged
+all-MiniLM-L6-v2 folder; an idle one takes no CPU. Each load is then measured in rounds: every
+round drives each server in turn (the order rotating) for its share of the seconds, so a drift in
+this VM's speed falls on all of them alike. Prints a markdown table (and writes it to
+bench/results/latest.md) with each ratio to Infinity over the whole run and its range over the
+rounds. Infinity runs from its own virtual environment (it pins numpy<2 and
 sentence-transformers<4): create it with bench/setup_infinity.sh. Nothing here asserts a time.
 """
 
@@ -45,11 +48,25 @@ MODES = {  # our servers: name -> (precision, backend)
 ENGINES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torch": "torch"}
 
 
+PORT = "{port}"  # stands for the server's port in its command
+
+
 @dataclass
 class Server:
     name: str
     command: list[str]
     path: str  # the embeddings route
+
+    def argv(self, port: int) -> list[str]:
+        return [str(port) if arg == PORT else arg for arg in self.command]
+
+
+@dataclass
+class Running:
+    server: Server
+    process: subprocess.Popen[bytes]
+    memory: PeakMemory
+    url: str
 
 
 @dataclass
@@ -59,14 +76,14 @@ class Scenario:
     clients: int
 
 
-def servers(folder: Path, port: int) -> list[Server]:
+def servers(folder: Path) -> list[Server]:
     ours = [
         sys.executable,
         "-m",
         "embedserve",
         "serve",
         "--port",
-        str(port),
+        PORT,
         "--no-access-log",
         "--log-level",
         "warning",
@@ -84,7 +101,7 @@ def servers(folder: Path, port: int) -> list[Server]:
                 "--model-id",
                 str(folder),
                 "--port",
-                str(port),
+                PORT,
                 "--engine",
                 "torch",
                 "--device",
@@ -95,7 +112,7 @@ def servers(folder: Path, port: int) -> list[Server]:
         ),
         Server(
             "h2oGPT-style",
-            [sys.executable, str(HERE / "h2ogpt_style.py"), str(folder), str(port)],
+            [sys.executable, str(HERE / "h2ogpt_style.py"), str(folder), PORT],
             "/v1/embeddings",
         ),
     ]
@@ -161,7 +178,7 @@ def wait_ready(process: subprocess.Popen[bytes], base: str, timeout: float = 600
     raise RuntimeError("did not become ready")
 
 
-def bench_server(server: Server, base: str, plan: list[Scenario], counts, seconds: float):  # type: ignore[no-untyped-def]
+def start(server: Server) -> Running | None:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -169,46 +186,58 @@ def bench_server(server: Server, base: str, plan: list[Scenario], counts, second
         "INFINITY_ANONYMOUS_USAGE_STATS": "0",
         "DO_NOT_TRACK": "1",
     }
-    log = (HERE / "results" / f"{server.name.split()[0]}.log").open("ab")
-    process = subprocess.Popen(server.command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    memory = PeakMemory(process.pid)
-    rows = []
+    slug = "-".join("".join(c if c.isalnum() else " " for c in server.name).split())
+    log = (HERE / "results" / f"{slug}.log").open("ab")
+    port = free_port()
+    process = subprocess.Popen(server.argv(port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    running = Running(server, process, PeakMemory(process.pid), f"http://127.0.0.1:{port}")
     try:
-        wait_ready(process, base)
-        url = base + server.path
-        for scenario in plan:
-            tokens = [counts(batch) for batch in scenario.batches]
-            asyncio.run(
-                drive(
-                    url,
-                    scenario.batches,
-                    tokens,
-                    clients=scenario.clients,
-                    seconds=3,
-                    max_requests=2000,
-                )
-            )  # warm-up: the same load for 3 s, so every server has met its shapes
-            result = asyncio.run(
-                drive(
-                    url,
-                    scenario.batches,
-                    tokens,
-                    clients=scenario.clients,
-                    seconds=seconds,
-                    max_requests=100_000,
-                )
-            )
-            rows.append((scenario.name, result))
+        wait_ready(process, running.url)
     except RuntimeError as exc:
         print(f"  {server.name}: {exc}", file=sys.stderr)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        peak = memory.stop()
-    return rows, peak
+        stop(running)
+        return None
+    return running
+
+
+def stop(running: Running) -> int:
+    """Stop the server; its peak resident memory in MiB."""
+    running.process.terminate()
+    try:
+        running.process.wait(30)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+    return running.memory.stop()
+
+
+def measure(
+    running: list[Running], scenario: Scenario, tokens: list[int], seconds: float, rounds: int
+) -> tuple[dict[str, Result], dict[str, list[float]]]:
+    """Each server's result over all rounds, and its inputs/s in each round."""
+
+    def load(r: Running, seconds: float, max_requests: int) -> Result:
+        url = r.url + r.server.path
+        return asyncio.run(
+            drive(
+                url,
+                scenario.batches,
+                tokens,
+                clients=scenario.clients,
+                seconds=seconds,
+                max_requests=max_requests,
+            )
+        )
+
+    for r in running:  # warm-up: the same load for 3 s, so every server has met its shapes
+        load(r, 3, 2000)
+    totals = {r.server.name: Result() for r in running}
+    per_round: dict[str, list[float]] = {r.server.name: [] for r in running}
+    for k in range(rounds):
+        for r in running[k % len(running) :] + running[: k % len(running)]:
+            result = load(r, seconds / rounds, 100_000)
+            totals[r.server.name].add(result)
+            per_round[r.server.name].append(result.rate)
+    return totals, per_round
 
 
 def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, float]:
@@ -283,6 +312,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=15, help="measured time per scenario")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds each load's seconds are split into"
+    )
     parser.add_argument("--only", default="", help="comma-separated server name prefixes")
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
@@ -293,11 +325,8 @@ def main() -> None:
         return sum(min(len(c) + 2, 256) for c in tokenizer.content_ids(batch))
 
     plan = scenarios()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    table: dict[str, list[tuple[str, Result]]] = {}
-    peaks: dict[str, int] = {}
-    for server in servers(folder, port):
+    running = []
+    for server in servers(folder):
         if args.only and not any(server.name.startswith(p.strip()) for p in args.only.split(",")):
             continue
         if not Path(server.command[0]).exists() and server.command[0] != sys.executable:
@@ -305,34 +334,54 @@ def main() -> None:
                 f"skipping {server.name}: {server.command[0]} not found (bench/setup_infinity.sh)"
             )
             continue
-        print(f"benchmarking {server.name} ...", flush=True)
-        table[server.name], peaks[server.name] = bench_server(
-            server, base, plan, counts, args.seconds
-        )
+        print(f"starting {server.name} ...", flush=True)
+        started = start(server)
+        if started:
+            running.append(started)
+    table: dict[str, list[tuple[str, Result]]] = {r.server.name: [] for r in running}
+    rounds: dict[tuple[str, str], list[float]] = {}
+    try:
+        for scenario in plan:
+            print(f"measuring {scenario.name} ...", flush=True)
+            tokens = [counts(batch) for batch in scenario.batches]
+            totals, per_round = measure(running, scenario, tokens, args.seconds, args.rounds)
+            for name, result in totals.items():
+                table[name].append((scenario.name, result))
+                rounds[name, scenario.name] = per_round[name]
+    finally:
+        peaks = {r.server.name: stop(r) for r in running}
     mixed = [t for batch in plan[1].batches for t in batch]
     short = [t for batch in plan[0].batches for t in batch][:1024]
     ceilings = {name: bare_engine(mixed, *mode) for name, mode in MODES.items()}
     short_ceilings = dict(bare_engine(short, *mode) for mode in MODES.values())
     short_ceilings["torch fp32 (Infinity's engine)"] = bare_torch(folder, short)
-    print(render(table, peaks, ceilings, args.seconds, short_ceilings))
+    print(render(table, rounds, peaks, ceilings, args, short_ceilings))
 
 
-def render(table, peaks, ceilings, seconds, short_ceilings) -> str:  # type: ignore[no-untyped-def]
-    infinity = {name: r for name, r in table.get("infinity (torch)", [])}
+def render(table, rounds, peaks, ceilings, args, short_ceilings) -> str:  # type: ignore[no-untyped-def]
+    infinity = "infinity (torch)"
     lines = [
-        f"Machine: {machine()}. {seconds:.0f} s per load; closed-loop clients on the same machine.",
+        f"Machine: {machine()}. {args.seconds:.0f} s per load in {args.rounds} rounds, the "
+        "servers taking turns; closed-loop clients on the same machine.",
         "",
         "| server | load | inputs/s | tokens/s | p50 ms | p99 ms | errors | peak RSS MiB "
-        "| inputs/s vs Infinity |",
+        "| inputs/s vs Infinity (range over rounds) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for server, rows in table.items():
         for scenario, r in rows:
-            rate = r.inputs / r.seconds if r.seconds else 0.0
-            ref = infinity.get(scenario)
-            ratio = f"{rate / (ref.inputs / ref.seconds):.2f}x" if ref and ref.inputs else "n/a"
+            ref = dict(table.get(infinity, [])).get(scenario)
+            ratio = "n/a"
+            if ref and ref.inputs:
+                each = [
+                    ours / theirs if theirs else float("inf")
+                    for ours, theirs in zip(
+                        rounds[server, scenario], rounds[infinity, scenario], strict=True
+                    )
+                ]
+                ratio = f"{r.rate / ref.rate:.2f}x ({min(each):.2f}-{max(each):.2f})"
             lines.append(
-                f"| {server} | {scenario} | {rate:,.0f} | {r.tokens / r.seconds:,.0f} | "
+                f"| {server} | {scenario} | {r.rate:,.0f} | {r.tokens / r.seconds:,.0f} | "
                 f"{r.percentile(50):.1f} | {r.percentile(99):.1f} | {r.errors} | "
                 f"{peaks[server]:,} | {ratio} |"
             )
