@@ -14,6 +14,7 @@ from typing import Any
 from embedserve import __version__
 from embedserve.config import (
     DEFAULT_HOST,
+    DEFAULT_KERNEL_CACHE,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     ModelSpec,
@@ -207,6 +208,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=None,
         help="forward passes the CPU runs at once, each on its share of the cores "
         "(default: from the machine, 2 on 2-8 cores); 1 runs every pass on every core",
+    )
+    add(
+        "--kernel-cache",
+        type=int,
+        default=DEFAULT_KERNEL_CACHE,
+        help="kernels OpenVINO keeps for the batch shapes it has met (int8, bf16): more is "
+        "faster on varied lengths and takes more memory (default %(default)s)",
     )
     add(
         "--cache-dir",

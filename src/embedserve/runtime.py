@@ -226,7 +226,12 @@ def _openvino_backend(
         raise
     except Exception as exc:
         raise ModelUnavailable(f"cannot build the {precision} model of {source.id}: {exc}") from exc
-    backend = OpenVinoBackend(model, precision, streams=_streams(settings))  # type: ignore[arg-type]
+    backend = OpenVinoBackend(
+        model,
+        precision,  # type: ignore[arg-type]
+        streams=_streams(settings),
+        kernel_cache=settings.kernel_cache,
+    )
     if precision != "fp32":
         report(precision, measure(OnnxBackend(fp32), backend, tokenizer))
     return backend

@@ -58,10 +58,18 @@ def unseen_paragraphs() -> list[str]:
 def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: ignore[no-untyped-def]
     minilm: ModelSource, monkeypatch, caplog
 ) -> None:
+    import openvino as ov
+
     from embedserve.backends import openvino_build
 
-    int8 = load_embedder(minilm, Settings(precision="int8"))
+    configs = []
+    compile_model = ov.Core.compile_model
+    spy = lambda *args: configs.append(args[3]) or compile_model(*args)  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(ov.Core, "compile_model", spy)
+        int8 = load_embedder(minilm, Settings(precision="int8", kernel_cache=250))
     assert int8.backend.kind == "openvino"
+    assert configs[-1]["CPU_RUNTIME_CACHE_CAPACITY"] == 250  # --kernel-cache reaches OpenVINO
     int8.close()
     find_spec = openvino_build.importlib.util.find_spec
     monkeypatch.setattr(

@@ -27,10 +27,12 @@ class OpenVinoBackend:
         precision: OpenVinoPrecision,
         threads: int | None = None,
         streams: int = 1,
+        kernel_cache: int = 1000,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. int8's floating-point ops
         (norms, softmax) run in bf16 where the CPU has it. `streams`: passes the caller may run
-        at once, each on its share of the `threads` (default: every core)."""
+        at once, each on its share of the `threads` (default: every core). `kernel_cache`:
+        entries of kernels kept for the shapes met (Settings.kernel_cache)."""
         import openvino as ov
 
         self.precision = precision
@@ -45,9 +47,7 @@ class OpenVinoBackend:
                 "INFERENCE_NUM_THREADS": threads or usable_cores(),
                 "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
                 "NUM_STREAMS": streams,
-                # Kernels kept per input shape: the default (5000) let a mixed-length load grow
-                # the server by ~450 MiB; 100 levels it off near +250 MiB at the same speed.
-                "CPU_RUNTIME_CACHE_CAPACITY": 100,
+                "CPU_RUNTIME_CACHE_CAPACITY": kernel_cache,
             },
         )
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()  # one per stream
