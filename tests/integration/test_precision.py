@@ -70,6 +70,7 @@ def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: igno
         int8 = load_embedder(minilm, Settings(precision="int8", kernel_cache=250))
     assert int8.backend.kind == "openvino"
     assert configs[-1]["CPU_RUNTIME_CACHE_CAPACITY"] == 250  # --kernel-cache reaches OpenVINO
+    assert configs[-1]["INFERENCE_PRECISION_HINT"] == "f32"  # non-int8 ops: bf16 was slower
     int8.close()
     find_spec = openvino_build.importlib.util.find_spec
     monkeypatch.setattr(
