@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import graph_feeds, probe_dimension
-from embedserve.config import usable_cores
+from embedserve.config import DEFAULT_KERNEL_CACHE, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class OpenVinoBackend:
         precision: OpenVinoPrecision,
         threads: int | None = None,
         streams: int = 1,
-        kernel_cache: int = 1000,
+        kernel_cache: int = DEFAULT_KERNEL_CACHE,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. `streams`: passes the caller may run
         at once, each on its share of the `threads` (default: every core). `kernel_cache`:
