@@ -64,7 +64,11 @@ def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: igno
 
     configs = []
     compile_model = ov.Core.compile_model
-    spy = lambda *args: configs.append(args[3]) or compile_model(*args)  # noqa: E731
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        configs.append(args[3])
+        return compile_model(*args)
+
     with monkeypatch.context() as patch:
         patch.setattr(ov.Core, "compile_model", spy)
         int8 = load_embedder(minilm, Settings(precision="int8", kernel_cache=250))

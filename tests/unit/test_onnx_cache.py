@@ -125,6 +125,15 @@ def test_graphs_that_pool_apart_have_their_own_cache_key(minilm: ModelSource) ->
     assert pooled != apart
 
 
+def test_the_int8_recipe_is_part_of_the_openvino_cache_key(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, monkeypatch
+) -> None:
+    fp32 = Path("/cache/onnx/minilm-fp32-0123/model.onnx")
+    key = openvino_build._cache_key(minilm.folder, fp32)
+    monkeypatch.setattr(openvino_build, "_SMOOTH_QUANT_ALPHA", 0.95)
+    assert openvino_build._cache_key(minilm.folder, fp32) != key  # an old build is not reused
+
+
 @pytest.fixture(scope="module")
 def openvino_int8(built, minilm: ModelSource) -> Path:  # type: ignore[no-untyped-def]
     cache, fp32 = built
