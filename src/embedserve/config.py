@@ -205,11 +205,19 @@ class Settings:
 
 _BOUNDS: list[tuple[tuple[str, ...], str, Callable[[float], bool]]] = [
     (
-        ("streams", "max_inputs", "max_body_bytes", "max_batch_tokens", "max_batch_size"),
+        (
+            "streams",
+            "max_inputs",
+            "max_body_bytes",
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queued",
+            "openai_max_inputs",
+            "max_request_tokens",
+        ),
         "at least 1",
         lambda v: v >= 1,
     ),
-    (("max_queued", "openai_max_inputs", "max_request_tokens"), "at least 1", lambda v: v >= 1),
     (
         ("max_padding_tokens", "max_wait_ms", "drain_timeout_s", "kernel_cache"),
         "at least 0",
