@@ -68,6 +68,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
             on_gpu=on_gpu,
             streams=backend.streams,
             max_padding_tokens=_max_padding_tokens(source.id, backend, settings, on_gpu),
+            coarse_widths=backend.kind == "openvino",
         ),
         pools_instruction=pools_instruction,
         max_request_tokens=settings.max_request_tokens,
@@ -259,12 +260,18 @@ def _max_padding_tokens(name: str, backend: Backend, settings: Settings, on_gpu:
 
 
 def batch_limits(
-    settings: Settings, *, on_gpu: bool, streams: int = 1, max_padding_tokens: float = math.inf
+    settings: Settings,
+    *,
+    on_gpu: bool,
+    streams: int = 1,
+    max_padding_tokens: float = math.inf,
+    coarse_widths: bool = False,
 ) -> BatchLimits:
     """Batch sizes from the flags, or from the machine and the backend's `streams`. On a CPU,
     ~1024 padded tokens per thread of a stream: past that a pass's activations outgrow the
     core's cache and every token costs more (16 x 256 tokens ran 22% slower a token than
-    1 x 256 on one thread here). A GPU wants large batches."""
+    1 x 256 on one thread here). A GPU wants large batches. `coarse_widths` for a backend that
+    builds kernels per shape (OpenVINO; ONNX Runtime lost 5-8% to the extra padding)."""
     threads = max(1, usable_cores() // streams)
     tokens = 65536 if on_gpu else min(1024 * threads, 32768)
     return BatchLimits(
@@ -274,6 +281,7 @@ def batch_limits(
         if settings.max_padding is not None
         else (0.5 if on_gpu else 0.15),
         max_padding_tokens=max_padding_tokens,
+        coarse_widths=coarse_widths,
         max_wait_s=(settings.max_wait_ms if settings.max_wait_ms is not None else 2.0 * on_gpu)
         / 1000,
         max_queued=settings.max_queued or 8 * settings.max_inputs,

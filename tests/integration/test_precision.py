@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
 from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
-from embedserve.engine.batcher import pad
+from embedserve.engine.batcher import coarse_width, pad
 from embedserve.engine.embedder import Embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource
@@ -27,6 +28,7 @@ def test_default_is_onnx_fp32_and_exact(embedder: Embedder, reference) -> None: 
     assert isinstance(embedder.backend, OnnxBackend)
     assert embedder.backend.streams == default_streams(usable_cores())  # the machine's default
     assert 0 < embedder.batcher.limits.max_padding_tokens < 1000  # a pass's cost, timed at start
+    assert not embedder.batcher.limits.coarse_widths  # no kernels per shape: exact widths
     for texts in (VARIED_TEXTS, REAL_SENTENCES):
         assert cosines(embed(embedder, texts), reference_vectors(reference, texts)).min() >= 0.9999
 
@@ -108,6 +110,20 @@ def test_openvino_fp32_is_exact(minilm: ModelSource, reference) -> None:  # type
     cos = cosines(embed(fp32, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
     assert cos.min() >= 0.9999
     fp32.close()
+
+
+def test_openvino_batches_take_coarse_widths_with_the_same_vectors(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, reference
+) -> None:
+    served = load_embedder(minilm, Settings(precision="fp32", backend="openvino"))
+    widths: list[int] = []
+    served.batcher.observers.append(lambda batch: widths.append(batch.padded_tokens // batch.rows))
+    vectors = np.stack([asyncio.run(served.embed([text])).vectors[0] for text in VARIED_TEXTS])
+    lengths = [len(ids) for ids in served.tokenize(VARIED_TEXTS, truncate=True)]
+    assert widths == [coarse_width(n, served.max_tokens) for n in lengths]
+    assert any(width > n for width, n in zip(widths, lengths, strict=True))  # padded past its own
+    assert cosines(vectors, reference_vectors(reference, VARIED_TEXTS)).min() >= 0.9999
+    served.close()
 
 
 @pytest.mark.parametrize(("backend", "precision"), [("onnx", "fp32"), ("openvino", "int8")])

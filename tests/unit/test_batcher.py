@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from embedserve.engine.batcher import Batcher, BatchLimits
+from embedserve.engine.batcher import Batcher, BatchLimits, coarse_width
 from embedserve.errors import Overloaded
 from tests.fakes import BlockingBackend, EchoBackend, FailingBackend, SlowBackend
 
@@ -253,6 +253,30 @@ async def test_one_request_larger_than_the_queue_is_still_taken() -> None:
     vectors = await batcher.submit([seq(7000 + i, 4) for i in range(10)])
     assert vectors.shape == (10, 8)
     batcher.close()
+
+
+def test_coarse_widths_round_up_by_a_few_percent_to_few_shapes() -> None:
+    assert [coarse_width(n) for n in (2, 9, 10, 63, 64, 65, 129, 300)] == [
+        2, 10, 10, 64, 64, 68, 136, 304,
+    ]  # fmt: skip
+    for n in range(2, 513):
+        assert n <= coarse_width(n) <= max(n + 1, n * 1.07)
+    assert len({coarse_width(n) for n in range(8, 513)}) < 80  # of 505 widths
+    assert coarse_width(509, limit=510) == 510  # never past the model's longest sequence
+
+
+async def test_a_batcher_with_coarse_widths_pads_to_the_grid_with_the_same_vectors() -> None:
+    requests = [[seq(7, 9)], [seq(8, 65)], [seq(9, 12)]]
+    vectors = {}
+    for coarse in (False, True):
+        backend = EchoBackend()
+        limits = BatchLimits(coarse_widths=coarse)
+        batcher = Batcher(backend.embed, backend.dimension, 0, limits, max_width=66)
+        vectors[coarse] = [await batcher.submit(request) for request in requests]
+        batcher.close()
+        assert [width for _, width in backend.batches] == ([10, 66, 12] if coarse else [9, 65, 12])
+    for exact, padded in zip(vectors[False], vectors[True], strict=True):
+        assert np.array_equal(exact, padded)
 
 
 def test_pad_marks_unpooled_tokens_within_each_sequence() -> None:

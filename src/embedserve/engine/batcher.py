@@ -49,6 +49,10 @@ class BatchLimits:
     """Most padding tokens in one batch. A forward pass has a fixed cost; on a CPU it is worth
     only a few tokens of compute, and padding beyond that costs more than the pass it saves."""
 
+    coarse_widths: bool = False
+    """Pad each batch to a width on a coarse grid (see `coarse_width`), for a backend that builds
+    kernels for every shape it meets (OpenVINO): fewer shapes stay within its kernel cache."""
+
     max_wait_s: float = 0.002
     """How long the former waits for more sequences to fill a batch that is not full."""
 
@@ -98,11 +102,14 @@ class Batcher:
         limits: BatchLimits,
         workers: int = 1,
         run_alone: RunBatch | None = None,
+        max_width: int | None = None,
     ) -> None:
         """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1).
         `run_alone`: a pass on every core, for a batch with nothing else to run beside it; the
-        other workers wait for it to finish."""
+        other workers wait for it to finish. `max_width`: the model's longest sequence, which
+        coarse widths never pass."""
         self._run = run
+        self._max_width = max_width
         self._run_alone = run_alone
         self._workers = workers
         self._busy = 0  # passes running
@@ -217,9 +224,11 @@ class Batcher:
                 for _ in range(self._workers):
                     self._handoff.put(None)
                 return
-            ids, mask = pad(
-                [item.tokens for item in batch], self._pad_id, [item.unpooled for item in batch]
-            )
+            sequences = [item.tokens for item in batch]
+            width = max(map(len, sequences))
+            if self.limits.coarse_widths:
+                width = coarse_width(width, self._max_width)
+            ids, mask = pad(sequences, self._pad_id, [item.unpooled for item in batch], width)
             self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
 
     def _next_batch(self) -> list[_Item] | None:
@@ -362,12 +371,25 @@ def _settle(job: _Job, error: BaseException | None = None) -> None:
         job.loop.call_soon_threadsafe(resolve)
 
 
+def coarse_width(width: int, limit: int | None = None) -> int:
+    """`width` rounded up to the grid, never past `limit`: even widths below 64, then multiples
+    of a 16th of the width's power of two (4 from 64, 8 from 128, ...), so a few percent of
+    padding at most. OpenVINO int8 served 16 x 8 short texts ~10% and mixed lengths ~16% faster
+    on it, in ~200 MiB less: 200 shapes in 10 s had outgrown its kernel cache."""
+    step = max(2, 1 << max(0, width.bit_length() - 5))
+    grid = -(-width // step) * step
+    return min(grid, limit) if limit else grid
+
+
 def pad(
-    sequences: list[list[int]], pad_id: int, unpooled: Sequence[int] | None = None
+    sequences: list[list[int]],
+    pad_id: int,
+    unpooled: Sequence[int] | None = None,
+    width: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Padded ids and their attention mask: 1 for tokens, 0 for padding, and UNPOOLED for
-    tokens the model reads but leaves out of pooling."""
-    width = max(map(len, sequences))
+    tokens the model reads but leaves out of pooling. At least `width` wide."""
+    width = max(width, *map(len, sequences))
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):

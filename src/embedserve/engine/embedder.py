@@ -87,6 +87,7 @@ class Embedder:
             limits or BatchLimits(),
             workers=streams,
             run_alone=getattr(backend, "embed_alone", None) if streams > 1 else None,
+            max_width=tokenizer.max_tokens,
         )
 
     @property
