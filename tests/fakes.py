@@ -19,6 +19,9 @@ from embedserve.models.source import ModelSource
 class EchoBackend:
     """Vector = [sequence length, first content id, sum of ids, 1, 0, ...]: identifies its input."""
 
+    kind = "echo"
+    streams = 1
+
     def __init__(self, dimension: int = 8) -> None:
         self._dimension = dimension
         self.batches: list[tuple[int, int]] = []  # (rows, width) of each forward call

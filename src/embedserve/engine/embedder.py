@@ -77,16 +77,15 @@ class Embedder:
         self.backend = backend
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
-        self.kind: str = getattr(backend, "kind", type(backend).__name__)
+        self.kind = backend.kind
         self.precision: str | None = getattr(backend, "precision", None)
-        streams = getattr(backend, "streams", 1)
         self.batcher = Batcher(
             backend.embed,
             backend.dimension,
             tokenizer.pad_id,
             limits or BatchLimits(),
-            workers=streams,
-            run_alone=getattr(backend, "embed_alone", None) if streams > 1 else None,
+            workers=backend.streams,
+            run_alone=getattr(backend, "embed_alone", None) if backend.streams > 1 else None,
             max_width=tokenizer.max_tokens,
         )
 
