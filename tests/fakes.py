@@ -83,8 +83,10 @@ class FailingBackend(EchoBackend):
         return super().embed(input_ids, attention_mask)
 
 
-def fake_embedder(source: ModelSource, backend: EchoBackend, **kwargs: object) -> Embedder:
-    tokenizer = ModelTokenizer(source.folder / "tokenizer.json", 256)
+def fake_embedder(
+    source: ModelSource, backend: EchoBackend, max_tokens: int = 256, **kwargs: object
+) -> Embedder:
+    tokenizer = ModelTokenizer(source.folder / "tokenizer.json", max_tokens)
     return Embedder(tokenizer, backend, **kwargs)  # type: ignore[arg-type]
 
 

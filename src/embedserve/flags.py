@@ -60,7 +60,11 @@ class _ModelField(argparse.Action):
 
 def parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The command line parser and its `serve` subparser (which a --config file feeds)."""
-    parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="embedserve",
+        description="OpenAI-compatible text embeddings server (h2oGPT's /v1/embeddings contract); "
+        "accepts h2oGPT's startup flags as aliases.",
+    )
     parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the OpenAI-compatible embeddings server")

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from embedserve.engine.batcher import BatchLimits
 from embedserve.errors import InvalidInput
 from embedserve.models.source import ModelSource
 from tests.fakes import EchoBackend, fake_embedder
@@ -81,3 +82,11 @@ async def test_a_lone_request_runs_on_every_core_where_the_backend_can(minilm: M
     embedder = fake_embedder(minilm, backend)
     await embedder.embed(["a lone query"])
     assert backend.alone_passes == 1
+
+
+async def test_coarse_widths_never_pass_the_models_longest_sequence(minilm: ModelSource) -> None:
+    backend = EchoBackend()
+    limits = BatchLimits(coarse_widths=True)
+    embedder = fake_embedder(minilm, backend, max_tokens=250, limits=limits)
+    await embedder.embed(["word " * 400, "a short one"])  # truncated to 250 tokens; 6 tokens
+    assert sorted(width for _, width in backend.batches) == [6, 250]  # not 256, the grid's

@@ -37,7 +37,7 @@ RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class BatchLimits:
     max_batch_tokens: int = 16384
-    """Most padded tokens (longest sequence x rows) in one forward pass."""
+    """Most padded tokens (padded width x rows) in one forward pass."""
 
     max_batch_size: int = 64
     """Most sequences in one forward pass."""
@@ -225,9 +225,7 @@ class Batcher:
                     self._handoff.put(None)
                 return
             sequences = [item.tokens for item in batch]
-            width = max(map(len, sequences))
-            if self.limits.coarse_widths:
-                width = coarse_width(width, self._max_width)
+            width = self._padded_width(max(map(len, sequences)))
             ids, mask = pad(sequences, self._pad_id, [item.unpooled for item in batch], width)
             self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
 
@@ -269,11 +267,11 @@ class Batcher:
                 longer = len(ranked[high + 1].tokens)
                 options.append((real + longer, longer, +1))
             fits = [
-                (tokens / (new_width * rows), tokens, new_width, step)
+                (tokens / padded, tokens, new_width, step)
                 for tokens, new_width, step in options
-                if new_width * rows <= limits.max_batch_tokens
-                and 1 - tokens / (new_width * rows) <= limits.max_padding
-                and new_width * rows - tokens <= limits.max_padding_tokens
+                if (padded := self._padded_width(new_width) * rows) <= limits.max_batch_tokens
+                and 1 - tokens / padded <= limits.max_padding
+                and padded - tokens <= limits.max_padding_tokens
             ]
             if not fits:
                 break
@@ -283,6 +281,12 @@ class Batcher:
         taken = set(map(id, chosen))
         self._pending = [item for item in self._pending if id(item) not in taken]
         return chosen
+
+    def _padded_width(self, longest: int) -> int:
+        """The width a batch whose longest sequence is `longest` is padded to and costs."""
+        if self.limits.coarse_widths:
+            return coarse_width(longest, self._max_width)
+        return longest
 
     # -- compute thread ------------------------------------------------------------------------
 
