@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -318,7 +319,13 @@ def serve(settings: Settings) -> None:
         log_config=None,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
     )
-    _DrainingServer(config, app.state.embedserve).run()
+    server = _DrainingServer(config, app.state.embedserve)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn restores the handlers it found when it stops, then raises the signal that
+        # stopped it again: into these, so that a drained stop goes on to close the models
+        # and exits 0.
+        signal.signal(sig, server.handle_exit)
+    server.run()
     for model in registry.models:
         if model.loaded is not None:
             model.loaded.close()
@@ -327,8 +334,7 @@ def serve(settings: Settings) -> None:
 
 class _DrainingServer(uvicorn_server.Server):
     """uvicorn's server, which on SIGTERM/SIGINT stops accepting and waits for in-flight
-    requests (up to --drain-timeout); here readiness also turns 503 at once, and the process
-    exits 0 instead of re-raising the signal."""
+    requests (up to --drain-timeout); here readiness also turns 503 at once."""
 
     def __init__(self, config: Any, state: Any) -> None:
         super().__init__(config)
@@ -339,7 +345,6 @@ class _DrainingServer(uvicorn_server.Server):
             log.info("signal %d: draining in-flight requests, then stopping", sig)
         self._state.draining = True
         super().handle_exit(sig, frame)
-        self._captured_signals.clear()  # a drained stop is a clean exit
 
 
 def _warn_if_open(settings: Settings) -> None:
