@@ -135,9 +135,9 @@ class Settings:
 
     kernel_cache: int = DEFAULT_KERNEL_CACHE
     """Kernels OpenVINO keeps for the input shapes it has met (its CPU_RUNTIME_CACHE_CAPACITY).
-    Each batch shape needs its own; a miss rebuilds them. 1000 serves int8 ~30% faster than 100
-    on mixed lengths for ~0.5 GiB more; 5000 (OpenVINO's default) ~15% faster again for ~1.2
-    GiB more."""
+    Each batch shape needs its own (~2-4 MiB a stream); a miss rebuilds them. With batches on
+    coarse widths (batcher.coarse_width) 1000 holds the shapes a load keeps meeting: 2000
+    served int8 no faster, for ~0.1 GiB more."""
 
     max_padding_tokens: float | None = None
     """Most padding tokens in one batch; None derives it: on a CPU, what one forward pass's
