@@ -1,13 +1,12 @@
 """Turn a sentence-transformers folder into an optimized ONNX model, once, and cache it.
 
 Steps (logged as they run, first start only): export the whole module stack (transformer,
-pooling, dense, normalize) with torch; fuse the graph for transformer inference with
-ONNX Runtime's optimizer, all but its Attention and SkipLayerNormalization operators (kept only
-if it reproduces the export exactly); for int8, quantize
-weights dynamically, per channel, keeping the FFN down-projections (fed by GELU, whose
-activations quantize worst) in fp32. The result lives under a folder named by a key of the
-model's content and every option; a manifest with the file's hash detects a corrupt or stale
-cache, which is rebuilt.
+pooling, dense, normalize) with torch; fuse the graph for transformer inference with ONNX
+Runtime's optimizer, all but its Attention and SkipLayerNormalization operators (kept only if it
+reproduces the export exactly); for int8, quantize weights dynamically, per channel, keeping
+the FFN down-projections (fed by GELU, whose activations quantize worst) in fp32. The result
+lives under a folder named by a key of the model's content and every option; a manifest with
+the file's hash detects a corrupt or stale cache, which is rebuilt.
 """
 
 from __future__ import annotations
