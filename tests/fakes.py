@@ -21,6 +21,7 @@ class EchoBackend:
 
     kind = "echo"
     streams = 1
+    kernels_per_shape = False
 
     def __init__(self, dimension: int = 8) -> None:
         self._dimension = dimension

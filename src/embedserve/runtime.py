@@ -69,7 +69,7 @@ def load_embedder(source: ModelSource, settings: Settings) -> Embedder:
             on_gpu=on_gpu,
             streams=backend.streams,
             max_padding_tokens=_max_padding_tokens(source.id, backend, settings, on_gpu),
-            coarse_widths=backend.kind == "openvino",
+            coarse_widths=backend.kernels_per_shape,
         ),
         pools_instruction=pools_instruction,
         max_request_tokens=settings.max_request_tokens,
@@ -272,7 +272,7 @@ def batch_limits(
     ~1024 padded tokens per thread of a stream: past that a pass's activations outgrow the
     core's cache and every token costs more (16 x 256 tokens ran 22% slower a token than
     1 x 256 on one thread here). A GPU wants large batches. `coarse_widths` for a backend that
-    builds kernels per shape (OpenVINO; ONNX Runtime lost 5-8% to the extra padding)."""
+    builds kernels per shape (`Backend.kernels_per_shape`)."""
     threads = max(1, usable_cores() // streams)
     tokens = 65536 if on_gpu else min(1024 * threads, 32768)
     return BatchLimits(

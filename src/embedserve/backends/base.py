@@ -24,6 +24,10 @@ class Backend(Protocol):
     """How many `embed` calls may run at once (from different threads), each on its share of
     the cores."""
 
+    kernels_per_shape: bool
+    """Whether the engine builds (and caches) kernels for every input shape it meets: the
+    batcher then pads batches to coarse widths, so that few shapes recur."""
+
     @property
     def dimension(self) -> int:
         """Length of the vectors `embed` returns."""

@@ -20,6 +20,7 @@ OpenVinoPrecision = Literal["fp32", "bf16", "int8"]
 
 class OpenVinoBackend:
     kind = "openvino"
+    kernels_per_shape = True  # up to --kernel-cache entries; a missing shape is rebuilt
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ def gpu_present() -> bool:
 class TorchBackend:
     kind = "torch"
     streams = 1
+    kernels_per_shape = False
 
     def __init__(
         self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"
