@@ -72,6 +72,18 @@ def test_the_fp32_graph_is_fused_but_leaves_attention_to_plain_matmuls(built) ->
     assert ops.count("BiasGelu") == 6  # fused by the optimizer, which still ran
 
 
+def test_onnx_runtime_int8_quantizes_the_weighted_projections_only(built, minilm) -> None:  # type: ignore[no-untyped-def]
+    """Q, K, V, the attention output and the FFN up-projection in int8; the down-projections
+    (fed by GELU) and the attention products of two activations stay fp32."""
+    import onnx
+
+    cache, _ = built
+    model = cached_onnx_model(minilm.folder, "int8", cache, minilm.id)
+    ops = [node.op_type for node in onnx.load(str(model), load_external_data=False).graph.node]
+    assert ops.count("MatMulInteger") == 6 * 5
+    assert ops.count("MatMul") == 6 * (1 + 2)
+
+
 def test_a_missing_manifest_is_rebuilt(built, minilm) -> None:  # type: ignore[no-untyped-def]
     cache, model = built
     (model.parent / "manifest.json").unlink()
