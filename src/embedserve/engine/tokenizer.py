@@ -53,7 +53,9 @@ class ModelTokenizer:
         return ids
 
     def _encode(self, texts: list[str]) -> list[Encoding]:
-        return self._tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        # Ids only: the fast variant skips the character offsets nothing here reads (the CPU
+        # per short text fell from ~26 to ~20 us here).
+        return self._tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
 
     def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[int]]:
         """Framed token ids of each text, as the model reads them."""
