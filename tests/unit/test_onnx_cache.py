@@ -26,6 +26,13 @@ def built(minilm: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return cache, cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
 
 
+def _operators(model: Path) -> list[str]:
+    """The operator type of every node of an ONNX file's graph, in order."""
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(model), load_external_data=False).graph.node]
+
+
 def forbid_builds(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object) -> None:
         raise AssertionError("the cache should have been used")
@@ -61,10 +68,8 @@ def test_a_corrupt_cache_is_detected_and_rebuilt(built, minilm, caplog) -> None:
 def test_the_fp32_graph_is_fused_but_leaves_attention_to_plain_matmuls(built) -> None:  # type: ignore[no-untyped-def]
     """ONNX Runtime's fused Attention and SkipLayerNormalization CPU kernels were 5-11% slower
     than the plain operators they replace (bench/README); the other fusions stay."""
-    import onnx
-
     _, model = built
-    ops = [node.op_type for node in onnx.load(str(model), load_external_data=False).graph.node]
+    ops = _operators(model)
     assert "Attention" not in ops
     assert "SkipLayerNormalization" not in ops
     assert ops.count("Softmax") == 6  # one per layer of MiniLM-L6
@@ -75,11 +80,9 @@ def test_the_fp32_graph_is_fused_but_leaves_attention_to_plain_matmuls(built) ->
 def test_onnx_runtime_int8_quantizes_the_weighted_projections_only(built, minilm) -> None:  # type: ignore[no-untyped-def]
     """Q, K, V, the attention output and the FFN up-projection in int8; the down-projections
     (fed by GELU) and the attention products of two activations stay fp32."""
-    import onnx
-
     cache, _ = built
     model = cached_onnx_model(minilm.folder, "int8", cache, minilm.id)
-    ops = [node.op_type for node in onnx.load(str(model), load_external_data=False).graph.node]
+    ops = _operators(model)
     assert ops.count("MatMulInteger") == 6 * 5
     assert ops.count("MatMul") == 6 * (1 + 2)
 
