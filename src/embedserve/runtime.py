@@ -22,7 +22,7 @@ from embedserve.engine.embedder import Embedder, EmbeddingService
 from embedserve.engine.fidelity import measure, report
 from embedserve.engine.instructions import is_instructor
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
-from embedserve.engine.tokenizer import ModelTokenizer
+from embedserve.engine.tokenizer import ModelTokenizer, tokenize_on_calling_threads
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir
 from embedserve.models.metadata import ModelMetadata, read_metadata
@@ -300,6 +300,7 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    tokenize_on_calling_threads()
     registry = build_registry(settings)
     if settings.preload:
         for model in registry.models:

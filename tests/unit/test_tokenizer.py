@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from embedserve.engine.tokenizer import ModelTokenizer
@@ -81,3 +85,39 @@ def test_unpooled_span_is_the_framed_instruction_less_one(tokenizer: ModelTokeni
     # [CLS] query : [SEP] -> 3 tokens left out: [CLS] and the instruction (InstructorEmbedding)
     assert tokenizer.unpooled_span("query: ") == 3
     assert tokenizer.unpooled_span("") == 0  # nothing to leave out
+
+
+_THREADS_STARTED_BY_ENCODING = """
+import os, sys
+from embedserve.engine.tokenizer import ModelTokenizer, tokenize_on_calling_threads
+if sys.argv[2] == "serving":
+    tokenize_on_calling_threads()
+tokenizer = ModelTokenizer(sys.argv[1], 256)
+before = len(os.listdir("/proc/self/task"))
+tokenizer.encode(["a short text to embed"] * 256)
+print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PARALLELISM"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("users_setting", "mode", "threads_start", "setting"),
+    [
+        (None, "serving", False, "false"),
+        (None, "library", True, "None"),
+        ("1", "serving", True, "1"),
+    ],
+)
+def test_the_server_tokenizes_a_request_on_its_own_thread(
+    minilm: ModelSource, users_setting: str | None, mode: str, threads_start: bool, setting: str
+) -> None:
+    """Serving turns the tokenizers library's thread pool off unless the user chose: encoding
+    starts no threads. Left on, rayon starts one per core on the first batch."""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    if users_setting:
+        env["TOKENIZERS_PARALLELISM"] = users_setting
+    argv = [sys.executable, "-c", _THREADS_STARTED_BY_ENCODING]
+    argv += [str(minilm.folder / "tokenizer.json"), mode]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    started, seen = out.split()
+    assert (int(started) > 0) is threads_start
+    assert seen == setting

@@ -7,6 +7,7 @@ produce exactly what the model's tokenizer would.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from embedserve.errors import InvalidInput
 # the margin keeps tokens that a cut inside a whitespace run could change past what is read.
 _MARGIN_TOKENS = 16
 _HEAD_CHARS_PER_TOKEN = 16
+
+
+def tokenize_on_calling_threads() -> None:
+    """Turn off the tokenizers library's own thread pool, unless TOKENIZERS_PARALLELISM is set.
+    Requests are tokenized in parallel already, each on a pool thread; spreading one request's
+    few texts over rayon's threads too (which spin while they wait) cost ~0.2 ms more CPU a
+    request of 8 short texts here: 0.53 against 0.34 ms, tokenizing threads included."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class ModelTokenizer:
