@@ -299,42 +299,40 @@ class Batcher:
                     item.job.queued -= 1
                 if all(item.job.finished for item in batch):
                     continue  # every client went away: skip the compute
-                alone = self._claim_cores()
+                every_core = self._claim_cores()
             try:
-                self._compute(batch, ids, mask, alone)
+                self._compute(batch, ids, mask, every_core or self._run)
             finally:
                 with self._cond:
                     self._busy -= 1
-                    if alone:
+                    if every_core:
                         self._exclusive = False
                         self._cond.notify_all()
 
-    def _claim_cores(self) -> bool:
+    def _claim_cores(self) -> RunBatch | None:
         """Called holding the lock, before a pass: wait out a pass on every core, then take
-        every core too if nothing else is running or waiting."""
+        every core too if nothing else is running or waiting. The pass on every core if taken."""
         while self._exclusive:
             self._cond.wait()
-        alone = (
-            self._run_alone is not None
-            and not self._busy
-            and not self._unclaimed
-            and not self._pending
-        )
+        alone = not self._busy and not self._unclaimed and not self._pending
+        every_core = self._run_alone if alone else None
         self._busy += 1
-        self._exclusive = alone
-        return alone
+        self._exclusive = every_core is not None
+        return every_core
 
-    def _compute(self, batch: list[_Item], ids: np.ndarray, mask: np.ndarray, alone: bool) -> None:
+    def _compute(
+        self, batch: list[_Item], ids: np.ndarray, mask: np.ndarray, run: RunBatch
+    ) -> None:
         started = time.perf_counter()
         try:
-            vectors = (self._run_alone if alone and self._run_alone else self._run)(ids, mask)
+            vectors = run(ids, mask)
         except Exception as exc:
             log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
             with self._cond:
                 for job in {id(item.job): item.job for item in batch}.values():
                     _settle(job, error=exc)
             return
-        self._report(batch, ids, time.perf_counter() - started, alone)
+        self._report(batch, ids, time.perf_counter() - started, alone=run is not self._run)
         with self._cond:  # a job's rows may come back from several workers
             for item, vector in zip(batch, vectors, strict=True):
                 job = item.job
