@@ -102,7 +102,7 @@ def _drive_one(
     url: str, batches: list[list[str]], tokens: list[int], seconds: float, max_requests: int
 ) -> Result:
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
     result = Result()
     started = time.perf_counter()
     for n in range(max_requests):

@@ -320,7 +320,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated server name prefixes")
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
-    folder = resolve(None).folder
+    folder = resolve(None).files
     tokenizer = ModelTokenizer(folder / "tokenizer.json", 256)
 
     def counts(batch: list[str]) -> int:
@@ -360,7 +360,14 @@ def main() -> None:
     print(render(table, rounds, peaks, ceilings, args, short_ceilings))
 
 
-def render(table, rounds, peaks, ceilings, args, short_ceilings) -> str:  # type: ignore[no-untyped-def]
+def render(
+    table: dict[str, list[tuple[str, Result]]],
+    rounds: dict[tuple[str, str], list[float]],
+    peaks: dict[str, int],
+    ceilings: dict[str, tuple[str, float]],
+    args: argparse.Namespace,
+    short_ceilings: dict[str, float],
+) -> str:
     infinity = "infinity (torch)"
     lines = [
         f"Machine: {machine()}. {args.seconds:.0f} s per load in {args.rounds} rounds, the "
