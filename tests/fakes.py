@@ -87,7 +87,7 @@ class FailingBackend(EchoBackend):
 def fake_embedder(
     source: ModelSource, backend: EchoBackend, max_tokens: int = 256, **kwargs: object
 ) -> Embedder:
-    tokenizer = ModelTokenizer(source.folder / "tokenizer.json", max_tokens)
+    tokenizer = ModelTokenizer(source.files / "tokenizer.json", max_tokens)
     return Embedder(tokenizer, backend, **kwargs)  # type: ignore[arg-type]
 
 

@@ -19,8 +19,9 @@ def tiny_cls_dense_model(
     """A 2-layer BERT (or XLM-RoBERTa) with CLS (or another) pooling, a Dense layer (32 -> 16,
     tanh), normalization and its own prompts, saved as a sentence-transformers folder: random
     weights, real structure."""
+    import sentence_transformers.models as st_models
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
 
     torch.manual_seed(0)
@@ -40,10 +41,10 @@ def tiny_cls_dense_model(
     for name in TOKENIZER_FILES:
         shutil.copy(tokenizer_from / name, hf / name)
     modules = [
-        models.Transformer(str(hf), max_seq_length=64),
-        models.Pooling(32, pooling_mode=pooling),
-        models.Dense(32, 16, activation_function=torch.nn.Tanh()),
-        models.Normalize(),
+        st_models.Transformer(str(hf), max_seq_length=64),
+        st_models.Pooling(32, pooling_mode=pooling),
+        st_models.Dense(32, 16, activation_function=torch.nn.Tanh()),
+        st_models.Normalize(),
     ]
     model = SentenceTransformer(
         modules=modules, prompts={"query": "query: ", "document": "passage: "}
@@ -103,7 +104,7 @@ def tiny_instructor_model(target: Path, corpus: list[str]) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
     from tokenizers.models import Unigram
-    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast  # type: ignore[attr-defined]
 
     torch.manual_seed(0)
     specials = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -210,7 +211,7 @@ async def test_over_large_body_is_413(minilm, embedder) -> None:  # type: ignore
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "request_too_large"
 
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             yield b'{"input": "'
             for _ in range(10):
                 yield b"y" * 200  # no Content-Length: the limit is counted as it streams
@@ -417,9 +418,9 @@ async def test_large_responses_are_serialized_off_the_event_loop(client, monkeyp
     import threading
 
     from embedserve.api import routes
+    from embedserve.api.encoding import render_json as render
 
     threads: list[int] = []
-    render = routes.render_json
 
     def spy(content):  # type: ignore[no-untyped-def]
         threads.append(threading.get_ident())

@@ -4,6 +4,8 @@ match the schema the server publishes. Runs in-process on the real tokenizer, bo
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -20,7 +22,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_api_keeps_its_schema_and_never_fails(case: schemathesis.Case) -> None:
+def test_the_api_keeps_its_schema_and_never_fails(case: schemathesis.Case[Any]) -> None:
     # Every check but "schema-valid data is accepted": whether a request is accepted also
     # depends on the served model (its dimension, vocabulary, maximum length with
     # truncate=false), which no static schema can state; those requests get a 400 envelope.

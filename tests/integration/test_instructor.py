@@ -33,7 +33,7 @@ def instructor(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
 def expected(instructor: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
     """InstructorEmbedding's vectors of TEXTS as queries and as documents."""
     pairs = [[QUERY, t] for t in TEXTS] + [[DOCUMENT, t] for t in TEXTS]
-    vectors = instructor_vectors(instructor.folder, pairs, tmp_path_factory.mktemp("reference"))
+    vectors = instructor_vectors(instructor.files, pairs, tmp_path_factory.mktemp("reference"))
     return {"query": vectors[: len(TEXTS)], "document": vectors[len(TEXTS) :]}
 
 
@@ -57,8 +57,8 @@ async def embed(embedder: Embedder, source: ModelSource, input_type: str) -> np.
 async def test_equals_instructor_embedding(
     instructor_embedder: Embedder,
     instructor: ModelSource,
-    expected: dict,
-    input_type: str,  # type: ignore[type-arg]
+    expected: dict[str, np.ndarray],
+    input_type: str,
 ) -> None:
     got = await embed(instructor_embedder, instructor, input_type)
     assert cosines(got, expected[input_type]).min() >= 0.9999
@@ -66,7 +66,7 @@ async def test_equals_instructor_embedding(
 
 def test_pooling_the_instruction_would_give_other_vectors(
     instructor: ModelSource,
-    expected: dict,  # type: ignore[type-arg]
+    expected: dict[str, np.ndarray],
 ) -> None:
     """What the test above tells apart: pooling the instruction's tokens too (what current
     sentence-transformers does unless told otherwise) gives clearly other vectors."""
@@ -79,14 +79,14 @@ def test_pooling_the_instruction_would_give_other_vectors(
 
 def test_a_folder_that_says_include_prompt_false_pools_the_same_way(
     instructor: ModelSource,
-    expected: dict,
-    tmp_path: Path,  # type: ignore[type-arg]
+    expected: dict[str, np.ndarray],
+    tmp_path: Path,
 ) -> None:
     import json
     import shutil
 
     folder = tmp_path / "renamed-model"  # no "instructor" in its name: its config says it
-    shutil.copytree(instructor.folder, folder)
+    shutil.copytree(instructor.files, folder)
     config_file = folder / "1_Pooling" / "config.json"
     config_file.write_text(
         json.dumps({**json.loads(config_file.read_text()), "include_prompt": False})

@@ -20,7 +20,7 @@ from tests.generated import hub_style_onnx_folder
 
 @pytest.fixture(scope="module")
 def onnx_folder(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> Path:
-    return hub_style_onnx_folder(tmp_path_factory.mktemp("onnx"), minilm.folder)
+    return hub_style_onnx_folder(tmp_path_factory.mktemp("onnx"), minilm.files)
 
 
 def test_an_onnx_folder_is_served_as_it_is(onnx_folder, reference, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -45,8 +45,8 @@ def test_an_onnx_folder_is_served_on_a_machine_with_a_gpu_too(onnx_folder, refer
 
 
 def test_an_onnx_folder_with_a_dense_layer_is_refused_with_the_reason(
-    onnx_folder, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    onnx_folder: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "with-dense"
     shutil.copytree(onnx_folder, folder)
     modules = json.loads((folder / "modules.json").read_text())
@@ -61,7 +61,7 @@ def test_an_onnx_folder_with_a_dense_layer_is_refused_with_the_reason(
 def test_a_folder_without_weights_is_refused(minilm: ModelSource, tmp_path: Path) -> None:
     folder = tmp_path / "no-weights"
     folder.mkdir()
-    shutil.copy(minilm.folder / "tokenizer.json", folder / "tokenizer.json")
+    shutil.copy(minilm.files / "tokenizer.json", folder / "tokenizer.json")
     with pytest.raises(ModelUnavailable, match="has no weights"):
         resolve(str(folder))
 

@@ -24,7 +24,7 @@ TEXTS = [*REAL_SENTENCES[:6], "", "word " * 200]  # the last is over the tiny mo
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> ModelSource:
-    return resolve(str(tiny_cls_dense_model(tmp_path_factory.mktemp("models"), minilm.folder)))
+    return resolve(str(tiny_cls_dense_model(tmp_path_factory.mktemp("models"), minilm.files)))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,13 @@ def tiny_embedder(tiny: ModelSource) -> Embedder:
     return load_embedder(tiny, Settings())  # the real path: ONNX export of CLS + Dense
 
 
-def two_models(minilm, embedder, tiny, tiny_embedder, default=None):  # type: ignore[no-untyped-def]
+def two_models(
+    minilm: ModelSource,
+    embedder: Embedder,
+    tiny: ModelSource,
+    tiny_embedder: Embedder,
+    default: str | None = None,
+) -> ModelRegistry:
     spec = ModelSpec(name="tiny", aliases=("text-embedding-3-small",))
     models = [
         ServedModel(minilm, lambda _s: embedder),

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
-from embedserve.config import Settings, cpu_supports_bf16, default_streams, usable_cores
+from embedserve.backends.onnx import OnnxBackend
+from embedserve.config import (
+    BackendKind,
+    Precision,
+    Settings,
+    cpu_supports_bf16,
+    default_streams,
+    usable_cores,
+)
 from embedserve.engine.batcher import coarse_width, pad
 from embedserve.engine.embedder import Embedder
 from embedserve.errors import ModelUnavailable
@@ -62,8 +71,6 @@ def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: igno
 ) -> None:
     import openvino as ov
 
-    from embedserve.backends import openvino_build
-
     configs = []
     compile_model = ov.Core.compile_model
 
@@ -78,9 +85,9 @@ def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: igno
     assert configs[-1]["CPU_RUNTIME_CACHE_CAPACITY"] == 250  # --kernel-cache reaches OpenVINO
     assert configs[-1]["INFERENCE_PRECISION_HINT"] == "f32"  # non-int8 ops: bf16 was slower
     int8.close()
-    find_spec = openvino_build.importlib.util.find_spec
+    find_spec = importlib.util.find_spec  # what the OpenVINO build asks, at call time
     monkeypatch.setattr(
-        openvino_build.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *args: None if name in ("openvino", "nncf") else find_spec(name, *args),
     )
@@ -127,8 +134,8 @@ def test_openvino_batches_take_coarse_widths_with_the_same_vectors(  # type: ign
 
 
 @pytest.mark.parametrize(("backend", "precision"), [("onnx", "fp32"), ("openvino", "int8")])
-def test_streams_run_passes_at_once_with_the_same_vectors(  # type: ignore[no-untyped-def]
-    minilm: ModelSource, backend: str, precision: str
+def test_streams_run_passes_at_once_with_the_same_vectors(
+    minilm: ModelSource, backend: BackendKind, precision: Precision
 ) -> None:
     settings = Settings(backend=backend, precision=precision, streams=2, max_padding_tokens=3)
     served = load_embedder(minilm, settings)
@@ -148,9 +155,11 @@ def test_streams_run_passes_at_once_with_the_same_vectors(  # type: ignore[no-un
 def test_onnx_streams_keep_a_session_on_every_core_for_a_lone_batch(minilm: ModelSource) -> None:
     served = load_embedder(minilm, Settings(backend="onnx", streams=2))
     backend = served.backend
-    assert backend.alone_threads == usable_cores()  # type: ignore[attr-defined]
+    assert isinstance(backend, OnnxBackend)
+    assert backend.alone_threads == usable_cores()
     # its threads stop spinning when a pass ends, so they leave the cores to the server
-    options = backend._alone.get_session_options()  # type: ignore[attr-defined]
+    assert backend._alone is not None
+    options = backend._alone.get_session_options()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     ids, mask = pad(served.tokenizer.encode(VARIED_TEXTS), served.tokenizer.pad_id)
     assert cosines(backend.embed_alone(ids, mask), backend.embed(ids, mask)).min() >= 0.99999

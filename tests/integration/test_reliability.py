@@ -116,8 +116,13 @@ def report(name: str, figures: dict[str, object]) -> None:
     ("what", "body", "content_type", "status", "code"), HOSTILE, ids=[h[0] for h in HOSTILE]
 )
 def test_hostile_input_gets_its_4xx_and_the_server_stays_healthy(
-    server, what, body, content_type, status, code
-) -> None:  # type: ignore[no-untyped-def]
+    server: tuple[str, int],
+    what: str,
+    body: bytes,
+    content_type: str,
+    status: int,
+    code: str | None,
+) -> None:
     base, _ = server
     response = httpx.post(
         f"{base}/v1/embeddings", content=body, headers={"Content-Type": content_type}, timeout=60
@@ -139,7 +144,7 @@ async def _soak_client(
     until: float,
     expected: dict[str, np.ndarray],
     tally: dict[str, list[float]],
-) -> None:  # type: ignore[type-arg]
+) -> None:
     while time.monotonic() < until:
         started = time.perf_counter()
         if rng.random() < 0.2:  # an invalid request, with the answer it must get

@@ -51,7 +51,8 @@ def test_openai_sdk_default_base64(server: str, reference) -> None:  # type: ign
     client = OpenAI(
         base_url=f"{server}/v1",
         api_key="unused",
-        http_client=httpx.Client(event_hooks={"request": [recorder]}),
+        # openai 3 types its client as httpx2's; it drives an httpx one alike
+        http_client=httpx.Client(event_hooks={"request": [recorder]}),  # type: ignore[arg-type]
     )
     result = client.embeddings.create(model="text-embedding-3-small", input=VARIED_TEXTS)
     assert recorder.bodies[-1]["encoding_format"] == "base64"  # the SDK's own default
@@ -75,16 +76,17 @@ def test_openai_sdk_explicit_float_and_errors(server: str, reference) -> None:  
     assert info.value.body["param"] == "input"  # type: ignore[index]
 
 
-def test_langchain_defaults_send_token_arrays(
-    server: str, reference, tmp_path: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+def test_langchain_defaults_send_token_arrays(  # type: ignore[no-untyped-def]
+    server: str, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from langchain_openai import OpenAIEmbeddings
+    from pydantic import SecretStr
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(prepare_tiktoken_cache(tmp_path / "client")))
     recorder = Recorder()
     embeddings = OpenAIEmbeddings(
         base_url=f"{server}/v1",
-        api_key="unused",
+        api_key=SecretStr("unused"),
         http_client=httpx.Client(event_hooks={"request": [recorder]}),
     )
     texts = [t for t in VARIED_TEXTS if t.strip()]

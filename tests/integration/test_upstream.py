@@ -35,7 +35,8 @@ def upstream_registry(url: str, *, minilm=None, embedder=None, **options):  # ty
 
 def unit(vectors: list[np.ndarray]) -> np.ndarray:
     stacked = np.stack(vectors)
-    return stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
+    units: np.ndarray = stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
+    return units
 
 
 async def test_pass_through_returns_the_upstream_vectors_and_usage() -> None:

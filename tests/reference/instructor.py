@@ -54,4 +54,5 @@ def instructor_vectors(folder: Path, pairs: list[list[str]], scratch: Path) -> n
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [str(instructor_python()), str(_ENCODE), str(folder), str(pairs_file), str(out)]
     subprocess.run(command, check=True, timeout=300, env=env)
-    return np.load(out)
+    vectors: np.ndarray = np.load(out)
+    return vectors

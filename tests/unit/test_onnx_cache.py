@@ -23,7 +23,7 @@ from embedserve.models.source import ModelSource
 @pytest.fixture(scope="module")
 def built(minilm: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cache = tmp_path_factory.mktemp("onnx-cache")
-    return cache, cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
+    return cache, cached_onnx_model(minilm.files, "fp32", cache, minilm.id)
 
 
 def _operators(model: Path) -> list[str]:
@@ -149,8 +149,8 @@ _export(Path(sys.argv[1]), Path(sys.argv[1]) / "out.onnx", True)
 
 
 def test_graphs_that_pool_apart_have_their_own_cache_key(minilm: ModelSource) -> None:
-    pooled = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=True)
-    apart = onnx_build._cache_key(minilm.folder, "fp32", pools_instruction=False)
+    pooled = onnx_build._cache_key(minilm.files, "fp32", pools_instruction=True)
+    apart = onnx_build._cache_key(minilm.files, "fp32", pools_instruction=False)
     assert pooled != apart
 
 
@@ -158,15 +158,15 @@ def test_the_int8_recipe_is_part_of_the_openvino_cache_key(  # type: ignore[no-u
     minilm: ModelSource, monkeypatch
 ) -> None:
     fp32 = Path("/cache/onnx/minilm-fp32-0123/model.onnx")
-    key = openvino_build._cache_key(minilm.folder, fp32)
+    key = openvino_build._cache_key(minilm.files, fp32)
     monkeypatch.setattr(openvino_build, "_SMOOTH_QUANT_ALPHA", 0.95)
-    assert openvino_build._cache_key(minilm.folder, fp32) != key  # an old build is not reused
+    assert openvino_build._cache_key(minilm.files, fp32) != key  # an old build is not reused
 
 
 @pytest.fixture(scope="module")
 def openvino_int8(built, minilm: ModelSource) -> Path:  # type: ignore[no-untyped-def]
     cache, fp32 = built
-    return cached_openvino_int8(minilm.folder, fp32, cache, minilm.id)
+    return cached_openvino_int8(minilm.files, fp32, cache, minilm.id)
 
 
 def test_the_openvino_int8_build_is_reused_then_rebuilt_when_corrupt(  # type: ignore[no-untyped-def]

