@@ -39,7 +39,7 @@ def reference(minilm: ModelSource):  # type: ignore[no-untyped-def]
     """sentence-transformers' own model: the ground truth for every fidelity check."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(minilm.folder), device="cpu")
+    return SentenceTransformer(str(minilm.files), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def test_pooling_the_instruction_would_give_other_vectors(
     sentence-transformers does unless told otherwise) gives clearly other vectors."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(instructor.folder), device="cpu")
+    model = SentenceTransformer(str(instructor.files), device="cpu")
     pooled = model.encode([t.strip() for t in TEXTS], prompt=DOCUMENT)
     assert cosines(pooled, expected["document"]).min() < 0.99
 

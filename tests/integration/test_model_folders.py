@@ -106,12 +106,12 @@ def test_unpooled_marks_mean_the_same_in_hub_onnx_folders_and_torch(onnx_folder,
     from embedserve.engine.batcher import pad
     from embedserve.engine.tokenizer import ModelTokenizer
 
-    tokenizer = ModelTokenizer(minilm.folder / "tokenizer.json", 256)
+    tokenizer = ModelTokenizer(minilm.files / "tokenizer.json", 256)
     sequences = tokenizer.encode(["query: how do I renew a passport", "query: dogs on trains"])
     ids, mask = pad(sequences, tokenizer.pad_id, [4, 4])
     assert (mask == UNPOOLED).sum() == 8
     hub = OnnxBackend(onnx_folder / "onnx" / "model.onnx", pooling="mean").embed(ids, mask)
-    stack = TorchBackend(minilm.folder).embed(ids, mask)
-    plain = TorchBackend(minilm.folder).embed(ids, np.minimum(mask, 1))
+    stack = TorchBackend(minilm.files).embed(ids, mask)
+    plain = TorchBackend(minilm.files).embed(ids, np.minimum(mask, 1))
     assert cosines(hub, stack).min() >= 0.9999
     assert cosines(plain, stack).max() < 0.999  # the marks change the vectors

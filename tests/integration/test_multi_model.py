@@ -31,7 +31,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> Model
 def tiny_reference(tiny: ModelSource):  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(tiny.folder), device="cpu")
+    return SentenceTransformer(str(tiny.files), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_cli_serves_two_models(tiny: ModelSource, tmp_path: Path) -> None:
     from embedserve.runtime import build_registry
 
     args = build_parser().parse_args(
-        ["serve", "--model", "all-MiniLM-L6-v2", "--model", str(tiny.folder), "--name", "tiny"]
+        ["serve", "--model", "all-MiniLM-L6-v2", "--model", str(tiny.files), "--name", "tiny"]
     )
     registry = build_registry(settings_from_args(args))
     assert [m.id for m in registry.models] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny"]
@@ -187,7 +187,7 @@ async def test_two_real_models_at_once_each_equal_to_sentence_transformers(  # t
             post(client, input=texts, model="sentence-transformers/all-mpnet-base-v2"),
         )
         listed = (await client.get("/v1/models")).json()["data"]
-    mpnet_reference = SentenceTransformer(str(mpnet.folder), device="cpu")
+    mpnet_reference = SentenceTransformer(str(mpnet.files), device="cpu")
     assert got_mpnet.shape == (len(texts), 768)
     assert (
         cosines(got_mpnet, mpnet_reference.encode(texts, normalize_embeddings=True)).min() >= 0.9999
@@ -208,7 +208,7 @@ def test_other_poolings_and_architectures_go_through_the_export(  # type: ignore
 ) -> None:
     from sentence_transformers import SentenceTransformer
 
-    folder = tiny_cls_dense_model(tmp_path, minilm.folder, pooling, architecture)
+    folder = tiny_cls_dense_model(tmp_path, minilm.files, pooling, architecture)
     embedder = load_embedder(resolve(str(folder)), Settings())
     assert embedder.kind == "onnx"
     texts = [*TEXTS, "short"]  # mixed lengths: padding must not leak into max or last token

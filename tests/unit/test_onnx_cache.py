@@ -43,7 +43,7 @@ def forbid_builds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_second_start_reuses_the_cache(built, minilm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cache, model = built
     forbid_builds(monkeypatch)
-    assert cached_onnx_model(minilm.folder, "fp32", cache, minilm.id) == model
+    assert cached_onnx_model(minilm.files, "fp32", cache, minilm.id) == model
     manifest = json.loads((model.parent / "manifest.json").read_text())
     assert manifest["precision"] == "fp32"
     assert sorted(p.name for p in model.parent.iterdir()) == ["manifest.json", "model.onnx"]
@@ -55,7 +55,7 @@ def test_a_corrupt_cache_is_detected_and_rebuilt(built, minilm, caplog) -> None:
         handle.seek(model.stat().st_size // 2)
         handle.write(b"\x00" * 64)
     caplog.set_level("INFO")
-    rebuilt = cached_onnx_model(minilm.folder, "fp32", cache, minilm.id)
+    rebuilt = cached_onnx_model(minilm.files, "fp32", cache, minilm.id)
     assert rebuilt == model
     messages = [r.getMessage() for r in caplog.records]
     assert any("is unusable" in m for m in messages)
@@ -81,7 +81,7 @@ def test_onnx_runtime_int8_quantizes_the_weighted_projections_only(built, minilm
     """Q, K, V, the attention output and the FFN up-projection in int8; the down-projections
     (fed by GELU) and the attention products of two activations stay fp32."""
     cache, _ = built
-    model = cached_onnx_model(minilm.folder, "int8", cache, minilm.id)
+    model = cached_onnx_model(minilm.files, "int8", cache, minilm.id)
     ops = _operators(model)
     assert ops.count("MatMulInteger") == 6 * 5
     assert ops.count("MatMul") == 6 * (1 + 2)
@@ -90,14 +90,14 @@ def test_onnx_runtime_int8_quantizes_the_weighted_projections_only(built, minilm
 def test_a_missing_manifest_is_rebuilt(built, minilm) -> None:  # type: ignore[no-untyped-def]
     cache, model = built
     (model.parent / "manifest.json").unlink()
-    assert cached_onnx_model(minilm.folder, "fp32", cache, minilm.id) == model
+    assert cached_onnx_model(minilm.files, "fp32", cache, minilm.id) == model
     assert (model.parent / "manifest.json").is_file()
 
 
 def test_changed_model_files_replace_the_stale_cache(built, minilm, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cache, _ = built
     folder = tmp_path / "edited"
-    shutil.copytree(minilm.folder, folder)
+    shutil.copytree(minilm.files, folder)
     first = cached_onnx_model(folder, "fp32", cache, "edited")
     config = json.loads((folder / "1_Pooling" / "config.json").read_text())
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=4))  # new bytes
@@ -177,13 +177,13 @@ def test_the_openvino_int8_build_is_reused_then_rebuilt_when_corrupt(  # type: i
     assert names == ["manifest.json", "model.bin", "model.xml"]
     with monkeypatch.context() as patch:
         patch.setattr(openvino_build, "run_apart", lambda *a: pytest.fail("cache not used"))
-        assert cached_openvino_int8(minilm.folder, fp32, cache, minilm.id) == openvino_int8
+        assert cached_openvino_int8(minilm.files, fp32, cache, minilm.id) == openvino_int8
     weights = openvino_int8.with_suffix(".bin")
     with weights.open("r+b") as handle:
         handle.seek(weights.stat().st_size // 2)
         handle.write(b"\xff" * 64)
     caplog.set_level("INFO")
-    assert cached_openvino_int8(minilm.folder, fp32, cache, minilm.id) == openvino_int8
+    assert cached_openvino_int8(minilm.files, fp32, cache, minilm.id) == openvino_int8
     messages = [r.getMessage() for r in caplog.records]
     assert any("model.bin is missing or does not match" in m for m in messages)
     assert any("[1/1] quantizing to int8 with NNCF" in m and "done" in m for m in messages)

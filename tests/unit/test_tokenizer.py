@@ -17,7 +17,7 @@ def tokenizer(minilm: ModelSource) -> ModelTokenizer:
 def test_frame_matches_the_model_tokenizer(tokenizer: ModelTokenizer, minilm: ModelSource) -> None:
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(str(minilm.folder))
+    hf = AutoTokenizer.from_pretrained(str(minilm.files))
     texts = ["Hello world", "", "naïve café 東京 🙂", "word " * 400]
     for text, content in zip(texts, tokenizer.content_ids(texts), strict=True):
         expected = hf(text, truncation=True, max_length=256)["input_ids"]
@@ -61,7 +61,7 @@ def test_long_texts_are_framed_exactly_as_the_full_tokenization(
 ) -> None:
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(str(minilm.folder))
+    hf = AutoTokenizer.from_pretrained(str(minilm.files))
     for text, content in zip(LONG_TEXTS, tokenizer.content_ids(LONG_TEXTS), strict=True):
         expected = hf(text, truncation=True, max_length=256)["input_ids"]
         assert tokenizer.frame(content, truncate=True, index=0) == expected
