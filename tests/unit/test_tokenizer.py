@@ -89,13 +89,21 @@ def test_unpooled_span_is_the_framed_instruction_less_one(tokenizer: ModelTokeni
 
 _THREADS_STARTED_BY_ENCODING = """
 import os, sys
-from embedserve.engine.tokenizer import ModelTokenizer, tokenize_on_calling_threads
+from embedserve import runtime
+from embedserve.config import Settings
+from embedserve.engine.tokenizer import ModelTokenizer
+
+def encode(settings=None):
+    tokenizer = ModelTokenizer(sys.argv[1], 256)
+    before = len(os.listdir("/proc/self/task"))
+    tokenizer.encode(["a short text to embed"] * 256)
+    print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PARALLELISM"))
+    raise SystemExit(0)
+
 if sys.argv[2] == "serving":
-    tokenize_on_calling_threads()
-tokenizer = ModelTokenizer(sys.argv[1], 256)
-before = len(os.listdir("/proc/self/task"))
-tokenizer.encode(["a short text to embed"] * 256)
-print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PARALLELISM"))
+    runtime.build_registry = encode  # where serve() goes on to load and warm its models
+    runtime.serve(Settings())
+encode()
 """
 
 
@@ -110,8 +118,9 @@ print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PA
 def test_the_server_tokenizes_a_request_on_its_own_thread(
     minilm: ModelSource, users_setting: str | None, mode: str, threads_start: bool, setting: str
 ) -> None:
-    """Serving turns the tokenizers library's thread pool off unless the user chose: encoding
-    starts no threads. Left on, rayon starts one per core on the first batch."""
+    """`serve` turns the tokenizers library's thread pool off, unless the user chose, before it
+    loads a model: encoding then starts no threads. Left on, rayon starts one per core on the
+    first batch."""
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
     if users_setting:
         env["TOKENIZERS_PARALLELISM"] = users_setting
