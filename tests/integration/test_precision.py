@@ -156,13 +156,13 @@ def test_onnx_streams_keep_a_session_on_every_core_for_a_lone_batch(minilm: Mode
     served = load_embedder(minilm, Settings(backend="onnx", streams=2))
     backend = served.backend
     assert isinstance(backend, OnnxBackend)
-    assert backend.alone_threads == usable_cores()
+    options = backend.alone_options
+    assert options.intra_op_num_threads == usable_cores()
     # its threads stop spinning when a pass ends, so they leave the cores to the server
-    assert backend._alone is not None
-    options = backend._alone.get_session_options()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert backend.every_core_pass is not None
     ids, mask = pad(served.tokenizer.encode(VARIED_TEXTS), served.tokenizer.pad_id)
-    assert cosines(backend.embed_alone(ids, mask), backend.embed(ids, mask)).min() >= 0.99999
+    assert cosines(backend.every_core_pass(ids, mask), backend.embed(ids, mask)).min() >= 0.99999
     served.close()
 
 

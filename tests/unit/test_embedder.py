@@ -71,8 +71,9 @@ class TwoStreamBackend(EchoBackend):
     def __init__(self) -> None:
         super().__init__()
         self.alone_passes = 0
+        self.every_core_pass = self._embed_alone
 
-    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def _embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.alone_passes += 1
         return self.embed(input_ids, attention_mask)
 

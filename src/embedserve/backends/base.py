@@ -29,14 +29,24 @@ class Backend(Protocol):
     batcher then pads batches to coarse widths, so that few shapes recur."""
 
     @property
+    def precision(self) -> str:
+        """The numbers it computes in: "fp32", "int8", "bf16" or "fp16"."""
+        ...
+
+    @property
     def dimension(self) -> int:
         """Length of the vectors `embed` returns."""
         ...
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs; the mask
-        holds 0 (padding), 1 or UNPOOLED. A backend whose streams share out the cores may also
-        offer `embed_alone`, the same pass on every core, for when nothing runs beside it."""
+        holds 0 (padding), 1 or UNPOOLED."""
+        ...
+
+    @property
+    def every_core_pass(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        """`embed` on every core, for a batch with nothing running beside it, where the streams
+        share out the cores and the engine keeps such a pass; None otherwise."""
         ...
 
 

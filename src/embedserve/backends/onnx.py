@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ class OnnxBackend:
         own exports output pooled vectors and need none. `streams`: passes the caller may run
         at once (ONNX Runtime's `run` is thread-safe), each on `threads` threads (default: the
         cores shared out among them). With several streams on shared cores, a second session
-        on every core serves `embed_alone`."""
+        on every core serves `every_core_pass`."""
         self.precision = precision
         self.streams = streams
         self._pooling = pooling
@@ -42,13 +43,13 @@ class OnnxBackend:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._dimension = probe_dimension(self.embed)
         if self._alone is not None:
-            probe_dimension(self.embed_alone)  # warm it too
+            probe_dimension(self._embed_alone)  # warm it too
         log.info(
             "ONNX Runtime backend: %s, %d stream(s) of %d thread(s)%s",
             model.name,
             streams,
             share,
-            f", a lone batch on {self.alone_threads}" if self._alone is not None else "",
+            f", a lone batch on {cores}" if self._alone is not None else "",
         )
 
     @property
@@ -56,16 +57,19 @@ class OnnxBackend:
         return self._dimension
 
     @property
-    def alone_threads(self) -> int | None:
-        """Threads of the session behind `embed_alone`; None where it has none of its own."""
-        return self._alone.get_session_options().intra_op_num_threads if self._alone else None
+    def every_core_pass(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        return self._embed_alone if self._alone is not None else None
+
+    @property
+    def alone_options(self) -> Any:
+        """The SessionOptions behind `every_core_pass`; None where it has none."""
+        return self._alone.get_session_options() if self._alone is not None else None
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self._embed(self._session, input_ids, attention_mask)
 
-    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """The pass on every core, for when nothing runs beside it."""
-        return self._embed(self._alone or self._session, input_ids, attention_mask)
+    def _embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._embed(self._alone, input_ids, attention_mask)
 
     def _embed(self, session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         # Our exports read UNPOOLED marks themselves; a hub graph needs a plain 0/1 mask.

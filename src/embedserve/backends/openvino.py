@@ -21,6 +21,7 @@ OpenVinoPrecision = Literal["fp32", "bf16", "int8"]
 class OpenVinoBackend:
     kind = "openvino"
     kernels_per_shape = True  # up to --kernel-cache entries; a missing shape is rebuilt
+    every_core_pass = None  # one compiled model: its streams split the cores between them
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ class TorchBackend:
     kind = "torch"
     streams = 1
     kernels_per_shape = False
+    every_core_pass = None  # its one stream runs on every core
 
     def __init__(
         self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"

@@ -78,14 +78,14 @@ class Embedder:
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
         self.kind = backend.kind
-        self.precision: str | None = getattr(backend, "precision", None)
+        self.precision: str | None = backend.precision
         self.batcher = Batcher(
             backend.embed,
             backend.dimension,
             tokenizer.pad_id,
             limits or BatchLimits(),
             workers=backend.streams,
-            run_alone=getattr(backend, "embed_alone", None) if backend.streams > 1 else None,
+            run_alone=backend.every_core_pass,
             max_width=tokenizer.max_tokens,
         )
 
