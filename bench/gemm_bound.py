@@ -58,15 +58,17 @@ def profiled_pass(model: Path, rows: int, width: int, passes: int) -> Profile:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "pass")
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    ids = np.random.default_rng(0).integers(2000, 20000, (rows, width))
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
-    feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
-    for _ in range(passes):
-        session.run(None, feeds)
+    with tempfile.TemporaryDirectory() as scratch:
+        options.profile_file_prefix = str(Path(scratch) / "pass")
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        ids = np.random.default_rng(0).integers(2000, 20000, (rows, width))
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
+        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+        for _ in range(passes):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
     profile = Profile(defaultdict(float), defaultdict(float), Counter(shapes.values()))
-    for event in json.loads(Path(session.end_profiling()).read_text()):
+    for event in events:
         name = event.get("name", "")
         if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
@@ -120,7 +122,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=200)
     args = parser.parse_args()
 
-    model = cached_onnx_model(resolve(None).files, "fp32", default_cache_dir())
+    source = resolve(None)  # the packaged default, from the cache the server builds and serves
+    model = cached_onnx_model(source.files, "fp32", default_cache_dir(), name=source.id)
     tokens = args.rows * args.width
     profile = profiled_pass(model, args.rows, args.width, args.passes)
     total, weights = profile.total, sum(profile.products.values())
