@@ -156,7 +156,7 @@ def test_onnx_streams_keep_a_session_on_every_core_for_a_lone_batch(minilm: Mode
     served = load_embedder(minilm, Settings(backend="onnx", streams=2))
     backend = served.backend
     assert isinstance(backend, OnnxBackend)
-    options = backend.alone_options
+    options = backend.every_core_options
     assert options.intra_op_num_threads == usable_cores()
     # its threads stop spinning when a pass ends, so they leave the cores to the server
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"

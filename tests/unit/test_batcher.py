@@ -119,7 +119,7 @@ async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
     backend = AloneBackend()
     limits = BatchLimits(max_batch_size=4)
     batcher = Batcher(
-        backend.embed, backend.dimension, 0, limits, workers=2, run_alone=backend.embed_alone
+        backend.embed, backend.dimension, 0, limits, workers=2, every_core_pass=backend.embed_alone
     )
     lone = asyncio.create_task(batcher.submit([seq(7001, 5)]))
     assert await asyncio.to_thread(backend.entered.wait, 5)  # nothing beside it: alone

@@ -61,7 +61,7 @@ class OnnxBackend:
         return self._embed_alone if self._alone is not None else None
 
     @property
-    def alone_options(self) -> Any:
+    def every_core_options(self) -> Any:
         """The SessionOptions behind `every_core_pass`; None where it has none."""
         return self._alone.get_session_options() if self._alone is not None else None
 

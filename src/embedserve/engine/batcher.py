@@ -101,16 +101,16 @@ class Batcher:
         pad_id: int,
         limits: BatchLimits,
         workers: int = 1,
-        run_alone: RunBatch | None = None,
+        every_core_pass: RunBatch | None = None,
         max_width: int | None = None,
     ) -> None:
         """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1).
-        `run_alone`: a pass on every core, for a batch with nothing else to run beside it; the
+        `every_core_pass`: a pass on every core, for a batch with nothing else to run beside it; the
         other workers wait for it to finish. `max_width`: the model's longest sequence, which
         coarse widths never pass."""
         self._run = run
         self._max_width = max_width
-        self._run_alone = run_alone
+        self._every_core_pass = every_core_pass
         self._workers = workers
         self._busy = 0  # passes running
         self._unclaimed = 0  # batches formed that no worker has taken yet
@@ -315,7 +315,7 @@ class Batcher:
         while self._exclusive:
             self._cond.wait()
         alone = not self._busy and not self._unclaimed and not self._pending
-        every_core = self._run_alone if alone else None
+        every_core = self._every_core_pass if alone else None
         self._busy += 1
         self._exclusive = every_core is not None
         return every_core

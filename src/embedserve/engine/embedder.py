@@ -85,7 +85,7 @@ class Embedder:
             tokenizer.pad_id,
             limits or BatchLimits(),
             workers=backend.streams,
-            run_alone=backend.every_core_pass,
+            every_core_pass=backend.every_core_pass,
             max_width=tokenizer.max_tokens,
         )
 
