@@ -30,8 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import mixed_corpus, short_texts
-from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.models.source import resolve
+from embedserve.models.tokenizer import ModelTokenizer
 from load import Result, drive
 
 HERE = Path(__file__).resolve().parent
@@ -250,7 +250,7 @@ def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, f
 
     from embedserve.config import Settings
     from embedserve.engine.batcher import pad
-    from embedserve.runtime import load_embedder
+    from embedserve.engine.loading import load_embedder
 
     embedder = load_embedder(resolve(None), Settings(precision=precision, backend=backend))  # type: ignore[arg-type]
     sequences = embedder.tokenize(corpus, truncate=True)

@@ -45,7 +45,7 @@ def reference(minilm: ModelSource):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def embedder(minilm: ModelSource) -> Embedder:
     """The real embedder on the packaged model, loaded once per test session."""
-    from embedserve.runtime import load_embedder
+    from embedserve.engine.loading import load_embedder
 
     return load_embedder(minilm, Settings())
 

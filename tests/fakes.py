@@ -13,8 +13,8 @@ from embedserve.api.app import create_app
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
-from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.models.source import ModelSource
+from embedserve.models.tokenizer import ModelTokenizer
 
 
 class EchoBackend:

@@ -417,7 +417,7 @@ async def test_a_client_that_disconnects_frees_its_queued_work(minilm) -> None: 
 async def test_large_responses_are_serialized_off_the_event_loop(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from embedserve.api import routes
+    from embedserve.api import calls
     from embedserve.api.encoding import render_json as render
 
     threads: list[int] = []
@@ -426,7 +426,7 @@ async def test_large_responses_are_serialized_off_the_event_loop(client, monkeyp
         threads.append(threading.get_ident())
         return render(content)
 
-    monkeypatch.setattr(routes, "render_json", spy)
+    monkeypatch.setattr(calls, "render_json", spy)
     response = await client.post("/v1/embeddings", json={"input": [f"t {i}" for i in range(100)]})
     assert response.status_code == 200
     assert len(response.json()["data"]) == 100

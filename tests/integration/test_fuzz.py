@@ -12,11 +12,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from embedserve.api.app import create_app
 from embedserve.config import Settings
+from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.models.source import resolve
-from tests.fakes import EchoBackend, fake_embedder, registry_with
+from tests.fakes import EchoBackend, fake_embedder
 
-_source = resolve(None)
-app = create_app(Settings(), registry_with(_source, fake_embedder(_source, EchoBackend(384))))
+# schemathesis runs the app's lifespan around each case: each loads a model of its own.
+_model = ServedModel(resolve(None), lambda source: fake_embedder(source, EchoBackend(384)))
+app = create_app(Settings(), ModelRegistry([_model]))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -11,9 +11,9 @@ import pytest
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.instructions import FAMILY_DEFAULTS
+from embedserve.engine.loading import load_embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.models.source import ModelSource, resolve
-from embedserve.runtime import load_embedder
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines
 from tests.fakes import client_for
 from tests.generated import tiny_instructor_model

@@ -11,9 +11,9 @@ import pytest
 
 from embedserve.backends.onnx import OnnxBackend
 from embedserve.config import Settings
+from embedserve.engine.loading import load_embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource, resolve
-from embedserve.runtime import load_embedder
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 from tests.generated import hub_style_onnx_folder
 
@@ -104,7 +104,7 @@ def test_unpooled_marks_mean_the_same_in_hub_onnx_folders_and_torch(onnx_folder,
     from embedserve.backends.base import UNPOOLED
     from embedserve.backends.torch import TorchBackend
     from embedserve.engine.batcher import pad
-    from embedserve.engine.tokenizer import ModelTokenizer
+    from embedserve.models.tokenizer import ModelTokenizer
 
     tokenizer = ModelTokenizer(minilm.files / "tokenizer.json", 256)
     sequences = tokenizer.encode(["query: how do I renew a passport", "query: dogs on trains"])

@@ -11,10 +11,10 @@ import pytest
 
 from embedserve.config import ModelSpec, Settings
 from embedserve.engine.embedder import Embedder
+from embedserve.engine.loading import load_embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import ConfigError
 from embedserve.models.source import ModelSource, resolve
-from embedserve.runtime import load_embedder
 from tests.conftest import REAL_SENTENCES, cosines
 from tests.fakes import client_for
 from tests.generated import tiny_cls_dense_model
@@ -152,13 +152,11 @@ def test_clashing_names_and_unknown_default_are_refused(minilm, tiny) -> None:  
 
 
 def test_cli_serves_two_models(tiny: ModelSource, tmp_path: Path) -> None:
-    from embedserve.cli import build_parser, settings_from_args
-    from embedserve.runtime import build_registry
+    from embedserve.cli import parse_settings
+    from embedserve.engine.loading import build_registry
 
-    args = build_parser().parse_args(
-        ["serve", "--model", "all-MiniLM-L6-v2", "--model", str(tiny.files), "--name", "tiny"]
-    )
-    registry = build_registry(settings_from_args(args))
+    argv = ["serve", "--model", "all-MiniLM-L6-v2", "--model", str(tiny.files), "--name", "tiny"]
+    registry = build_registry(parse_settings(argv, {}))
     assert [m.id for m in registry.models] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny"]
     assert registry.default is None
 

@@ -212,20 +212,29 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
         await client.get("/v1/models")  # a 401
         backend.release.clear()
         backend.entered.clear()
-        batcher = app.state.embedserve.registry.models[0].loaded.batcher
+        batcher = app.state.embedserve.serving.registry.models[0].loaded.batcher
         held = []
         # One computes, one waits in the hand-off, one in the former's hand, one queues; the
         # last two are refused (each step waits for the engine to take the previous one).
-        for i, queued in enumerate((0, 0, 0, 1, 1, 1)):
+        states = [(0, 0, 1), (0, 1, 1), (0, 2, 1), (1, 2, 1), (1, 2, 1), (1, 2, 1)]
+        for i, (queued, formed, computing) in enumerate(states):
             held.append(
                 asyncio.create_task(
                     client.post("/v1/embeddings", json={"input": f"t{i}"}, headers=headers)
                 )
             )
-            if i == 0:
-                await asyncio.to_thread(backend.entered.wait, 5)
-            await until(lambda q=queued: batcher.queued == q)
-            await asyncio.sleep(0.05)
+            if i >= 4:  # refused: it never reaches the engine
+                await until(lambda n=i: held[n].done())
+            await until(
+                lambda q=queued, f=formed, c=computing: (
+                    (
+                        (s := batcher.state()).queued,
+                        s.formed,
+                        s.computing,
+                    )
+                    == (q, f, c)
+                )
+            )
         depth = samples((await client.get("/metrics")).text)[
             ("embedserve_queue_depth", (("model", model),))
         ]
@@ -278,7 +287,7 @@ async def test_a_request_queued_past_its_deadline_is_a_503_and_never_computed(mi
 
 
 async def test_a_request_over_the_token_limit_is_a_400(minilm) -> None:  # type: ignore[no-untyped-def]
-    _, client = app_client(minilm, embedder={"max_request_tokens": 20})
+    _, client = app_client(minilm, max_request_tokens=20)
     async with client:
         small = await client.post("/v1/embeddings", json={"input": ["a few words"] * 2})
         big = await client.post("/v1/embeddings", json={"input": ["a few words"] * 5})
@@ -300,7 +309,7 @@ async def test_readiness_is_503_while_draining(minilm) -> None:  # type: ignore[
 
 
 def test_binding_all_interfaces_without_a_key_warns(caplog) -> None:  # type: ignore[no-untyped-def]
-    from embedserve.runtime import _warn_if_open
+    from embedserve.server import warn_if_open as _warn_if_open
 
     with caplog.at_level(logging.WARNING, logger="embedserve"):
         _warn_if_open(Settings(host="0.0.0.0"))

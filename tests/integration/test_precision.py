@@ -11,19 +11,15 @@ import pytest
 
 from embedserve.backends.calibration import CALIBRATION_MODULES, docstring_paragraphs
 from embedserve.backends.onnx import OnnxBackend
-from embedserve.config import (
-    BackendKind,
-    Precision,
-    Settings,
-    cpu_supports_bf16,
-    default_streams,
-    usable_cores,
-)
+from embedserve.config import Settings
+from embedserve.config.settings import Precision
 from embedserve.engine.batcher import coarse_width, pad
 from embedserve.engine.embedder import Embedder
+from embedserve.engine.loading import load_embedder
 from embedserve.errors import ModelUnavailable
+from embedserve.machine import cores as usable_cores
+from embedserve.machine import cpu_supports_bf16, default_streams
 from embedserve.models.source import ModelSource
-from embedserve.runtime import load_embedder
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 
 
@@ -135,7 +131,7 @@ def test_openvino_batches_take_coarse_widths_with_the_same_vectors(  # type: ign
 
 @pytest.mark.parametrize(("backend", "precision"), [("onnx", "fp32"), ("openvino", "int8")])
 def test_streams_run_passes_at_once_with_the_same_vectors(
-    minilm: ModelSource, backend: BackendKind, precision: Precision
+    minilm: ModelSource, backend: str, precision: Precision
 ) -> None:
     settings = Settings(backend=backend, precision=precision, streams=2, max_padding_tokens=3)
     served = load_embedder(minilm, settings)

@@ -157,8 +157,8 @@ async def test_upstream_beside_a_local_model(minilm, embedder, reference) -> Non
 def test_use_openai_embedding_flag_and_missing_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from embedserve.cli import parse_settings
     from embedserve.config import ModelSpec
+    from embedserve.engine.loading import load_service
     from embedserve.errors import ModelUnavailable
-    from embedserve.runtime import load_service
 
     settings = parse_settings(
         ["serve", "--use_openai_embedding", "--openai_model", "text-embedding-3-large"]

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from embedserve.engine.batcher import BatchLimits
+from embedserve.engine.embedder import EmbedOptions
 from embedserve.errors import InvalidInput
 from embedserve.models.source import ModelSource
 from tests.fakes import EchoBackend, fake_embedder
@@ -19,7 +20,7 @@ async def test_vectors_come_back_in_input_order(minilm: ModelSource) -> None:
 async def test_dimensions_keep_a_prefix_and_renormalize(minilm: ModelSource) -> None:
     embedder = fake_embedder(minilm, EchoBackend(), token_ids="native")
     full = await embedder.embed([[5, 6]])
-    cut = await embedder.embed([[5, 6]], dimensions=2)
+    cut = await embedder.embed([[5, 6]], EmbedOptions(dimensions=2))
     assert cut.vectors.shape == (1, 2)
     assert np.isclose(np.linalg.norm(cut.vectors), 1.0)
     direction = full.vectors[0, :2] / np.linalg.norm(full.vectors[0, :2])
@@ -27,11 +28,20 @@ async def test_dimensions_keep_a_prefix_and_renormalize(minilm: ModelSource) -> 
     assert full.prompt_tokens == 4  # [CLS] 5 6 [SEP]
 
 
-@pytest.mark.parametrize("dimensions", [0, -3, 9])
-async def test_bad_dimensions_are_refused(minilm: ModelSource, dimensions: int) -> None:
-    embedder = fake_embedder(minilm, EchoBackend())
-    with pytest.raises(InvalidInput, match="between 1 and 8"):
-        await embedder.embed(["x"], dimensions=dimensions)
+async def test_unnormalized_vectors_are_the_backends_own(minilm: ModelSource) -> None:
+    embedder = fake_embedder(minilm, EchoBackend(), token_ids="native")
+    raw = await embedder.embed([[5, 6]], EmbedOptions(normalize=False, dimensions=3))
+    assert raw.vectors.tolist() == [[4.0, 5.0, 101 + 5 + 6 + 102]]  # length, first id, id sum
+
+
+async def test_left_truncation_keeps_the_end_of_an_input(minilm: ModelSource) -> None:
+    embedder = fake_embedder(minilm, EchoBackend(), token_ids="native", max_tokens=8)
+    ids = list(range(1000, 1020))  # 20 content tokens; 6 fit between [CLS] and [SEP]
+    right = await embedder.embed([ids], EmbedOptions(normalize=False))
+    left = await embedder.embed([ids], EmbedOptions(normalize=False, truncate_left=True))
+    assert right.vectors[0, 1] == 1000  # the first content token kept
+    assert left.vectors[0, 1] == 1014  # the last six kept
+    assert right.prompt_tokens == left.prompt_tokens == 8
 
 
 async def test_token_ids_can_be_refused(minilm: ModelSource) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from embedserve.cli import parse_settings
+from embedserve.config.keys import collect_keys
 from embedserve.errors import ConfigError
-from embedserve.keys import collect_keys
 
 
 def test_keys_from_every_source_once_in_order(tmp_path: Path) -> None:

@@ -95,15 +95,33 @@ def test_a_missing_manifest_is_rebuilt(built, minilm) -> None:  # type: ignore[n
 
 
 def test_changed_model_files_replace_the_stale_cache(built, minilm, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cache, _ = built
+    cache, model = built
     folder = tmp_path / "edited"
     shutil.copytree(minilm.files, folder)
+    pooling = folder / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    pooling.write_text(json.dumps(config, indent=4))  # new bytes: a build of its own
     first = cached_onnx_model(folder, "fp32", cache, "edited")
-    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=4))  # new bytes
+    assert first != model
+    pooling.write_text(json.dumps(config, indent=3))  # edited again
     second = cached_onnx_model(folder, "fp32", cache, "edited")
     assert second != first
-    assert not first.parent.exists()  # the stale build is gone
+    assert not first.parent.exists()  # the stale build of this folder is gone
+    assert model.is_file()  # another folder's build stays
+
+
+def test_the_same_weights_under_another_name_folder_or_prompts_are_built_once(  # type: ignore[no-untyped-def]
+    built, minilm, tmp_path, monkeypatch
+) -> None:
+    cache, model = built
+    folder = tmp_path / "renamed-copy"
+    shutil.copytree(minilm.files, folder)
+    prompts = folder / "config_sentence_transformers.json"
+    config = json.loads(prompts.read_text())
+    prompts.write_text(json.dumps({**config, "prompts": {"query": "query: "}}))
+    (folder / "README.md").write_text("another card")
+    forbid_builds(monkeypatch)
+    assert cached_onnx_model(folder, "fp32", cache, "another-name") == model
 
 
 def run_fresh(code: str, folder: Path) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from embedserve.api.protocol import EmbeddingRequest
+from embedserve.api.openai_protocol import EmbeddingRequest
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import InvalidInput
 from embedserve.models.source import ModelSource
+from embedserve.models.tokenizer import ModelTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +89,16 @@ def test_unpooled_span_is_the_framed_instruction_less_one(tokenizer: ModelTokeni
 
 _THREADS_STARTED_BY_ENCODING = """
 import os, sys
-from embedserve import runtime
 from embedserve.config import Settings
-from embedserve.engine.tokenizer import ModelTokenizer
-
-def encode(settings=None):
-    tokenizer = ModelTokenizer(sys.argv[1], 256)
-    before = len(os.listdir("/proc/self/task"))
-    tokenizer.encode(["a short text to embed"] * 256)
-    print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PARALLELISM"))
-    raise SystemExit(0)
+from embedserve.engine.loading import build_registry
+from embedserve.models.tokenizer import ModelTokenizer
 
 if sys.argv[2] == "serving":
-    runtime.build_registry = encode  # where serve() goes on to load and warm its models
-    runtime.serve(Settings())
-encode()
+    build_registry(Settings())  # what the server and every job start with, before any load
+tokenizer = ModelTokenizer(sys.argv[1], 256)
+before = len(os.listdir("/proc/self/task"))
+tokenizer.encode(["a short text to embed"] * 256)
+print(len(os.listdir("/proc/self/task")) - before, os.environ.get("TOKENIZERS_PARALLELISM"))
 """
 
 
@@ -118,7 +113,7 @@ encode()
 def test_the_server_tokenizes_a_request_on_its_own_thread(
     minilm: ModelSource, users_setting: str | None, mode: str, threads_start: bool, setting: str
 ) -> None:
-    """`serve` turns the tokenizers library's thread pool off, unless the user chose, before it
+    """Serving turns the tokenizers library's thread pool off, unless the user chose, before it
     loads a model: encoding then starts no threads. Left on, rayon starts one per core on the
     first batch."""
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}

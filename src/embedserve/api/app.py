@@ -1,49 +1,53 @@
-"""The ASGI application factory."""
+"""The ASGI application: `create_app(settings)` builds it, and its lifespan owns the models
+(loaded and warmed before it reports started, or on first use; closed when it stops). Any ASGI
+server can host it (server.serve, `uvicorn --factory embedserve.asgi:create_app`, Ray Serve)."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import __version__
-from embedserve.api import errors
+from embedserve.api import errors, openai_routes, probes
 from embedserve.api.auth import ApiKeyAuth
+from embedserve.api.encoding import JSONBytes
 from embedserve.api.limits import BodyLimit
-from embedserve.api.metrics import Metrics
 from embedserve.api.observe import HEADER, RequestContext
-from embedserve.api.routes import AppState, router
+from embedserve.api.state import AppState
 from embedserve.config import Settings
+from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry
+from embedserve.errors import EmbedServeError
+from embedserve.serving.embeddings import Serving
+from embedserve.serving.metrics import Metrics
 
+log = logging.getLogger("embedserve")
 _BODY_HEADERS = ("content-length", "content-type")
 
 
-class EnvelopeCORS(CORSMiddleware):
-    """Starlette's CORS, with a refused preflight answered in the OpenAI error envelope."""
-
-    def preflight_response(self, request_headers: Headers) -> Response:
-        response = super().preflight_response(request_headers)
-        if response.status_code < 400:
-            return response
-        reason = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
-        refused = errors.envelope(400, f"CORS preflight refused: {reason}", "invalid_request_error")
-        cors = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
-        refused.headers.update(cors)
-        return refused
-
-
-def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
+    """The app serving `settings`' models (or `registry`'s, already built). Resolving the
+    models happens here and fails fast; loading them happens in the lifespan."""
+    registry = registry if registry is not None else build_registry(settings)
     app = FastAPI(
         title="embedserve",
         version=__version__,
         description="OpenAI-compatible text embeddings (h2oGPT's /v1/embeddings contract).",
+        lifespan=_lifespan,
     )
     metrics = Metrics(registry)
-    app.state.embedserve = AppState(settings=settings, registry=registry, metrics=metrics)
+    app.state.embedserve = AppState(settings, Serving(settings, registry, metrics))
     errors.install(app)
-    app.include_router(router)
+    app.include_router(openai_routes.router)
+    app.include_router(probes.router)
     # Outermost last: request id and metrics see everything, CORS answers preflights before
     # the key check, and the key check runs before the body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -56,7 +60,63 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", HEADER],
             expose_headers=[HEADER, "Retry-After"],
         )
-    app.add_middleware(
-        RequestContext, metrics=metrics, routes=router.routes, access_log=settings.access_log
-    )
+    app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
+    app.add_middleware(StartupFailure)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.embedserve
+    registry = state.serving.registry
+    try:
+        if state.settings.preload:
+            for model in registry.models:  # one after another: each times its own passes
+                await asyncio.to_thread(model.load)
+        else:
+            log.info("models load on first use (--pre_load_embedding_model=False)")
+    except EmbedServeError as exc:
+        state.startup_error = exc
+        await registry.aclose()
+        raise
+    log.info("serving %s", ", ".join(m.id for m in registry.models))
+    try:
+        yield
+    finally:
+        await registry.aclose()
+
+
+class StartupFailure:
+    """Says why the lifespan failed in one line (ModelNotReady's message), where the server
+    would log a traceback: a model that cannot be served is not a crash."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.embedserve
+
+        async def send_briefly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and state.startup_error is not None:
+                message = {**message, "message": state.startup_error.message}
+            await send(message)
+
+        await self.app(scope, receive, send_briefly)
+
+
+class EnvelopeCORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the OpenAI error envelope."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
+        error = errors.ApiError(400, f"CORS preflight refused: {reason}")
+        refused = JSONBytes(errors.openai_error(error), status_code=400)
+        cors = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
+        refused.headers.update(cors)
+        return refused

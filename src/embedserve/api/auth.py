@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from embedserve.api.errors import envelope
+from embedserve.api.errors import ApiError, error_response
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 
@@ -34,9 +34,10 @@ class ApiKeyAuth:
             if key is None
             else "the API key is not valid"
         )
-        response = envelope(401, message, "invalid_request_error", code="invalid_api_key")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
+        error = ApiError(
+            401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+        )
+        await error_response(scope, error)(scope, receive, send)
 
     def accepts(self, key: str) -> bool:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

@@ -24,19 +24,7 @@ def render_json(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def embeddings_body(
-    vectors: np.ndarray, model_id: str, encoding_format: str, prompt_tokens: int
-) -> dict[str, Any]:
-    if encoding_format == "base64":
-        little_endian = vectors.astype("<f4", copy=False)
-        rows: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
-    else:
-        rows = list(vectors)
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)
-        ],
-        "model": model_id,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
+def base64_rows(vectors: np.ndarray) -> list[str]:
+    """Each row as base64 of its little-endian float32 bytes (what the OpenAI SDK decodes)."""
+    little_endian = vectors.astype("<f4", copy=False)
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]

@@ -1,20 +1,26 @@
-"""ONE table from error kind to HTTP status and OpenAI error envelope."""
+"""ONE table from error kind to HTTP status, and the handlers that answer every error in the
+shape of the wire format whose route it reached (the OpenAI envelope where none is known)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from embedserve import errors
 from embedserve.api.encoding import JSONBytes
+from embedserve.api.routing import route_for
 
 log = logging.getLogger(__name__)
 
-# error class -> (status, OpenAI error type)
+# error class -> (status, OpenAI error type); a subclass takes its nearest listed ancestor's.
+# An EmbedServeError listed nowhere is a fault of ours: a 500, never a 400.
 STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid_request_error"),
     errors.ModelNotFound: (404, "invalid_request_error"),
@@ -29,11 +35,58 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
 
 
-def envelope(
-    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
-) -> JSONBytes:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONBytes(body, status_code=status)
+@dataclass(frozen=True)
+class ApiError:
+    """An error to answer, before a wire format gives it its shape."""
+
+    status: int
+    message: str
+    kind: str = "invalid_request_error"
+    """OpenAI's error type: invalid_request_error, rate_limit_error, server_error, ..."""
+
+    param: str | None = None
+    code: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+ErrorShape = Callable[[ApiError], Any]
+"""A wire format's error body for an ApiError."""
+
+
+def openai_error(error: ApiError) -> dict[str, Any]:
+    """OpenAI's envelope: {"error": {"message", "type", "param", "code"}}."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.kind,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def error_response(scope: Scope, error: ApiError) -> JSONBytes:
+    """`error` in the shape of the wire format whose route `scope` reached (or would)."""
+    response = JSONBytes(shape_of(scope)(error), status_code=error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def shape_of(scope: Scope) -> ErrorShape:
+    shape: ErrorShape = getattr(route_for(scope), "error_shape", openai_error)
+    return shape
+
+
+def from_domain(exc: errors.EmbedServeError) -> ApiError:
+    """The status and type of a domain error, from the table."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            status, kind = STATUS[cls]
+            headers = {}
+            if isinstance(exc, errors.Overloaded):
+                headers["Retry-After"] = str(exc.retry_after)
+            return ApiError(status, exc.message, kind, exc.param, exc.code, headers)
+    raise LookupError(type(exc).__name__)
 
 
 def install(app: FastAPI) -> None:
@@ -44,32 +97,32 @@ def install(app: FastAPI) -> None:
 
 
 async def _domain(request: Request, exc: errors.EmbedServeError) -> JSONBytes:
-    status, kind = STATUS.get(type(exc), (400, "invalid_request_error"))
-    response = envelope(status, exc.message, kind, exc.param, exc.code)
-    if isinstance(exc, errors.Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after)
-        reason = "timeout" if isinstance(exc, errors.QueueTimeout) else "queue_full"
-        model = getattr(request.state, "model", "")
-        request.app.state.embedserve.metrics.rejected.labels(model, reason).inc()
-    return response
+    try:
+        error = from_domain(exc)
+    except LookupError:
+        return fault(request.scope, exc)
+    return error_response(request.scope, error)
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONBytes:
+    return error_response(request.scope, validation_error(request, exc))
+
+
+def validation_error(request: Request, exc: RequestValidationError) -> ApiError:
+    """What was wrong with the body, as one message a client can act on (never FastAPI's 422)."""
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type.lower():
-        return envelope(
+        return ApiError(
             415,
             f"the request body must be JSON, sent with Content-Type: application/json "
             f"(got {content_type!r}; with curl add -H 'Content-Type: application/json')",
-            "invalid_request_error",
             code="unsupported_media_type",
         )
     first: dict[str, Any] = exc.errors()[0]
     if first.get("type") == "json_invalid":
-        return envelope(
+        return ApiError(
             400,
             f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'error')})",
-            "invalid_request_error",
             code="invalid_json",
         )
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -82,7 +135,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONByte
         message = first.get("msg", "invalid value")
         if first.get("type") != "invalid_input":
             message = f"'{'.'.join(loc)}': {message}"
-    return envelope(400, message, "invalid_request_error", param, "invalid_value")
+    return ApiError(400, message, param=param, code="invalid_value")
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONBytes:
@@ -91,36 +144,36 @@ async def _http(request: Request, exc: HTTPException) -> JSONBytes:
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     elif exc.status_code == 400:  # FastAPI could not parse the body (e.g. nested too deeply)
-        return envelope(
+        error = ApiError(
             400,
             "the request body could not be parsed as JSON (malformed or nested too deeply)",
-            "invalid_request_error",
             code="invalid_json",
         )
+        return error_response(request.scope, error)
     else:
         message = str(exc.detail)
     kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
-    response = envelope(exc.status_code, message, kind)
-    response.headers.update(exc.headers or {})
-    return response
+    error = ApiError(exc.status_code, message, kind, headers=dict(exc.headers or {}))
+    return error_response(request.scope, error)
 
 
 async def _fault(request: Request, exc: Exception) -> JSONBytes:
-    return fault(request.method, request.url.path, exc)
+    return fault(request.scope, exc)
 
 
-def fault(method: str, path: str, exc: Exception) -> JSONBytes:
-    """Log an unexpected error once, with its traceback; answer a 500 envelope without it."""
+def fault(scope: Scope, exc: Exception) -> JSONBytes:
+    """Log an unexpected error once, with its traceback; answer a 500 without it."""
     log.error(
         "internal error on %s %s: %s",
-        method,
-        path,
+        scope.get("method"),
+        scope.get("path"),
         exc,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
-    return envelope(
+    error = ApiError(
         500,
         "the server had an error processing your request; it has been logged",
         "server_error",
         code="internal_error",
     )
+    return error_response(scope, error)

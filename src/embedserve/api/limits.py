@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embedserve.api.errors import envelope
+from embedserve.api.errors import ApiError, error_response
 
 
 class BodyLimit:
@@ -38,11 +38,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(
+        error = ApiError(
             413,
             f"the request body is larger than this server's limit of {self.max_bytes} bytes "
             f"(--max-body-bytes); send fewer or shorter inputs per request",
-            "invalid_request_error",
             code="request_too_large",
         )
-        await response(scope, receive, send)
+        await error_response(scope, error)(scope, receive, send)

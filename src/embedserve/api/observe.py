@@ -8,15 +8,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
 
 from starlette.datastructures import MutableHeaders
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve.api.errors import fault
-from embedserve.api.metrics import Metrics
+from embedserve.api.routing import route_for
 from embedserve.logs import REQUEST_ID
+from embedserve.serving.metrics import Metrics
 
 log = logging.getLogger("embedserve.access")
 HEADER = "X-Request-ID"
@@ -24,16 +23,9 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 class RequestContext:
-    def __init__(
-        self,
-        app: ASGIApp,
-        metrics: Metrics,
-        routes: Sequence[BaseRoute] = (),
-        access_log: bool = True,
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,7 +53,7 @@ class RequestContext:
                 raise  # nothing left to answer with: the server closes the connection
             # Answered here, with the request id in the log line; re-raised, Starlette and
             # then uvicorn would log the same traceback twice more.
-            await fault(scope["method"], scope["path"], exc)(scope, receive, send_with_id)
+            await fault(scope, exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = self._route(scope)
@@ -82,10 +74,7 @@ class RequestContext:
     def _route(self, scope: Scope) -> str:
         """The route template (bounded label values), also for requests refused before
         routing (401, 413); "unmatched" for paths no route serves."""
-        route = scope.get("route")
-        if route is None:
-            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
-        return str(getattr(route, "path", "unmatched"))
+        return str(getattr(route_for(scope), "path", "unmatched"))
 
 
 def _incoming_id(scope: Scope) -> str | None:

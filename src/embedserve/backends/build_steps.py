@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,18 +25,37 @@ def step(index: int, total: int, what: str, run: Callable[[], object]) -> None:
     log.info("  [%d/%d] %s: done in %.1fs", index, total, what, time.perf_counter() - started)
 
 
+class _QuietThread(logging.Filter):
+    """Drops what other libraries log at WARNING and below from one thread: the build's."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            record.thread != self.thread
+            or record.levelno > logging.WARNING
+            or record.name.startswith("embedserve")
+        )
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Exporters, optimizers and quantizers log every node (some on the root logger) and warn
-    about tracing; our step lines say what matters. Start-up only, so briefly global."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    about tracing; our step lines say what matters. Only this thread's records are dropped, so
+    the server's other threads (a request's access log, another model) log as ever."""
+    handlers = list(logging.getLogger().handlers)
+    silence = _QuietThread(threading.get_ident())
+    for handler in handlers:
+        handler.addFilter(silence)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.disable(previous)
+        for handler in handlers:
+            handler.removeFilter(silence)
 
 
 def run_apart(build_step: Callable[..., None], *args: Path | bool) -> None:
@@ -53,12 +73,13 @@ def run_apart(build_step: Callable[..., None], *args: Path | bool) -> None:
         raise RuntimeError(f"the build step {build_step.__name__} failed in its process: {last}")
 
 
+# The child is only the build: it silences every library below ERROR.
 _CHILD = """
-import importlib, json, sys
+import importlib, json, logging, sys, warnings
 from pathlib import Path
-from embedserve.backends.build_steps import quiet
+logging.disable(logging.WARNING)
+warnings.simplefilter("ignore")
 module = importlib.import_module(sys.argv[1])
 args = [Path(a) if isinstance(a, str) else a for a in json.loads(sys.argv[3])]
-with quiet():
-    getattr(module, sys.argv[2])(*args)
+getattr(module, sys.argv[2])(*args)
 """

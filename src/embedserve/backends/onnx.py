@@ -11,14 +11,14 @@ import numpy as np
 
 from embedserve.backends.base import graph_feeds, probe_dimension
 from embedserve.backends.pooling import pool
-from embedserve.config import usable_cores
+from embedserve.machine import cores as machine_cores
 
 log = logging.getLogger(__name__)
 
 
 class OnnxBackend:
     kind = "onnx"
-    kernels_per_shape = False  # coarse widths only cost it padding (-5-8%)
+    kernels_per_shape = False  # coarse widths would only cost it padding
 
     def __init__(
         self,
@@ -27,16 +27,17 @@ class OnnxBackend:
         precision: str = "fp32",
         pooling: str | None = None,
         streams: int = 1,
+        cores: int | None = None,
     ) -> None:
         """`pooling` is for graphs that output token vectors (ONNX folders from the hub); our
         own exports output pooled vectors and need none. `streams`: passes the caller may run
         at once (ONNX Runtime's `run` is thread-safe), each on `threads` threads (default: the
-        cores shared out among them). With several streams on shared cores, a second session
+        `cores` shared out among them). With several streams on shared cores, a second session
         on every core serves `every_core_pass`."""
         self.precision = precision
         self.streams = streams
         self._pooling = pooling
-        cores = usable_cores()
+        cores = cores or machine_cores()
         share = threads or max(1, cores // streams)
         self._session = _session(model, share)
         self._alone = _session(model, cores) if threads is None and share < cores else None
@@ -90,7 +91,6 @@ def _session(model: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A pass on several threads spins them between its operators (fast hand-offs), but they
-    # stop when it ends, not spin on: on shared cores the spinners starved the threads that
-    # answer the request: a lone request's p99 went from 12-15 ms to 7-8 ms over HTTP.
+    # stop when it ends: spinning on, they starved the threads that answer the request.
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

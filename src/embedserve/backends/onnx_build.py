@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from embedserve.backends.build_steps import run_apart, step
-from embedserve.models.cache import cached_build, folder_digest
+from embedserve.models.cache import cached_build, graph_digest
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,14 @@ def cached_onnx_model(
     *,
     pools_instruction: bool = True,
 ) -> Path:
-    """Path of the ready ONNX file for `folder` at `precision`, building it if needed.
-    `pools_instruction=False` builds a graph that reads UNPOOLED marks in its attention mask
-    (INSTRUCTOR models); it is left out otherwise, as it would stop the attention fusion."""
+    """Path of the ready ONNX file for `folder` at `precision`, building it if needed; `name`
+    labels the log lines. The build is keyed by what determines it (graph_digest): the same
+    weights under another name, folder or prompts are built once. `pools_instruction=False`
+    builds a graph that reads UNPOOLED marks in its attention mask (INSTRUCTOR models); it is
+    left out otherwise, as it would stop the attention fusion."""
     key = _cache_key(folder, precision, pools_instruction)
-    label = cache_label(folder, name)
-    target = cache_root / "onnx" / f"{label}-{precision}-{key[:16]}"
+    label = (name or folder.name).replace("/", "--")
+    target = cache_root / "onnx" / f"{precision}-{key[:24]}"
 
     def build(out: Path, scratch: Path) -> None:
         if precision == "fp32":
@@ -59,13 +61,14 @@ def cached_onnx_model(
         step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, out / "model.onnx"))
 
     built = cached_build(
-        target, key, build, what=f"ONNX model ({precision})", notes={"precision": precision}
+        target,
+        key,
+        build,
+        what=f"ONNX model of {label} ({precision})",
+        owner=f"onnx {precision} {'pooled' if pools_instruction else 'apart'} {folder.resolve()}",
+        notes={"precision": precision, "model": label},
     )
     return built / "model.onnx"
-
-
-def cache_label(folder: Path, name: str | None) -> str:
-    return (name or folder.name).replace("/", "--")
 
 
 def _build_fp32(
@@ -214,7 +217,7 @@ def _vocab_size(folder: Path) -> int:
 def _cache_key(folder: Path, precision: str, pools_instruction: bool) -> str:
     # Versions from package metadata: importing torch only to read its version costs seconds.
     tools = [importlib.metadata.version(name) for name in ("torch", "onnxruntime", "onnx")]
-    parts: list[object] = [folder_digest(folder), precision, PIPELINE_VERSION, _OPSET, *tools]
+    parts: list[object] = [graph_digest(folder), precision, PIPELINE_VERSION, _OPSET, *tools]
     if not pools_instruction:  # only then, so existing caches keep their keys
         parts.append("unpooled-instruction")
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import graph_feeds, probe_dimension
-from embedserve.config import DEFAULT_KERNEL_CACHE, usable_cores
+from embedserve.machine import cores as machine_cores
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ class OpenVinoBackend:
         precision: OpenVinoPrecision,
         threads: int | None = None,
         streams: int = 1,
-        kernel_cache: int = DEFAULT_KERNEL_CACHE,
+        kernel_cache: int = 1000,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. `streams`: passes the caller may run
-        at once, each on its share of the `threads` (default: every core). `kernel_cache`:
-        entries of kernels kept for the shapes met (Settings.kernel_cache)."""
+        at once, each on its share of the `threads` (default: every core this process may use).
+        `kernel_cache`: entries of kernels kept for the shapes met (Settings.kernel_cache)."""
         import openvino as ov
 
         self.precision = precision
@@ -43,10 +43,10 @@ class OpenVinoBackend:
             core.read_model(model),
             "CPU",
             {
-                # int8's other ops (attention, norms) stay in f32: in bf16 they served 16 x 8
-                # short texts ~6% slower, converting around every int8 layer.
+                # int8's other ops (attention, norms) stay in f32: in bf16 they ran slower,
+                # converting around every int8 layer.
                 "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                "INFERENCE_NUM_THREADS": threads or machine_cores(),
                 "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
                 "NUM_STREAMS": streams,
                 "CPU_RUNTIME_CACHE_CAPACITY": kernel_cache,

@@ -23,39 +23,55 @@ import numpy as np
 from embedserve.backends.base import graph_feeds
 from embedserve.backends.build_steps import run_apart, step
 from embedserve.backends.calibration import calibration_texts
-from embedserve.backends.onnx_build import PIPELINE_VERSION, cache_label
+from embedserve.backends.onnx_build import PIPELINE_VERSION
 from embedserve.errors import ModelUnavailable
-from embedserve.models.cache import cached_build, folder_digest
+from embedserve.machine import cpu_supports_bf16
+from embedserve.models.cache import cached_build, tokenizer_digest
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'install embedserve[openvino] (pip install "embedserve[openvino]")'
+INSTALL_OPENVINO = 'install embedserve[openvino] (pip install "embedserve[openvino]")'
+NO_BF16 = "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or int8"
 _SMOOTH_QUANT_ALPHA = 0.8
 
 
-def openvino_missing(*, quantizer: bool) -> str | None:
-    """What to install for the OpenVINO engine (and, for int8 builds, NNCF), or None."""
-    names = ("openvino", "nncf") if quantizer else ("openvino",)
+def openvino_missing(precision: str) -> str | None:
+    """Why OpenVINO cannot serve `precision` here (a package to install, NNCF too to build
+    int8, or a CPU without bf16), or None."""
+    if precision == "bf16" and not cpu_supports_bf16():
+        return NO_BF16
+    names = ("openvino", "nncf") if precision == "int8" else ("openvino",)
     missing = [n for n in names if importlib.util.find_spec(n) is None]
-    return f"not installed: {', '.join(missing)}; {INSTALL_HINT}" if missing else None
+    if not missing:
+        return None
+    return (
+        f"{precision} on OpenVINO needs {' and '.join(missing)}, not installed: {INSTALL_OPENVINO}"
+    )
 
 
 def cached_openvino_int8(folder: Path, fp32_onnx: Path, cache_root: Path, name: str) -> Path:
     """Path of the int8 OpenVINO model (model.xml, with model.bin beside it) of `folder`,
     quantized from its fp32 ONNX graph `fp32_onnx`."""
-    problem = openvino_missing(quantizer=True)
+    problem = openvino_missing("int8")
     if problem:
-        raise ModelUnavailable(f"int8 on OpenVINO: {problem}")
+        raise ModelUnavailable(problem)
     key = _cache_key(folder, fp32_onnx)
-    label = cache_label(folder, name)
-    target = cache_root / "openvino" / f"{label}-int8-{key[:16]}"
+    label = name.replace("/", "--")
+    target = cache_root / "openvino" / f"int8-{key[:24]}"
 
     def build(out: Path, _: Path) -> None:
         log.info("building the int8 OpenVINO model of %s (first start only)", label)
         what = "quantizing to int8 with NNCF, calibrated on real text"
         step(1, 1, what, lambda: run_apart(quantize, folder, fp32_onnx, out / "model.xml"))
 
-    built = cached_build(target, key, build, what="OpenVINO model (int8)")
+    built = cached_build(
+        target,
+        key,
+        build,
+        what=f"OpenVINO model of {label} (int8)",
+        owner=f"openvino int8 {folder.resolve()}",
+        notes={"model": label},
+    )
     return built / "model.xml"
 
 
@@ -64,8 +80,8 @@ def quantize(folder: Path, fp32_onnx: Path, out: Path) -> None:
     import nncf
     import openvino as ov
 
-    from embedserve.engine.tokenizer import ModelTokenizer
     from embedserve.models.metadata import read_metadata
+    from embedserve.models.tokenizer import ModelTokenizer
 
     model = ov.Core().read_model(fp32_onnx)
     inputs = {port.get_any_name() for port in model.inputs}
@@ -90,5 +106,7 @@ def _cache_key(folder: Path, fp32_onnx: Path) -> str:
     tools = [importlib.metadata.version(n) for n in ("openvino", "nncf", "torch", "onnxruntime")]
     texts = hashlib.sha256(json.dumps(calibration_texts()).encode()).hexdigest()
     recipe = f"smooth-quant-{_SMOOTH_QUANT_ALPHA}"
-    parts = [folder_digest(folder), fp32_onnx.parent.name, PIPELINE_VERSION, texts, recipe, *tools]
+    # The fp32 graph's build (its folder is named by its key) and the tokenizer that calibrates
+    parts = [tokenizer_digest(folder), fp32_onnx.parent.name, PIPELINE_VERSION, texts, recipe]
+    parts += tools
     return hashlib.sha256(json.dumps([*parts, sys.version_info[:2]]).encode()).hexdigest()

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import UNPOOLED
-from embedserve.config import cpu_supports_bf16
 from embedserve.errors import ModelUnavailable
+from embedserve.machine import cpu_supports_bf16
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,14 @@ class TorchBackend:
     every_core_pass = None  # its one stream runs on every core
 
     def __init__(
-        self, folder: Path, device: str = "cpu", precision: TorchPrecision = "fp32"
+        self,
+        folder: Path,
+        device: str = "cpu",
+        precision: TorchPrecision = "fp32",
+        cores: int | None = None,
     ) -> None:
+        """`cores`: the threads torch computes on, on a CPU (its default ignores a container's
+        CPU quota)."""
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -45,6 +51,8 @@ class TorchBackend:
         self.device = device
         self.precision = precision
         on_gpu = device.startswith("cuda")
+        if cores and not on_gpu:
+            torch.set_num_threads(cores)
         if precision == "fp16" and not on_gpu:
             raise ModelUnavailable(
                 "fp16 needs a CUDA GPU; on a CPU use --precision fp32, bf16 or int8"

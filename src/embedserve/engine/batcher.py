@@ -74,6 +74,23 @@ class BatchReport:
     seconds: float
 
 
+@dataclass(frozen=True)
+class BatcherState:
+    """Where the sequences are, at one moment (for metrics and for tests to wait on)."""
+
+    queued: int
+    """Sequences waiting for a batch."""
+
+    formed: int
+    """Batches formed (padded, or being padded) that no pass has taken yet."""
+
+    computing: int
+    """Passes running."""
+
+    waiting_for_cores: int
+    """Passes held back while a pass on every core runs."""
+
+
 @dataclass(eq=False)
 class _Job:
     loop: asyncio.AbstractEventLoop
@@ -115,6 +132,7 @@ class Batcher:
         self._busy = 0  # passes running
         self._unclaimed = 0  # batches formed that no worker has taken yet
         self._exclusive = False  # a pass on every core is running
+        self._held = 0  # passes waiting for it to end
         self._dimension = dimension
         self._pad_id = pad_id
         self.limits = limits
@@ -141,6 +159,10 @@ class Batcher:
         """Sequences waiting for a batch."""
         with self._cond:
             return len(self._pending)
+
+    def state(self) -> BatcherState:
+        with self._cond:
+            return BatcherState(len(self._pending), self._unclaimed, self._busy, self._held)
 
     async def submit(
         self, sequences: list[list[int]], unpooled: Sequence[int] | None = None
@@ -312,8 +334,10 @@ class Batcher:
     def _claim_cores(self) -> RunBatch | None:
         """Called holding the lock, before a pass: wait out a pass on every core, then take
         every core too if nothing else is running or waiting. The pass on every core if taken."""
+        self._held += 1
         while self._exclusive:
             self._cond.wait()
+        self._held -= 1
         alone = not self._busy and not self._unclaimed and not self._pending
         every_core = self._every_core_pass if alone else None
         self._busy += 1

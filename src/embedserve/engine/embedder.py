@@ -1,4 +1,4 @@
-"""One served model's pipeline: inputs -> token ids -> batched forward -> unit vectors.
+"""One served model's pipeline: inputs -> token ids -> batched forward -> vectors.
 
 Tokenization runs in the default thread pool, overlapping other requests' inference; the
 forward passes run in the model's batcher, which merges sequences from all requests.
@@ -16,17 +16,43 @@ import numpy as np
 from embedserve.backends.base import Backend
 from embedserve.engine.batcher import Batcher, BatchLimits, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
-from embedserve.engine.tokenizer import ModelTokenizer
 from embedserve.errors import InvalidInput
+from embedserve.models.tokenizer import ModelTokenizer
 
 Item = str | Sequence[int]
 TokenIdMode = Literal["tiktoken", "native", "reject"]
 
 
 @dataclass(frozen=True)
+class EmbedOptions:
+    """How one request's inputs are embedded; the serving layer decides each of these."""
+
+    truncate: bool = True
+    """Truncate over-long inputs to the model's maximum; False refuses them."""
+
+    truncate_left: bool = False
+    """Truncate from the start of an input (keep its end) instead of from its end."""
+
+    instruction: str = ""
+    """Text put before each input, as sentence-transformers' `prompt` does."""
+
+    dimensions: int | None = None
+    """Keep the first N components."""
+
+    normalize: bool = True
+    """Scale each vector to unit length; False returns the model's own output."""
+
+    max_tokens: int | None = None
+    """Most tokens the inputs may hold together (InvalidInput past it)."""
+
+
+DEFAULT_OPTIONS = EmbedOptions()
+
+
+@dataclass(frozen=True)
 class Embeddings:
     vectors: np.ndarray
-    """float32 [n_inputs, dimension], unit length, in input order."""
+    """float32 [n_inputs, dimension], in input order (unit length unless asked otherwise)."""
 
     prompt_tokens: int
     """Tokens the model processed (after truncation, special tokens included), summed."""
@@ -45,15 +71,10 @@ class EmbeddingService(Protocol):
     def max_tokens(self) -> int: ...
 
     async def embed(
-        self,
-        items: Sequence[Item],
-        *,
-        truncate: bool = True,
-        dimensions: int | None = None,
-        instruction: str = "",
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
     ) -> Embeddings: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class Embedder:
@@ -67,13 +88,11 @@ class Embedder:
         token_ids: TokenIdMode = "tiktoken",
         limits: BatchLimits | None = None,
         pools_instruction: bool = True,
-        max_request_tokens: int | None = None,
     ) -> None:
         """`pools_instruction=False`: the instruction's tokens are read but left out of pooling
         (INSTRUCTOR models)."""
         self.tokenizer = tokenizer
         self.pools_instruction = pools_instruction
-        self.max_request_tokens = max_request_tokens
         self.backend = backend
         self.token_ids = token_ids
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
@@ -98,53 +117,54 @@ class Embedder:
         return self.tokenizer.max_tokens
 
     async def embed(
-        self,
-        items: Sequence[Item],
-        *,
-        truncate: bool = True,
-        dimensions: int | None = None,
-        instruction: str = "",
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
     ) -> Embeddings:
-        """Unit vectors for `items`; `instruction` is put before each (as text, or as the
-        model's tokens of it for native token ids), as sentence-transformers' `prompt` does."""
-        self._check_dimensions(dimensions)
+        """Vectors for `items`, embedded as `options` say."""
         loop = asyncio.get_running_loop()
-        sequences = await loop.run_in_executor(None, self.tokenize, items, truncate, instruction)
-        self._check_request_tokens(sequences)
+        sequences = await loop.run_in_executor(
+            None, self.tokenize, items, options.truncate, options.instruction, options.truncate_left
+        )
+        _check_request_tokens(sequences, options.max_tokens)
         unpooled = None
-        if instruction and not self.pools_instruction:
-            unpooled = [self.tokenizer.unpooled_span(instruction)] * len(sequences)
+        if options.instruction and not self.pools_instruction:
+            unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
         pooled = await self.batcher.submit(sequences, unpooled)
-        return Embeddings(unit_rows(pooled, dimensions), sum(map(len, sequences)))
+        vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
+        return Embeddings(vectors, sum(map(len, sequences)))
 
     def embed_sync(self, items: Sequence[Item], *, truncate: bool = True) -> Embeddings:
         """One direct forward pass, outside the batcher: for warm-up and start-up probes."""
         sequences = self.tokenize(items, truncate)
         pooled = self.backend.embed(*pad(sequences, self.tokenizer.pad_id))
-        return Embeddings(unit_rows(pooled, None), sum(map(len, sequences)))
+        return Embeddings(scaled_rows(pooled), sum(map(len, sequences)))
 
     def close(self) -> None:
+        """Stop the batcher's threads (waiting for the pass in flight)."""
         self.batcher.close()
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
     def tokenize(
-        self, items: Sequence[Item], truncate: bool, instruction: str = ""
+        self, items: Sequence[Item], truncate: bool, instruction: str = "", left: bool = False
     ) -> list[list[int]]:
-        """Framed token ids per input. Items are all text or all token-id sequences."""
+        """Framed token ids per input. Items are all text or all token-id sequences; `left`
+        truncates an over-long input's start instead of its end."""
         texts = {
             i: self._instructed(instruction, t) for i, t in enumerate(items) if isinstance(t, str)
         }
         id_lists = {i: item for i, item in enumerate(items) if not isinstance(item, str)}
-        contents = self._token_id_contents(id_lists, instruction) if id_lists else {}
+        contents = self._token_id_contents(id_lists, instruction, left) if id_lists else {}
         if texts:
-            contents.update(
-                zip(texts, self.tokenizer.content_ids(list(texts.values())), strict=True)
-            )
+            ids = self.tokenizer.content_ids(list(texts.values()), left=left)
+            contents.update(zip(texts, ids, strict=True))
+        frame = self.tokenizer.frame
         return [
-            self.tokenizer.frame(contents[i], truncate=truncate, index=i) for i in range(len(items))
+            frame(contents[i], truncate=truncate, index=i, left=left) for i in range(len(items))
         ]
 
     def _token_id_contents(
-        self, id_lists: dict[int, Sequence[int]], instruction: str
+        self, id_lists: dict[int, Sequence[int]], instruction: str, left: bool
     ) -> dict[int, list[int]]:
         if self.token_ids == "reject":
             raise InvalidInput(
@@ -156,7 +176,7 @@ class Embedder:
         if self._openai_tokens is not None:
             texts = self._openai_tokens.decode(list(id_lists.values()), list(id_lists))
             texts = [self._instructed(instruction, text) for text in texts]
-            return dict(zip(id_lists, self.tokenizer.content_ids(texts), strict=True))
+            return dict(zip(id_lists, self.tokenizer.content_ids(texts, left=left), strict=True))
         for index, ids in id_lists.items():
             self.tokenizer.check_native(ids, index)
         prefix = self.tokenizer.content_ids([instruction])[0] if instruction else []
@@ -166,28 +186,24 @@ class Embedder:
         # INSTRUCTOR strips the text before joining; sentence-transformers strips the join.
         return instruction + (text if self.pools_instruction else text.strip())
 
-    def _check_request_tokens(self, sequences: list[list[int]]) -> None:
-        total = sum(map(len, sequences))
-        if self.max_request_tokens is not None and total > self.max_request_tokens:
-            raise InvalidInput(
-                f"the request holds {total} tokens, more than this server's limit of "
-                f"{self.max_request_tokens} per request; split it into several requests",
-                param="input",
-                code="too_many_tokens",
-            )
 
-    def _check_dimensions(self, dimensions: int | None) -> None:
-        if dimensions is not None and not 1 <= dimensions <= self.dimension:
-            raise InvalidInput(
-                f"'dimensions' must be between 1 and {self.dimension} for this model, "
-                f"got {dimensions}",
-                param="dimensions",
-                code="invalid_dimensions",
-            )
+def _check_request_tokens(sequences: list[list[int]], limit: int | None) -> None:
+    total = sum(map(len, sequences))
+    if limit is not None and total > limit:
+        raise InvalidInput(
+            f"the request holds {total} tokens, more than this server's limit of {limit} per "
+            f"request; split it into several requests",
+            param="input",
+            code="too_many_tokens",
+        )
 
 
-def unit_rows(vectors: np.ndarray, dimensions: int | None = None) -> np.ndarray:
-    """Keep the first `dimensions` components and scale each row to unit length."""
+def scaled_rows(
+    vectors: np.ndarray, dimensions: int | None = None, *, normalize: bool = True
+) -> np.ndarray:
+    """Keep the first `dimensions` components and scale each row to unit length (unless not
+    `normalize`: sentence-transformers' `encode(normalize_embeddings=False)`)."""
     kept = vectors[:, :dimensions] if dimensions else vectors
-    norms = np.linalg.norm(kept, axis=1, keepdims=True)
-    return np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32)
+    if normalize:
+        kept = kept / np.maximum(np.linalg.norm(kept, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(kept, dtype=np.float32)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from embedserve.backends.base import Backend
 from embedserve.engine.batcher import pad
-from embedserve.engine.embedder import unit_rows
-from embedserve.engine.tokenizer import ModelTokenizer
+from embedserve.engine.embedder import scaled_rows
+from embedserve.models.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Fidelity:
 
 def measure(reference: Backend, candidate: Backend, tokenizer: ModelTokenizer) -> Fidelity:
     ids, mask = pad(tokenizer.encode(PROBE_TEXTS), tokenizer.pad_id)
-    a, b = unit_rows(reference.embed(ids, mask)), unit_rows(candidate.embed(ids, mask))
+    a, b = scaled_rows(reference.embed(ids, mask)), scaled_rows(candidate.embed(ids, mask))
     cos = (a * b).sum(axis=1)
     return Fidelity(mean=float(cos.mean()), min=float(cos.min()))
 

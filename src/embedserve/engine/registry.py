@@ -95,6 +95,15 @@ class ServedModel:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self.load))
         return await asyncio.shield(self._pending)
 
+    async def aclose(self) -> None:
+        """Close the loaded service (its batcher's threads, an upstream's HTTP client); a later
+        load loads it anew."""
+        with self._lock:
+            service, self._embedder = self._embedder, None
+            self._pending = None
+        if service is not None:
+            await service.aclose()
+
 
 class ModelRegistry:
     def __init__(
@@ -142,3 +151,10 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return all(m.loaded is not None for m in self.models)
+
+    async def aclose(self) -> None:
+        for model in self.models:
+            try:
+                await model.aclose()
+            except Exception:  # one model's failure to close must not keep the others open
+                log.exception("model %s did not close cleanly", model.id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedserve.engine.embedder import Embeddings, Item, unit_rows
+from embedserve.engine.embedder import DEFAULT_OPTIONS, Embeddings, EmbedOptions, Item, scaled_rows
 from embedserve.errors import InvalidInput, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class UpstreamEmbedder:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.dimension: int | None = None  # learned from the first answer
+        self.dimension: int | None = None  # learned from the first answer at full length
         self.max_tokens = 8191  # OpenAI's embedding models
         self._api_key = api_key
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
@@ -59,27 +58,26 @@ class UpstreamEmbedder:
         return f"UpstreamEmbedder({self.base_url!r}, model={self.model!r})"
 
     async def embed(
-        self,
-        items: Sequence[Item],
-        *,
-        truncate: bool = True,
-        dimensions: int | None = None,
-        instruction: str = "",
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
     ) -> Embeddings:
+        """The upstream's vectors; it truncates as it does (OpenAI refuses over-long inputs)."""
+        instruction = options.instruction
         inputs: list[Any] = [
             instruction + item if isinstance(item, str) else list(item) for item in items
         ]
         chunks = [inputs[i : i + self.max_inputs] for i in range(0, len(inputs), self.max_inputs)]
-        answers = await asyncio.gather(*(self._call(chunk, dimensions) for chunk in chunks))
-        vectors = unit_rows(np.concatenate([a[0] for a in answers]))
-        self.dimension = int(vectors.shape[1])
+        calls = (self._call(chunk, options.dimensions) for chunk in chunks)
+        answers = await asyncio.gather(*calls)
+        vectors = scaled_rows(np.concatenate([a[0] for a in answers]), normalize=options.normalize)
+        if options.dimensions is None:
+            self.dimension = int(vectors.shape[1])
         return Embeddings(vectors, sum(a[1] for a in answers))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the pooled HTTP client, on the loop that used it."""
         if self._client is not None:
             client, self._client = self._client, None
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(client.aclose())
+            await client.aclose()
 
     async def _call(self, inputs: list[Any], dimensions: int | None) -> tuple[np.ndarray, int]:
         body: dict[str, Any] = {"input": inputs, "model": self.model, "encoding_format": "base64"}

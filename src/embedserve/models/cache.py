@@ -25,13 +25,55 @@ def default_cache_dir() -> Path:
     return Path(base) / "embedserve"
 
 
-def folder_digest(folder: Path) -> str:
-    """sha256 over every file's relative path and content: changes when any model file does."""
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "merges.txt",
+        "vocab.json",
+        "sentencepiece.bpe.model",
+        "spiece.model",
+        "tokenizer.model",
+    }
+)
+# Files that change neither the graph nor its numbers: prompts and options read at run time,
+# documentation, and the other formats a hub repository ships beside the weights.
+_NOT_IN_GRAPH = frozenset({"config_sentence_transformers.json", "sentence_bert_config.json"})
+_OTHER_FORMATS = frozenset({"onnx", "openvino", ".git", ".cache"})
+
+
+def folder_digest(folder: Path, include: Callable[[Path], bool] = lambda path: True) -> str:
+    """sha256 over the relative path and content of every file `include` takes."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(file_digest(path).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if _OTHER_FORMATS.isdisjoint(relative.parts) and include(relative):
+            digest.update(str(relative).encode())
+            digest.update(file_digest(path).encode())
     return digest.hexdigest()
+
+
+def graph_digest(folder: Path) -> str:
+    """What determines a model's exported graph: its weights and module configurations, not
+    its name, its folder's name, its tokenizer or its prompts."""
+    return folder_digest(folder, _in_graph)
+
+
+def tokenizer_digest(folder: Path) -> str:
+    return folder_digest(folder, lambda path: path.name in TOKENIZER_FILES)
+
+
+def _in_graph(path: Path) -> bool:
+    name = path.name
+    return not (
+        name in TOKENIZER_FILES
+        or name in _NOT_IN_GRAPH
+        or name.lower().endswith((".md", ".txt", ".png", ".jpg"))
+        or name.startswith(".")
+    )
 
 
 def file_digest(path: Path) -> str:
@@ -45,14 +87,16 @@ def cached_build(
     build: Callable[[Path, Path], None],
     *,
     what: str,
+    owner: str,
     notes: dict[str, str] | None = None,
 ) -> Path:
     """The folder `target`, holding what `build(out, scratch)` writes into `out`, built once.
 
     Its manifest records `key` and every file's hash: a folder built from other inputs, or with
     a file changed or missing, is rebuilt. The build runs in a scratch folder next to `target`
-    and is moved into place whole, so a crash never leaves half a cache. Older builds of the
-    same name (same label, another key) are removed."""
+    and is moved into place whole, so a crash never leaves half a cache. `owner` says what it
+    was built from (a model folder and a kind of build): the builds the same owner made from
+    older files or options are removed."""
     problem = cache_problem(target, key)
     if problem is None:
         log.info("%s from cache %s", what, target)
@@ -60,7 +104,7 @@ def cached_build(
     if target.exists():
         log.warning("%s cache %s is unusable (%s); rebuilding it", what, target, problem)
         shutil.rmtree(target, ignore_errors=True)
-    _remove_stale(target)
+    _remove_stale(target, owner)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
@@ -68,7 +112,7 @@ def cached_build(
         out.mkdir()
         build(out, work)
         files = {p.name: file_digest(p) for p in sorted(out.iterdir())}
-        manifest = {"key": key, "files": files, **(notes or {})}
+        manifest = {"key": key, "owner": owner, "files": files, **(notes or {})}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             out.replace(target)
@@ -100,11 +144,15 @@ def cache_problem(target: Path, key: str) -> str | None:
     return None
 
 
-def _remove_stale(target: Path) -> None:
-    """Drop builds of the same label made from older files or options (the key's head is the
-    last dash-separated part of the folder's name)."""
-    prefix = target.name.rsplit("-", 1)[0] + "-"
-    for old in target.parent.glob(prefix + "*") if target.parent.exists() else []:
-        if old != target and old.is_dir():
+def _remove_stale(target: Path, owner: str) -> None:
+    """Drop the builds beside `target` that the same owner made from older files or options."""
+    for old in target.parent.iterdir() if target.parent.exists() else []:
+        if old == target or not old.is_dir() or old.name.startswith("."):
+            continue
+        try:
+            manifest = json.loads((old / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("owner") == owner:
             log.info("removing stale cache %s", old)
             shutil.rmtree(old, ignore_errors=True)

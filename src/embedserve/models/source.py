@@ -52,8 +52,9 @@ def packaged_folder(model_id: str) -> Path:
     return Path(str(root)) / subdir
 
 
-def resolve(ref: str | None) -> ModelSource:
-    """Turn a --model value into files on disk; raise ModelUnavailable with one clear line."""
+def resolve(ref: str | None, cache_root: Path | None = None) -> ModelSource:
+    """Turn a --model value into files on disk; raise ModelUnavailable with one clear line.
+    `cache_root` holds models assembled from several packages (default: default_cache_dir)."""
     if ref is not None and ref.startswith(UPSTREAM_PREFIX):
         name = ref.removeprefix(UPSTREAM_PREFIX)
         if not name:
@@ -65,7 +66,7 @@ def resolve(ref: str | None) -> ModelSource:
         model_id = _packaged_id(ref) if ref else DEFAULT_MODEL_ID
         assert model_id is not None
         if model_id in SPLIT_MODELS:
-            folder = assembled_folder(model_id, default_cache_dir())
+            folder = assembled_folder(model_id, cache_root or default_cache_dir())
         else:
             folder = packaged_folder(model_id)
         return ModelSource(model_id, _checked(folder, model_id))

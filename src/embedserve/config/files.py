@@ -1,4 +1,4 @@
-"""Settings from a file (TOML, YAML or JSON): any server setting, and the served models.
+"""Settings from a file (TOML, YAML or JSON): any setting, by its name, and the served models.
 
 default_model = "minilm"
 precision = "int8"
@@ -16,22 +16,13 @@ query_instruction = "Represent this sentence for searching relevant passages: "
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from embedserve.config import ModelSpec, Settings
+from embedserve.config.settings import MODEL_FIELDS, SETTINGS, ModelSpec
 from embedserve.errors import ConfigError
-
-_MODEL_KEYS = {
-    "model": "ref",
-    "name": "name",
-    "aliases": "aliases",
-    "query_instruction": "query_instruction",
-    "document_instruction": "document_instruction",
-}
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -39,18 +30,28 @@ def read_config(path: Path) -> dict[str, Any]:
     raw = _parse(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top level")
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(raw) - known)
+    known = {d.key: d for d in SETTINGS}
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    values = dict(raw)
-    if "models" in values:
-        values["models"] = tuple(_model(path, i, m) for i, m in enumerate(values["models"] or []))
-        if not values["models"]:
-            raise ConfigError(f"{path}: 'models' is empty")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        described = known[key]
+        if described.kind == "models":
+            values[described.name] = _models(path, value)
+        else:
+            values[described.name] = described.from_data(value, f"{path}: {key}")
     return values
+
+
+def _models(path: Path, entries: Any) -> tuple[ModelSpec, ...]:
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: 'models' must be a non-empty list of models")
+    return tuple(_model(path, index, entry) for index, entry in enumerate(entries))
 
 
 def _model(path: Path, index: int, entry: Any) -> ModelSpec:
@@ -58,12 +59,14 @@ def _model(path: Path, index: int, entry: Any) -> ModelSpec:
         return ModelSpec(ref=entry)
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: models[{index}] must be a table or a model path/id")
-    unknown = sorted(set(entry) - set(_MODEL_KEYS))
+    known = {d.key: d for d in MODEL_FIELDS}
+    unknown = sorted(set(entry) - set(known))
     if unknown:
         raise ConfigError(f"{path}: models[{index}] has unknown key(s) {', '.join(unknown)}")
-    values = {_MODEL_KEYS[k]: v for k, v in entry.items()}
-    aliases = values.get("aliases", ())
-    values["aliases"] = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+    values = {
+        known[key].name: known[key].from_data(value, f"{path}: models[{index}].{key}")
+        for key, value in entry.items()
+    }
     return ModelSpec(**values)
 
 

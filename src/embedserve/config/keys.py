@@ -1,6 +1,6 @@
 """API keys from every place a user may put them: flags, key files and h2oGPT's
---h2ogpt_api_keys (a list, or a JSON file holding one). $EMBEDSERVE_API_KEYS reaches the
---api-key list with the other EMBEDSERVE_* variables (cli.env_defaults)."""
+--h2ogpt_api_keys (a list, or a JSON file holding one). $EMBEDSERVE_API_KEYS and a config
+file's `api_keys` reach the --api-key list as every setting does (sources.py)."""
 
 from __future__ import annotations
 

@@ -43,19 +43,20 @@ class ModelTokenizer:
         self.pad_id = self._pad_id()
         self._spans: dict[str, int] = {}
 
-    def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    def content_ids(self, texts: Sequence[str], *, left: bool = False) -> list[list[int]]:
         """Token ids of each text, without special tokens.
 
         A long text is tokenized only up to a whitespace cut that still yields more tokens than
-        the model reads (plus a margin), so a megabyte of text costs what its head costs. The
-        ids are exact as far as framing reads them; a head too short to decide falls back to
-        the whole text.
+        the model reads (plus a margin): its head, or with `left` (truncation from the left) its
+        tail. So a megabyte of text costs what its head costs. The ids are exact as far as
+        framing reads them; a part too short to decide falls back to the whole text.
         """
         texts = [text.strip() for text in texts]  # as sentence-transformers reads them
-        heads = [_head(text, self._head_chars) for text in texts]
-        ids = [e.ids for e in self._encode(heads)]
+        cut = _tail if left else _head
+        parts = [cut(text, self._head_chars) for text in texts]
+        ids = [e.ids for e in self._encode(parts)]
         undecided = [
-            i for i, h in enumerate(heads) if h is not texts[i] and len(ids[i]) < self._enough
+            i for i, p in enumerate(parts) if p is not texts[i] and len(ids[i]) < self._enough
         ]
         for i, encoding in zip(undecided, self._encode([texts[i] for i in undecided]), strict=True):
             ids[i] = encoding.ids
@@ -71,8 +72,11 @@ class ModelTokenizer:
         contents = self.content_ids(texts)
         return [self.frame(c, truncate=truncate, index=i) for i, c in enumerate(contents)]
 
-    def frame(self, content: list[int], *, truncate: bool, index: int) -> list[int]:
-        """Add the model's special tokens, truncating (or refusing) over-long content."""
+    def frame(
+        self, content: list[int], *, truncate: bool, index: int, left: bool = False
+    ) -> list[int]:
+        """Add the model's special tokens, truncating (or refusing) over-long content: its end,
+        or with `left` its start."""
         if len(content) > self.max_content:
             if not truncate:
                 raise InvalidInput(
@@ -81,7 +85,7 @@ class ModelTokenizer:
                     param="input",
                     code="context_length_exceeded",
                 )
-            content = content[: self.max_content]
+            content = content[-self.max_content :] if left else content[: self.max_content]
         return self.prefix + content + self.suffix
 
     def unpooled_span(self, instruction: str) -> int:
@@ -120,6 +124,16 @@ class ModelTokenizer:
             if token_id is not None:
                 return token_id
         return 0
+
+
+def _tail(text: str, limit: int) -> str:
+    """The text from its first whitespace within its last `limit` characters (the text itself
+    if short, or if there is none)."""
+    if len(text) <= limit:
+        return text
+    start = len(text) - limit
+    found = [i for i in (text.find(c, start) for c in " \n\t\r") if i >= 0]
+    return text[min(found) + 1 :] if found else text
 
 
 def _head(text: str, limit: int) -> str:

@@ -1,0 +1,45 @@
+"""How a route hands its work to the serving layer and its answer to the client: the work is
+cancelled (its queued sequences freed) when the client goes away, and a large body is
+serialized off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request
+from starlette.responses import Response
+
+from embedserve.api.encoding import JSONBytes, render_json
+from embedserve.errors import ClientGone
+
+T = TypeVar("T")
+_INLINE_FLOATS = 32_768  # bodies with more numbers than this are serialized on a thread
+
+
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone("the client disconnected before its answer was ready")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def json_response(content: Any, numbers: int, status_code: int = 200) -> Response:
+    """`content` as JSON; `numbers` (how many floats it holds) decides where it is rendered."""
+    if numbers < _INLINE_FLOATS:
+        return JSONBytes(content, status_code=status_code)
+    body = await asyncio.to_thread(render_json, content)
+    return Response(body, status_code=status_code, media_type="application/json")

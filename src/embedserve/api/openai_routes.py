@@ -1,0 +1,101 @@
+"""OpenAI's wire format: POST /v1/embeddings and the model list. Parse, hand to the serving
+layer, format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from embedserve.api.calls import json_response, unless_client_leaves
+from embedserve.api.encoding import JSONBytes, base64_rows
+from embedserve.api.openai_protocol import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
+from embedserve.api.wire import state_of, wire_router
+from embedserve.engine.registry import ServedModel
+from embedserve.serving.requests import Embedded, EmbedRequest
+
+router = wire_router()  # OpenAI's error envelope
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 500, 503)
+}
+
+
+@router.post(
+    "/v1/embeddings",
+    response_model=EmbeddingResponse,
+    responses=_ERRORS,
+    summary="Create embeddings (OpenAI-compatible)",
+)
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    serving = state_of(request).serving
+    result = await unless_client_leaves(request, serving.embed(_embed_request(body)))
+    return await json_response(_body(result, body.encoding_format), result.vectors.size)
+
+
+def _embed_request(body: EmbeddingRequest) -> EmbedRequest:
+    value = body.input
+    if isinstance(value, str) or isinstance(value[0], int):
+        inputs: Any = [value]  # one text, or one token-id sequence
+    else:
+        inputs = value
+    return EmbedRequest(
+        inputs=inputs,
+        model=body.model,
+        input_type=body.input_type or "document",
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+    )
+
+
+def _body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
+    rows = base64_rows(result.vectors) if encoding_format == "base64" else list(result.vectors)
+    tokens = result.prompt_tokens
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)
+        ],
+        "model": result.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List served models")
+async def list_models(request: Request) -> JSONBytes:
+    state = state_of(request)
+    cards = [_card(m, state.started) for m in state.serving.registry.models]
+    return JSONBytes({"object": "list", "data": cards})
+
+
+@router.get(
+    "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, summary="One model"
+)
+async def get_model(model_id: str, request: Request) -> JSONBytes:
+    state = state_of(request)
+    return JSONBytes(_card(state.serving.registry.get(model_id), state.started))
+
+
+def _card(model: ServedModel, created: int) -> dict[str, Any]:
+    service = model.loaded
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "embedserve",
+        "dimension": (service.dimension if service else None) or model.metadata.dimension,
+        "max_tokens": service.max_tokens if service else model.metadata.max_tokens,
+        "ready": service is not None,
+        "aliases": list(model.aliases),
+        "pooling": model.metadata.pooling,
+        "backend": service.kind if service else None,
+        "precision": service.precision if service else None,
+        "query_instruction": model.instructions.query,
+        "document_instruction": model.instructions.document,
+    }

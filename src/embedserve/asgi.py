@@ -1,0 +1,24 @@
+"""The app for any ASGI server, configured by EMBEDSERVE_* variables and an optional
+$EMBEDSERVE_CONFIG file:
+
+    uvicorn --factory embedserve.asgi:create_app --port 5000 --workers 2
+
+serves the same API as `embedserve serve`; each worker loads the models in its own lifespan."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI
+
+from embedserve.api.app import create_app as create_app_for
+from embedserve.config.sources import settings_from_environment
+from embedserve.logs import configure as configure_logging
+
+
+def create_app() -> FastAPI:
+    settings = settings_from_environment(os.environ)
+    if not logging.getLogger().handlers:  # the host server configured only its own loggers
+        configure_logging(settings.log_level, settings.log_format)
+    return create_app_for(settings)

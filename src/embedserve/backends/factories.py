@@ -1,0 +1,80 @@
+"""How each backend is built for a model: find or build the files it runs, then construct it.
+The registry (registry.py) names these; each takes a BackendSpec."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from embedserve.backends.base import Backend
+from embedserve.backends.spec import BackendSpec
+from embedserve.errors import ModelUnavailable
+from embedserve.models.metadata import read_metadata
+from embedserve.models.source import onnx_file
+
+log = logging.getLogger(__name__)
+
+
+def onnx(spec: BackendSpec) -> Backend:
+    """ONNX Runtime on the model's own ONNX graph when it ships only that, else on our export
+    of its whole module stack (fp32, or int8 quantized from it)."""
+    from embedserve.backends.onnx import OnnxBackend
+    from embedserve.backends.onnx_build import cached_onnx_model
+
+    shipped = onnx_file(spec.files)
+    if shipped is not None:
+        return _shipped_onnx(spec, shipped)
+    model = cached_onnx_model(
+        spec.files, spec.precision, spec.cache_root, spec.model_id,  # type: ignore[arg-type]
+        pools_instruction=spec.pools_instruction,
+    )  # fmt: skip
+    return OnnxBackend(model, precision=spec.precision, streams=spec.streams, cores=spec.cores)
+
+
+def _shipped_onnx(spec: BackendSpec, model: Path) -> Backend:
+    """An ONNX folder is served as it is: no export, fp32, pooled as its 1_Pooling says."""
+    from embedserve.backends.onnx import OnnxBackend
+    from embedserve.backends.pooling import POOLINGS
+
+    metadata = read_metadata(spec.files)
+    if any("Dense" in m for m in metadata.modules):
+        raise ModelUnavailable(
+            f"{spec.model_id} has a Dense layer after pooling but only ONNX weights for the "
+            f"transformer; provide the PyTorch weights so the whole stack can be exported"
+        )
+    pooling = metadata.pooling or "mean"
+    if pooling not in POOLINGS:
+        raise ModelUnavailable(
+            f"{spec.model_id}: pooling '{pooling}' is not supported for ONNX folders"
+        )
+    log.info("serving the ONNX model shipped in %s (%s pooling)", model, pooling)
+    return OnnxBackend(model, pooling=pooling, streams=spec.streams, cores=spec.cores)
+
+
+def openvino(spec: BackendSpec) -> Backend:
+    """OpenVINO on our fp32 ONNX export (fp32, or bf16 computed from it), or on an int8 model
+    NNCF quantized from it."""
+    from embedserve.backends.onnx_build import cached_onnx_model
+    from embedserve.backends.openvino import OpenVinoBackend
+    from embedserve.backends.openvino_build import cached_openvino_int8
+
+    model = cached_onnx_model(
+        spec.files, "fp32", spec.cache_root, spec.model_id,
+        pools_instruction=spec.pools_instruction,
+    )  # fmt: skip
+    if spec.precision == "int8":
+        model = cached_openvino_int8(spec.files, model, spec.cache_root, spec.model_id)
+    return OpenVinoBackend(
+        model,
+        spec.precision,  # type: ignore[arg-type]
+        threads=spec.cores,
+        streams=spec.streams,
+        kernel_cache=spec.kernel_cache,
+    )
+
+
+def torch(spec: BackendSpec) -> Backend:
+    """The model's own sentence-transformers stack on PyTorch (one stream)."""
+    from embedserve.backends.torch import TorchBackend
+
+    return TorchBackend(spec.files, spec.device, spec.precision, cores=spec.cores)  # type: ignore[arg-type]

@@ -1,0 +1,174 @@
+"""Which backend serves a model: the backends by name, one entry each, and the one table of
+rules that picks them for a device and a precision. Adding a backend is one entry in BACKENDS
+(and, for `auto` to pick it, a place in AUTO_BACKENDS)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from embedserve.backends import factories
+from embedserve.backends.base import Backend
+from embedserve.backends.openvino_build import NO_BF16, openvino_missing
+from embedserve.backends.spec import BackendSpec
+from embedserve.errors import ModelUnavailable
+from embedserve.machine import cpu_supports_bf16
+
+log = logging.getLogger(__name__)
+
+
+Factory = Callable[[BackendSpec], Backend]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    build: Factory
+    devices: tuple[str, ...]
+    """Device kinds it runs on: "cpu", "cuda"."""
+
+    precisions: tuple[str, ...]
+    missing: Callable[[str], str | None] = lambda precision: None
+    """Why it cannot serve `precision` on this machine (a package to install, a CPU feature),
+    or None."""
+
+    reference: str | None = None
+    """The backend whose fp32 vectors its other precisions are measured against at start-up."""
+
+    refusals: Mapping[str, str] = field(default_factory=dict)
+    """The reason to give, by precision or device kind, where it is asked for one it lacks."""
+
+
+def _torch_missing(precision: str) -> str | None:
+    return NO_BF16 if precision == "bf16" and not cpu_supports_bf16() else None
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "onnx": BackendEntry(
+        factories.onnx,
+        devices=("cpu",),
+        precisions=("fp32", "int8"),
+        reference="onnx",
+        refusals={
+            "cuda": "ONNX Runtime runs on the CPU here: drop --device cuda, or use --backend torch",
+            "bf16": "ONNX Runtime serves fp32 and int8: use --backend openvino for bf16",
+        },
+    ),
+    "openvino": BackendEntry(
+        factories.openvino,
+        devices=("cpu",),
+        precisions=("fp32", "bf16", "int8"),
+        missing=openvino_missing,
+        reference="onnx",
+        refusals={"cuda": "OpenVINO runs on the CPU: drop --device cuda"},
+    ),
+    "torch": BackendEntry(
+        factories.torch,
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "bf16", "fp16"),
+        missing=_torch_missing,
+        reference="torch",
+        refusals={
+            "int8": "int8 runs on the CPU (OpenVINO or ONNX Runtime): drop --backend torch / "
+            "--device cuda"
+        },
+    ),
+}
+
+AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
+"""What --precision auto means, by device kind."""
+
+AUTO_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cpu", "fp32"): ("onnx", "torch"),  # torch serves what cannot be exported
+    ("cpu", "int8"): ("openvino", "onnx"),
+    ("cpu", "bf16"): ("openvino", "torch"),
+    ("cuda", "fp32"): ("torch",),
+    ("cuda", "bf16"): ("torch",),
+    ("cuda", "fp16"): ("torch",),
+}
+"""What --backend auto tries for a device kind and a precision, in order: the first one
+available here that builds serves."""
+
+UNSERVED = {
+    ("cpu", "fp16"): "fp16 needs a CUDA GPU; on a CPU use --precision fp32, bf16 or int8",
+    ("cuda", "int8"): "int8 runs on the CPU (OpenVINO or ONNX Runtime): drop --device cuda",
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    entry: BackendEntry
+    precision: str
+    device: str
+
+
+def known(backend: str) -> None:
+    """Refuse a backend name no entry has, naming those there are."""
+    if backend != "auto" and backend not in BACKENDS:
+        names = ", ".join(["auto", *BACKENDS])
+        raise ModelUnavailable(f"--backend {backend} is not a backend; choose one of {names}")
+
+
+def choose(
+    backend: str, device: str, precision: str, *, onnx_only: str | None = None
+) -> list[Choice]:
+    """The backends to try, in order, for `backend` (a name or "auto") on `device` ("cpu",
+    "cuda", "cuda:1", ...) at `precision` (or "auto"). `onnx_only`: the id of a model that ships
+    only an ONNX graph. Raises ModelUnavailable with the reason when none can serve it here."""
+    known(backend)
+    if onnx_only is not None:
+        # Served as it is, in fp32 on the CPU; only what the user asked for is refused (on a
+        # GPU, "auto" would mean fp16).
+        if backend not in ("auto", "onnx") or precision not in ("auto", "fp32"):
+            asked = f"--backend {backend}" if backend not in ("auto", "onnx") else ""
+            asked = asked or f"--precision {precision}"
+            raise ModelUnavailable(
+                f"{onnx_only} ships only an ONNX model: it is served by ONNX Runtime in fp32 "
+                f"(drop {asked})"
+            )
+        return [Choice("onnx", BACKENDS["onnx"], "fp32", "cpu")]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    precision = AUTO_PRECISION[kind] if precision == "auto" else precision
+    if backend != "auto":
+        entry = BACKENDS[backend]
+        reason = _refusal(backend, entry, kind, precision) or entry.missing(precision)
+        if reason:
+            raise ModelUnavailable(reason)
+        return [Choice(backend, entry, precision, device)]
+    names = AUTO_BACKENDS.get((kind, precision))
+    if not names:
+        unserved = UNSERVED.get((kind, precision), f"no backend serves {precision} on {kind}")
+        raise ModelUnavailable(unserved)
+    choices, reasons = [], []
+    for name in names:
+        entry = BACKENDS[name]
+        reason = entry.missing(precision)
+        if reason:
+            log.info("%s without %s (%s)", precision, name, reason)
+            reasons.append(reason)
+        else:
+            choices.append(Choice(name, entry, precision, device))
+    if not choices:
+        raise ModelUnavailable(reasons[-1])
+    return choices
+
+
+def _refusal(name: str, entry: BackendEntry, kind: str, precision: str) -> str | None:
+    if kind not in entry.devices:
+        return entry.refusals.get(kind, f"--backend {name} does not run on {kind}")
+    if precision not in entry.precisions:
+        served = ", ".join(entry.precisions)
+        return entry.refusals.get(precision, f"--backend {name} serves {served}, not {precision}")
+    if (kind, precision) in UNSERVED:
+        return UNSERVED[(kind, precision)]
+    return None
+
+
+def resolve_device(device: str) -> str:
+    """--device auto: CUDA when a GPU is there, else the CPU."""
+    if device != "auto":
+        return device
+    from embedserve.backends.torch import gpu_present
+
+    return "cuda" if gpu_present() else "cpu"

@@ -1,0 +1,26 @@
+"""What a backend factory is asked to build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a factory is asked to build: one model's backend, at one precision, on one device."""
+
+    files: Path
+    model_id: str
+    precision: str
+    device: str
+    cores: int
+    """Cores this process may use, counted once (machine.cores) and shared out by the backend."""
+
+    streams: int
+    """Forward passes the caller may run at once."""
+
+    cache_root: Path
+    kernel_cache: int = 1000
+    pools_instruction: bool = True
+    """False: the graph must read UNPOOLED marks (INSTRUCTOR models)."""

@@ -1,0 +1,6 @@
+"""Settings: declared once (settings.py), read from flags, EMBEDSERVE_* variables and config
+files (sources.py)."""
+
+from embedserve.config.settings import ModelSpec, Settings
+
+__all__ = ["ModelSpec", "Settings"]

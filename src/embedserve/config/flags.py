@@ -1,0 +1,163 @@
+"""The `serve` command's flags, generated from the settings' declarations (h2oGPT's startup
+flags among their spellings), plus the few inputs that only the command line has."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from embedserve.config.declare import Described, boolean
+from embedserve.config.settings import MODEL_FIELDS, SETTINGS
+
+MODEL_OPS = "model_ops"
+"""Where the per-model flags record what they said, in order: [(field, value), ...]."""
+
+
+@dataclass(frozen=True)
+class CommandLineOnly:
+    """A flag that is not a setting: where settings come from, or an h2oGPT spelling that
+    adds to or is folded into the settings."""
+
+    dest: str
+    flags: tuple[str, ...]
+    help: str
+    env: str | None = None
+    action: str = "store"  # "store", "append" or "boolean"
+    metavar: str | None = None
+
+
+COMMAND_LINE_ONLY = (
+    CommandLineOnly(
+        "config",
+        ("--config",),
+        "a TOML, YAML or JSON file of settings and models; flags and variables override it",
+        env="EMBEDSERVE_CONFIG",
+        metavar="FILE",
+    ),
+    CommandLineOnly(
+        "api_key_files",
+        ("--api-key-file",),
+        "a file of keys: one per line, or a JSON list (repeatable)",
+        action="append",
+        metavar="FILE",
+    ),
+    CommandLineOnly(
+        "h2ogpt_api_keys",
+        ("--h2ogpt_api_keys",),
+        "h2oGPT's form of keys: a list like \"['k1','k2']\", or a JSON file holding one",
+        action="append",
+        metavar="KEYS",
+    ),
+    CommandLineOnly(
+        "use_openai_embedding",
+        ("--use_openai_embedding",),
+        "serve --openai_model from the upstream (key in $OPENAI_API_KEY) instead of the default "
+        "model, or beside the --model ones",
+        action="boolean",
+    ),
+    CommandLineOnly(
+        "langchain_mode",
+        ("--langchain_mode",),
+        "accepted for h2oGPT compatibility; embedserve does not need it",
+    ),
+)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Every setting's flags, the per-model flags and the command-line-only ones. A flag not
+    given leaves no attribute, so that the environment and a config file can fill it."""
+    for described in SETTINGS:
+        if described.kind != "models":
+            _add_setting(parser, described)
+    for described in MODEL_FIELDS:
+        action = _NewModel if described.name == "ref" else _ModelField
+        parser.add_argument(
+            *described.flags,
+            dest=MODEL_OPS,
+            action=action,
+            field=described.name,
+            metavar=described.declared.metavar or described.name.upper(),
+            help=help_text(described),
+            default=argparse.SUPPRESS,
+        )
+    for flag in COMMAND_LINE_ONLY:
+        options: dict[str, Any] = {"dest": flag.dest, "help": flag.help}
+        if flag.action == "boolean":
+            options |= {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}
+        else:
+            options |= {"action": flag.action, "metavar": flag.metavar}
+        parser.add_argument(*flag.flags, default=argparse.SUPPRESS, **options)
+
+
+def _add_setting(parser: argparse.ArgumentParser, described: Described) -> None:
+    options: dict[str, Any] = {"dest": described.name, "default": argparse.SUPPRESS}
+    kind = described.kind
+    if kind == "bool":
+        options |= {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}
+    elif kind == "strings":
+        options |= {"action": "append", "metavar": described.declared.metavar}
+    elif kind == "choice":
+        options |= {"choices": described.choices}
+    else:
+        options |= {"type": {"int": int, "float": float, "str": str}[kind]}
+        options["metavar"] = described.declared.metavar
+    parser.add_argument(*described.flags, help=help_text(described), **options)
+    if described.declared.negative:
+        parser.add_argument(
+            described.declared.negative,
+            dest=described.name,
+            action="store_const",
+            const=False,
+            default=argparse.SUPPRESS,
+            help=f"the same as {described.flags[0]}=false",
+        )
+
+
+def help_text(described: Described) -> str:
+    """The declared help and the default, as --help and the docs show them."""
+    return f"{described.declared.help} (default: {shown_default(described)})"
+
+
+def shown_default(described: Described) -> str:
+    if described.declared.shown_default is not None:
+        return described.declared.shown_default
+    default = described.default
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ", ".join(map(str, default)) or "none"
+    return "none" if default is None else str(default)
+
+
+def boolean_flag(text: str) -> bool:
+    try:
+        return boolean(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _NewModel(argparse.Action):
+    """--model starts a served model. The first one replaces the models from elsewhere (the
+    packaged one, the environment's or a config file's list); later ones add to it."""
+
+    def __init__(self, *args: Any, field: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        ops = getattr(namespace, MODEL_OPS, [])
+        if ops and all(field != "ref" for field, _ in ops):
+            parser.error(
+                "--name, --alias and the instruction flags go after the --model they describe"
+            )
+        setattr(namespace, MODEL_OPS, [*ops, (self.field, value)])
+
+
+class _ModelField(_NewModel):
+    """--name, --alias and the instruction flags describe the latest model (before any
+    --model: the last of the models from elsewhere)."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: Any = None) -> None:
+        ops = getattr(namespace, MODEL_OPS, [])
+        setattr(namespace, MODEL_OPS, [*ops, (self.field, value)])

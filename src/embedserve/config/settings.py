@@ -1,0 +1,219 @@
+"""Settings: one frozen object, built from flags, EMBEDSERVE_* variables or a config file (or by
+a test) and handed to every layer. Each setting is declared once, here (see declare.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from embedserve.config.declare import (
+    ABOVE_0,
+    AT_LEAST_0,
+    AT_LEAST_1,
+    SHARE,
+    Described,
+    describe,
+    setting,
+)
+
+TokenIdMode = Literal["tiktoken", "native", "reject"]
+Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_PORT = 5000  # h2oGPT's port: base_url="http://localhost:5000/v1" works unchanged.
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model. On the command line its fields follow the --model they describe; in a
+    config file they are the keys of a [[models]] table."""
+
+    ref: str | None = setting(
+        None,
+        "a local sentence-transformers folder, a Hugging Face hub id, or openai:<model> (passed "
+        "through to --openai_base_url); repeat to serve several",
+        flags=("--model", "--hf_embedding_model"),
+        key="model",
+        metavar="MODEL",
+        shown_default="the packaged all-MiniLM-L6-v2",
+    )
+    name: str | None = setting(
+        None, "served name of the model (responses, /v1/models)", shown_default="its id"
+    )
+    aliases: tuple[str, ...] = setting(
+        (), "another name requests may use for it (repeatable)", flags=("--alias",)
+    )
+    query_instruction: str | None = setting(
+        None,
+        "text put before queries (input_type=query)",
+        shown_default="the model's own prompts, else its family's (bge, e5, instructor)",
+    )
+    document_instruction: str | None = setting(
+        None, "text put before documents (the default input_type)", shown_default="as for queries"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[ModelSpec, ...] = setting(
+        (ModelSpec(),),
+        "the served models; see the per-model table below",
+        flags=(),  # --model and its per-model flags (ModelSpec)
+        env="EMBEDSERVE_MODEL",
+        shown_default="the packaged all-MiniLM-L6-v2",
+    )
+    default_model: str | None = setting(
+        None, "with several models, the one serving requests that name none of them (else 404)"
+    )
+    host: str = setting("127.0.0.1", "interface to bind; the default keeps the server private")
+    port: int = setting(DEFAULT_PORT, "TCP port to listen on", flags=("--port", "--openai_port"))
+    preload: bool = setting(
+        True,
+        "load and warm the models before the port accepts traffic; false loads each on first use",
+        flags=("--pre_load_embedding_model", "--preload"),
+    )
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    backend: str = setting(
+        "auto",
+        "onnx (ONNX Runtime: CPU fp32 and int8), openvino (CPU int8, bf16, fp32), torch (GPUs, "
+        "models that cannot be exported), or auto (backends/registry.py)",
+    )
+    precision: Precision = setting(
+        "auto",
+        "fp32 is exact (the CPU's auto); int8 (CPU) and bf16 are faster and are measured against "
+        "fp32 at start-up; fp16 is the GPU's auto",
+    )
+    streams: int | None = setting(
+        None,
+        "forward passes the CPU runs at once, each on its share of the cores; 1 runs every pass "
+        "on every core",
+        bound=AT_LEAST_1,
+        shown_default="2 on 2-8 cores, cores / 4 above",
+    )
+    kernel_cache: int = setting(
+        1000,
+        "kernels OpenVINO keeps for the batch shapes it has met (each ~2-4 MiB a stream); a "
+        "shape that fell out is rebuilt",
+        bound=AT_LEAST_0,
+    )
+    cache_dir: str | None = setting(
+        None,
+        "where ONNX and OpenVINO builds and assembled models are kept",
+        shown_default="~/.cache/embedserve",
+    )
+    strict_model: bool = setting(False, "unknown `model` names get 404 instead of the default")
+    token_ids: TokenIdMode = setting(
+        "tiktoken",
+        "token-id inputs are OpenAI cl100k_base ids (tiktoken), the model's own ids (native), "
+        "or refused (reject)",
+    )
+    truncate: bool = setting(
+        True,
+        "truncate over-long inputs to the model's maximum; off, they get a 400 (a request's "
+        "`truncate` field wins)",
+        negative="--no-truncate",
+    )
+    max_inputs: int = setting(2048, "inputs one request may carry", bound=AT_LEAST_1)
+    max_body_bytes: int = setting(
+        8 * 1024 * 1024, "largest request body; larger ones get 413", bound=AT_LEAST_1
+    )
+    max_batch_tokens: int | None = setting(
+        None,
+        "padded tokens (longest sequence x rows) in one forward pass",
+        bound=AT_LEAST_1,
+        shown_default="1024 per thread of a stream (CPU), 65536 (GPU)",
+    )
+    max_batch_size: int | None = setting(
+        None, "sequences in one forward pass", bound=AT_LEAST_1, shown_default="64 (CPU), 256 (GPU)"
+    )
+    max_padding: float | None = setting(
+        None,
+        "largest share of a batch that may be padding",
+        bound=SHARE,
+        shown_default="0.15 (CPU), 0.5 (GPU)",
+    )
+    max_padding_tokens: float | None = setting(
+        None,
+        "most padding tokens in one batch",
+        bound=AT_LEAST_0,
+        shown_default="CPU: what a forward pass's fixed cost is worth, timed at start; GPU: none",
+    )
+    max_wait_ms: float | None = setting(
+        None,
+        "how long a batch that is not full waits for more sequences",
+        bound=AT_LEAST_0,
+        shown_default="0 (CPU), 2 (GPU)",
+    )
+    max_queued: int | None = setting(
+        None,
+        "sequences waiting per model before requests get 429",
+        bound=AT_LEAST_1,
+        shown_default="8 x --max-inputs",
+    )
+    openai_base_url: str = setting(
+        "https://api.openai.com/v1",
+        "the OpenAI-compatible upstream of openai:<model> models; its key comes from "
+        "$OPENAI_API_KEY only",
+        flags=("--openai_base_url", "--openai-base-url"),
+    )
+    openai_model: str = setting(
+        "text-embedding-3-small",
+        "the upstream model --use_openai_embedding serves",
+        flags=("--openai_model", "--openai-model"),
+    )
+    openai_timeout_s: float = setting(
+        30.0, "seconds one upstream call may take before it is retried or a 504", bound=ABOVE_0
+    )
+    openai_max_inputs: int = setting(
+        2048, "inputs per upstream call; larger requests are split", bound=AT_LEAST_1
+    )
+    api_keys: tuple[str, ...] = setting(
+        (),
+        "accept this key as 'Authorization: Bearer KEY' (repeatable; the keys of every source, "
+        "key files included, are gathered); with none, no key is asked for",
+        flags=("--api-key",),
+        gathers=True,
+        secret=True,
+        metavar="KEY",
+        shown_default="none",
+    )
+    public_probes: bool = setting(
+        True,
+        "/health, /ready and /metrics answer without a key (--private-probes: they ask too)",
+        negative="--private-probes",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "a browser origin allowed to call the API, or * (repeatable)",
+        flags=("--cors-origin",),
+        metavar="ORIGIN",
+        shown_default="none",
+    )
+    request_timeout_s: float = setting(
+        30.0,
+        "seconds a request's inputs may wait in the queue; past it a 503 with Retry-After, and "
+        "they are dropped before they cost compute",
+        bound=ABOVE_0,
+    )
+    max_request_tokens: int | None = setting(
+        None,
+        "tokens one request may embed, summed over its inputs (400 past it)",
+        bound=AT_LEAST_1,
+        shown_default="no limit",
+    )
+    drain_timeout_s: float = setting(
+        30.0, "seconds in-flight requests get to finish on SIGTERM/SIGINT", bound=AT_LEAST_0
+    )
+    log_format: LogFormat = setting("text", "log lines (text) or one JSON object a line (json)")
+    log_level: LogLevel = setting("info", "logging level of embedserve and uvicorn")
+    access_log: bool = setting(True, "log one line per HTTP request", negative="--no-access-log")
+
+    def __post_init__(self) -> None:
+        """Values out of their range or choices are one clear error, whatever set them."""
+        for described in SETTINGS:
+            described.check(getattr(self, described.name))
+
+
+SETTINGS: list[Described] = describe(Settings)
+MODEL_FIELDS: list[Described] = describe(ModelSpec)

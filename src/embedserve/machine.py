@@ -1,0 +1,95 @@
+"""What this machine offers a server: the cores this process may use, native bf16, and how many
+forward passes to run at once on them. Counted once per process (`cores()`) and handed down."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+@functools.cache
+def cores() -> int:
+    """The cores this process may use, counted once: see `usable_cores`."""
+    return usable_cores()
+
+
+def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
+    """The CPUs this process may run on (its affinity, a container's CPU set), capped by its
+    cgroup's CPU quota: a container limited to 2 CPUs on a 64-core host gets 2, not 64."""
+    try:
+        count = len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    return count if quota is None else max(1, min(count, int(quota)))
+
+
+def cgroup_cpu_quota(cgroup_root: Path, proc_cgroup: Path) -> float | None:
+    """CPUs' worth of time the process's cgroup (or an ancestor) allows, or None when no quota
+    is set; cgroup v2 (cpu.max) or v1 (cpu.cfs_quota_us over cpu.cfs_period_us)."""
+    limits: list[float] = []
+    with contextlib.suppress(OSError):
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # v2: one unified hierarchy
+                limits += _quotas(cgroup_root, path, _v2_quota)
+            elif "cpu" in controllers.split(","):
+                for mount in (controllers, "cpu", "cpu,cpuacct"):
+                    if (cgroup_root / mount).is_dir():
+                        limits += _quotas(cgroup_root / mount, path, _v1_quota)
+                        break
+    return min(limits) if limits else None
+
+
+def _quotas(mount: Path, path: str, read: Callable[[Path], float | None]) -> list[float]:
+    """The quotas on the way from the process's cgroup up to the mount's root (an ancestor's
+    limit binds too). Inside a container the host's path may not exist: then the root's."""
+    folder = mount / path.strip("/")
+    if not folder.is_dir():
+        folder = mount
+    found = []
+    while True:
+        quota = read(folder)
+        if quota is not None:
+            found.append(quota)
+        if folder == mount or mount not in folder.parents:
+            return found
+        folder = folder.parent
+
+
+def _v2_quota(folder: Path) -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    return None
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def default_streams(cores: int) -> int:
+    """CPU forward passes to run at once. An embedding model's matrices are small, and a pass
+    split over threads waits at every op, so independent single-threaded passes outrun it; above
+    8 cores, streams of 4 threads keep a lone request's latency low."""
+    return 1 if cores < 2 else max(2, cores // 4)
