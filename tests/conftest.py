@@ -9,8 +9,10 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One ONNX export per test session, shared by in-process tests and the server processes.
+# One ONNX export per test session, shared by in-process tests and the server processes; the
+# tests' own tiktoken (LangChain's, the references') reads its data from there too.
 os.environ["EMBEDSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedserve-test-cache-")
+os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(os.environ["EMBEDSERVE_CACHE_DIR"], "tiktoken")
 
 from pathlib import Path
 
@@ -23,8 +25,10 @@ import torch  # noqa: F401
 
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
+from embedserve.engine.openai_tokens import prepare_tiktoken_cache
 from embedserve.models.source import ModelSource, resolve
 
+prepare_tiktoken_cache()
 atexit.register(shutil.rmtree, os.environ["EMBEDSERVE_CACHE_DIR"], ignore_errors=True)
 
 

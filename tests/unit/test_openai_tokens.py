@@ -27,6 +27,26 @@ def test_decodes_what_tiktoken_encodes() -> None:
     assert ids[0] == [15339, 1917]  # the real cl100k_base ranks
 
 
+def test_the_encoding_is_tiktokens_own_and_touches_no_cache(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Made in memory from the packaged data: the server writes no tiktoken cache anywhere."""
+    from embedserve.engine.openai_tokens import cl100k
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "never"))
+    cl100k.cache_clear()
+    ours = cl100k()
+    assert not (tmp_path / "never").exists()
+    monkeypatch.undo()
+    theirs = tiktoken.get_encoding("cl100k_base")
+    texts = [*TEXTS, "<|endoftext|> and  spaces\n\n\tTabs 12345 ÜBER", "x" * 300]
+    for text in texts:
+        assert ours.encode(text, allowed_special="all") == theirs.encode(
+            text, allowed_special="all"
+        )
+    assert ours.n_vocab == theirs.n_vocab
+
+
 @pytest.mark.parametrize("bad", [-1, 100256, 100261, 100277, 10**30])
 def test_out_of_range_ids_are_refused(bad: int) -> None:
     with pytest.raises(InvalidInput, match=rf"input\[7\] holds token id {bad}"):

