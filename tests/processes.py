@@ -20,10 +20,18 @@ def free_port() -> int:
 
 
 def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`embedserve serve` with `args` on a free port."""
+    return start_command(tmp_path, ["-m", "embedserve", "serve", *args])
+
+
+def start_command(
+    tmp_path: Path, args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`python <args> --port <a free port>`, its output in a log file."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken")}
-    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, *args, "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     return process, f"http://127.0.0.1:{port}", log

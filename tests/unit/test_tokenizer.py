@@ -125,3 +125,25 @@ def test_the_server_tokenizes_a_request_on_its_own_thread(
     started, seen = out.split()
     assert (int(started) > 0) is threads_start
     assert seen == setting
+
+
+def test_left_truncation_keeps_what_the_tokenizers_library_keeps(
+    tokenizer: ModelTokenizer, minilm: ModelSource
+) -> None:
+    """Truncating from the left (TEI's truncation_direction) keeps an input's last tokens,
+    also when only the text's tail is tokenized."""
+    from tokenizers import Tokenizer
+
+    reference = Tokenizer.from_file(str(minilm.files / "tokenizer.json"))
+    reference.no_padding()
+    reference.enable_truncation(256, direction="left")
+    texts = [
+        "word " * 200_000 + "the very end",
+        "naïve café 東京 🙂 " * 5_000,
+        "late start " * 10 + " " * 20_000,
+        "x" * 50_000,
+        "short",
+    ]
+    for text, content in zip(texts, tokenizer.content_ids(texts, left=True), strict=True):
+        expected = reference.encode(text.strip()).ids
+        assert tokenizer.frame(content, truncate=True, index=0, left=True) == expected

@@ -103,6 +103,7 @@ class ServedModel:
             self._pending = None
         if service is not None:
             await service.aclose()
+            log.info("model %s closed", self.id)
 
 
 class ModelRegistry:

@@ -1,0 +1,104 @@
+"""The app under plain uvicorn (`uvicorn --factory embedserve.asgi:create_app`), configured by
+EMBEDSERVE_* variables and an EMBEDSERVE_CONFIG file: the same API as `embedserve serve`, with
+the models loaded in each worker's lifespan and closed when it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import REAL_SENTENCES, cosines, reference_vectors
+from tests.processes import start_command, stop, wait_until_listening
+
+pytestmark = pytest.mark.process
+
+FACTORY = ["-m", "uvicorn", "--factory", "embedserve.asgi:create_app", "--host", "127.0.0.1"]
+
+
+def configured(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "embedserve.toml"
+    config.write_text(
+        '[[models]]\nmodel = "all-MiniLM-L6-v2"\nname = "minilm"\naliases = ["small"]\n'
+    )
+    return {"EMBEDSERVE_CONFIG": str(config), "EMBEDSERVE_MAX_INPUTS": "4"}
+
+
+async def embed_concurrently(base: str, requests: list[list[str]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        calls = [
+            client.post("/v1/embeddings", json={"input": t, "model": "small"}) for t in requests
+        ]
+        return await asyncio.gather(*calls)
+
+
+def stopped(process, log: Path) -> str:  # type: ignore[no-untyped-def]
+    """SIGTERM, and the log once it exited; uvicorn re-raises the signal after a graceful
+    shutdown (its own exit), a supervisor of workers exits 0."""
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    text = log.read_text()
+    assert code in (0, -signal.SIGTERM), text[-3000:]
+    assert "Application shutdown complete" in text
+    return text
+
+
+def test_uvicorn_factory_serves_the_api_with_models_loaded_in_the_lifespan(  # type: ignore[no-untyped-def]
+    tmp_path: Path, reference
+) -> None:
+    process, base, log = start_command(tmp_path, FACTORY, configured(tmp_path))
+    try:
+        wait_until_listening(process, base, log)
+        assert httpx.get(f"{base}/ready").status_code == 200  # loaded before it listened
+        (card,) = httpx.get(f"{base}/v1/models").json()["data"]
+        assert (card["id"], card["aliases"], card["ready"]) == ("minilm", ["small"], True)
+        responses = asyncio.run(embed_concurrently(base, [REAL_SENTENCES[:4]] * 8))
+        for response in responses:
+            assert response.status_code == 200
+            got = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+            assert cosines(got, reference_vectors(reference, REAL_SENTENCES[:4])).min() >= 0.9999
+        too_many = httpx.post(f"{base}/v1/embeddings", json={"input": ["a"] * 5})
+        assert too_many.status_code == 400  # EMBEDSERVE_MAX_INPUTS reached the app
+        assert too_many.json()["error"]["code"] == "too_many_inputs"
+    except BaseException:
+        stop(process)
+        raise
+    text = stopped(process, log)
+    assert text.index("model minilm ready") < text.index("Application startup complete")
+    assert "model minilm closed" in text
+    assert "Traceback" not in text
+
+
+def test_two_uvicorn_workers_each_load_serve_and_close(tmp_path: Path, reference) -> None:  # type: ignore[no-untyped-def]
+    process, base, log = start_command(tmp_path, [*FACTORY, "--workers", "2"], configured(tmp_path))
+    try:
+        wait_until_listening(process, base, log)
+        deadline = 120
+        while log.read_text().count("Application startup complete") < 2 and deadline:
+            deadline -= 1
+            asyncio.run(asyncio.sleep(0.5))  # the second worker may still be loading
+        requests = [[f"{i}: {text}"] for i, text in enumerate(REAL_SENTENCES * 2)]
+        responses = asyncio.run(embed_concurrently(base, requests))
+        assert [r.status_code for r in responses] == [200] * len(requests)
+        got = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
+        want = reference_vectors(reference, [texts[0] for texts in requests])
+        assert cosines(got, want).min() >= 0.9999
+    except BaseException:
+        stop(process)
+        raise
+    text = stopped(process, log)
+    assert text.count("model minilm ready") == 2  # one load in each worker's lifespan
+    assert text.count("model minilm closed") == 2
+    assert len(set(_worker_pids(text))) == 2
+
+
+def _worker_pids(log: str) -> list[str]:
+    return [
+        line.rsplit("[", 1)[1].rstrip("]")
+        for line in log.splitlines()
+        if "Started server process" in line
+    ]

@@ -1,0 +1,123 @@
+"""Backend selection: one table of rules, and a backend added to the registry is one entry,
+selectable by name like the shipped ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedserve.backends import registry
+from embedserve.backends.registry import BACKENDS, BackendEntry, choose
+from embedserve.backends.spec import BackendSpec
+from embedserve.config import Settings
+from embedserve.engine.loading import build_registry, load_embedder
+from embedserve.errors import ModelUnavailable
+from embedserve.models.source import ModelSource
+from tests.fakes import EchoBackend
+
+
+class Built(EchoBackend):
+    """An echo backend that keeps the spec it was built from."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(dimension=12)
+        self.spec = spec
+
+
+def test_a_backend_added_to_the_registry_is_selectable_by_name(
+    minilm: ModelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BACKENDS, "echo", BackendEntry(Built, ("cpu",), ("fp32",)))
+    from embedserve.cli import parse_settings
+
+    settings = parse_settings(["serve", "--backend", "echo", "--device", "cpu"], {})
+    build_registry(settings)  # a known name: no error before loading
+    embedder = load_embedder(minilm, settings, cores=3)
+    backend = embedder.backend
+    assert isinstance(backend, Built)
+    assert (backend.spec.precision, backend.spec.device, backend.spec.cores) == ("fp32", "cpu", 3)
+    assert backend.spec.files == minilm.files
+    assert embedder.embed_sync(["hello"]).vectors.shape == (1, 12)
+    embedder.close()
+
+
+def test_an_unknown_backend_fails_fast_naming_the_known_ones() -> None:
+    with pytest.raises(ModelUnavailable, match="choose one of auto, onnx, openvino, torch"):
+        build_registry(Settings(backend="tensorrt"))
+
+
+def test_auto_falls_back_to_the_next_backend_that_builds(
+    minilm: ModelSource, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(spec: BackendSpec) -> EchoBackend:
+        raise RuntimeError("the exporter does not know this architecture")
+
+    monkeypatch.setitem(BACKENDS, "broken", BackendEntry(broken, ("cpu",), ("fp32",)))
+    monkeypatch.setitem(BACKENDS, "echo", BackendEntry(Built, ("cpu",), ("fp32",)))
+    monkeypatch.setitem(registry.AUTO_BACKENDS, ("cpu", "fp32"), ("broken", "echo"))
+    caplog.set_level("WARNING")
+    embedder = load_embedder(minilm, Settings(device="cpu"))
+    assert isinstance(embedder.backend, Built)
+    assert any("does not know this architecture); trying echo" in m for m in caplog.messages)
+    embedder.close()
+    monkeypatch.setitem(registry.AUTO_BACKENDS, ("cpu", "fp32"), ("broken",))
+    with pytest.raises(ModelUnavailable, match="cannot build the fp32 broken backend"):
+        load_embedder(minilm, Settings(device="cpu"))
+
+
+def test_a_faster_precision_is_measured_against_its_reference(
+    minilm: ModelSource, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Noisy(Built):
+        def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            out = super().embed(input_ids, attention_mask)
+            return out + (0.5 if self.spec.precision == "int8" else 0.0)
+
+    entry = BackendEntry(Noisy, ("cpu",), ("fp32", "int8"), reference="echo")
+    monkeypatch.setitem(BACKENDS, "echo", entry)
+    caplog.set_level("INFO")
+    load_embedder(minilm, Settings(backend="echo", precision="int8", device="cpu")).close()
+    (line,) = [m for m in caplog.messages if "cosine vs fp32" in m]
+    assert line.startswith("precision int8: cosine vs fp32 on")
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "precision", "chosen"),
+    [
+        ("auto", "cpu", "auto", [("onnx", "fp32"), ("torch", "fp32")]),
+        ("auto", "cuda", "auto", [("torch", "fp16")]),
+        ("auto", "cuda:1", "bf16", [("torch", "bf16")]),
+        ("torch", "cpu", "fp32", [("torch", "fp32")]),
+    ],
+)
+def test_the_rules_pick_backends_by_device_and_precision(
+    backend: str, device: str, precision: str, chosen: list[tuple[str, str]]
+) -> None:
+    assert [(c.name, c.precision) for c in choose(backend, device, precision)] == chosen
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "precision", "reason"),
+    [
+        ("openvino", "cuda", "auto", "OpenVINO runs on the CPU"),
+        ("onnx", "cuda", "fp32", "ONNX Runtime runs on the CPU here"),
+        ("torch", "cpu", "int8", "int8 runs on the CPU (OpenVINO or ONNX Runtime)"),
+        ("auto", "cpu", "fp16", "fp16 needs a CUDA GPU"),
+        ("auto", "cuda", "int8", "int8 runs on the CPU"),
+        ("onnx", "cpu", "bf16", "use --backend openvino for bf16"),
+    ],
+)
+def test_what_cannot_be_served_is_refused_with_the_reason(
+    backend: str, device: str, precision: str, reason: str
+) -> None:
+    with pytest.raises(ModelUnavailable, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        choose(backend, device, precision)
+
+
+def test_a_model_that_ships_only_onnx_is_served_as_it_is() -> None:
+    (choice,) = choose("auto", "cuda", "auto", onnx_only="acme/onnx")
+    assert (choice.name, choice.precision, choice.device) == ("onnx", "fp32", "cpu")
+    with pytest.raises(ModelUnavailable, match=r"ships only an ONNX model.*drop --precision int8"):
+        choose("auto", "cpu", "int8", onnx_only="acme/onnx")
+    with pytest.raises(ModelUnavailable, match="drop --backend torch"):
+        choose("torch", "cpu", "auto", onnx_only="acme/onnx")

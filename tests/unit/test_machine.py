@@ -1,0 +1,74 @@
+"""Cores counted as a container's limits allow: its CPU set and its cgroup's CPU quota."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from embedserve.machine import cgroup_cpu_quota, default_streams, usable_cores
+
+AFFINITY = len(os.sched_getaffinity(0))
+
+
+def cgroup_v2(tmp_path: Path, limits: dict[str, str], own: str = "/kubepods/pod1/app") -> Path:
+    """A fake /sys/fs/cgroup (v2) and /proc/self/cgroup: `limits` maps a cgroup's path to the
+    content of its cpu.max."""
+    root = tmp_path / "cgroup"
+    for path, cpu_max in limits.items():
+        folder = root / path.strip("/")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cpu.max").write_text(cpu_max + "\n")
+    (root / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(f"0::{own}\n")
+    return proc
+
+
+def test_a_cgroup_quota_of_two_cpus_gives_two_cores(tmp_path: Path) -> None:
+    proc = cgroup_v2(tmp_path, {"/kubepods/pod1/app": "200000 100000"})
+    assert cgroup_cpu_quota(tmp_path / "cgroup", proc) == 2.0
+    assert usable_cores(tmp_path / "cgroup", proc) == min(AFFINITY, 2)
+
+
+def test_an_ancestors_quota_binds_and_the_smallest_wins(tmp_path: Path) -> None:
+    proc = cgroup_v2(tmp_path, {"/kubepods": "100000 100000", "/kubepods/pod1/app": "max 100000"})
+    assert cgroup_cpu_quota(tmp_path / "cgroup", proc) == 1.0
+    assert usable_cores(tmp_path / "cgroup", proc) == 1
+
+
+def test_a_fraction_of_a_cpu_still_gets_one_core(tmp_path: Path) -> None:
+    proc = cgroup_v2(tmp_path, {"/kubepods/pod1/app": "50000 100000"})
+    assert usable_cores(tmp_path / "cgroup", proc) == 1
+
+
+@pytest.mark.parametrize("content", ["max 100000", "garbage", ""])
+def test_no_quota_leaves_the_cpu_set(tmp_path: Path, content: str) -> None:
+    proc = cgroup_v2(tmp_path, {"/kubepods/pod1/app": content})
+    assert cgroup_cpu_quota(tmp_path / "cgroup", proc) is None
+    assert usable_cores(tmp_path / "cgroup", proc) == AFFINITY
+
+
+def test_inside_a_container_the_namespace_root_holds_the_quota(tmp_path: Path) -> None:
+    proc = cgroup_v2(tmp_path, {"/": "300000 100000"}, own="/")
+    assert cgroup_cpu_quota(tmp_path / "cgroup", proc) == 3.0
+
+
+def test_cgroup_v1_quota_and_period(tmp_path: Path) -> None:
+    folder = tmp_path / "cgroup" / "cpu,cpuacct" / "docker" / "abc"
+    folder.mkdir(parents=True)
+    (folder / "cpu.cfs_quota_us").write_text("150000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n")
+    assert cgroup_cpu_quota(tmp_path / "cgroup", proc) == 1.5
+    assert usable_cores(tmp_path / "cgroup", proc) == 1
+
+
+def test_no_cgroup_file_at_all(tmp_path: Path) -> None:
+    assert usable_cores(tmp_path / "none", tmp_path / "none") == AFFINITY
+
+
+def test_streams_follow_the_cores() -> None:
+    assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
