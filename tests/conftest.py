@@ -32,6 +32,13 @@ prepare_tiktoken_cache()
 atexit.register(shutil.rmtree, os.environ["EMBEDSERVE_CACHE_DIR"], ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts a real process is slow too."""
+    for item in items:
+        if item.get_closest_marker("process"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def minilm() -> ModelSource:
     """The packaged default model, found through its package."""

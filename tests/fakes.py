@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -106,3 +108,28 @@ def registry_with(
     model = ServedModel(source, lambda _source: embedder)
     model.load()
     return ModelRegistry([model], strict=strict)
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait for the engine's state (never a fixed time): `condition` is polled until true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never met"
+        await asyncio.sleep(0.005)
+
+
+async def until_equal(value: Callable[[], object], expected: object) -> None:
+    """Wait until `value()` == `expected`."""
+    await until(lambda: value() == expected)
+
+
+def taken_or_refused(batcher: object, tasks: Sequence[asyncio.Future[Any]]) -> int:
+    """Single-sequence requests the batcher holds (computing, formed, queued) plus those that
+    are done (refused), for a batcher of one sequence a batch."""
+    return sum(state_of(batcher)) + sum(task.done() for task in tasks)
+
+
+def state_of(batcher: object) -> tuple[int, int, int]:
+    """(computing, formed, queued) of a Batcher."""
+    state = batcher.state()  # type: ignore[attr-defined]
+    return state.computing, state.formed, state.queued

@@ -23,6 +23,10 @@ from tests.fakes import (
     client_for,
     fake_embedder,
     registry_with,
+    state_of,
+    taken_or_refused,
+    until,
+    until_equal,
 )
 
 
@@ -319,14 +323,16 @@ async def test_32_concurrent_requests_each_get_their_own_vectors(client, referen
 
 async def test_health_answers_while_a_batch_computes(minilm) -> None:  # type: ignore[no-untyped-def]
     backend = BlockingBackend()
-    async with client_for(registry_with(minilm, fake_embedder(minilm, backend))) as client:
+    registry = registry_with(minilm, fake_embedder(minilm, backend))
+    async with client_for(registry) as client:
         slow = asyncio.create_task(client.post("/v1/embeddings", json={"input": "slow"}))
         await asyncio.to_thread(backend.entered.wait, 10)
         health = await client.get("/health")  # would hang if inference held the event loop
         assert health.status_code == 200
         assert not slow.done()
         other = asyncio.create_task(client.post("/v1/embeddings", json={"input": "queued"}))
-        await asyncio.sleep(0.05)
+        batcher = registry.models[0].loaded.batcher  # type: ignore[union-attr]
+        await until(lambda: state_of(batcher) == (1, 1, 0))  # it waits behind the held pass
         backend.release.set()
         assert (await slow).status_code == 200
         assert (await other).status_code == 200
@@ -345,8 +351,8 @@ async def test_overload_is_a_429_with_retry_after_and_recovers(minilm) -> None: 
             tasks.append(
                 asyncio.create_task(client.post("/v1/embeddings", json={"input": f"t {i}"}))
             )
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)
+            # each is taken (computing, formed or queued) or refused before the next comes
+            await until_equal(lambda: taken_or_refused(embedder.batcher, tasks), i + 1)
         backend.release.set()
         responses = await asyncio.gather(*tasks)
         refused = [r for r in responses if r.status_code == 429]
@@ -369,7 +375,7 @@ async def test_a_client_that_disconnects_frees_its_queued_work(minilm) -> None: 
         busy = asyncio.create_task(client.post("/v1/embeddings", json={"input": [[7001]]}))
         await asyncio.to_thread(backend.entered.wait, 5)
         ahead = asyncio.create_task(client.post("/v1/embeddings", json={"input": [[7002]]}))
-        await asyncio.sleep(0.05)
+        await until(lambda: state_of(embedder.batcher) == (1, 1, 0))
 
         leave = asyncio.Event()
         body = json.dumps({"input": [[7003]]}).encode()
@@ -404,7 +410,7 @@ async def test_a_client_that_disconnects_frees_its_queued_work(minilm) -> None: 
             ],
         }
         gone = asyncio.create_task(app(scope, receive, send))
-        await asyncio.sleep(0.05)
+        await until(lambda: state_of(embedder.batcher) == (1, 2, 0))  # 7003 in the former's hands
         leave.set()  # the client goes away while its request waits in the queue
         await gone
         backend.release.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -77,10 +78,10 @@ def test_two_uvicorn_workers_each_load_serve_and_close(tmp_path: Path, reference
     process, base, log = start_command(tmp_path, [*FACTORY, "--workers", "2"], configured(tmp_path))
     try:
         wait_until_listening(process, base, log)
-        deadline = 120
-        while log.read_text().count("Application startup complete") < 2 and deadline:
-            deadline -= 1
-            asyncio.run(asyncio.sleep(0.5))  # the second worker may still be loading
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Application startup complete") < 2:  # both loaded
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
         requests = [[f"{i}: {text}"] for i, text in enumerate(REAL_SENTENCES * 2)]
         responses = asyncio.run(embed_concurrently(base, requests))
         assert [r.status_code for r in responses] == [200] * len(requests)

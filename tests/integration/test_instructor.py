@@ -19,6 +19,8 @@ from tests.fakes import client_for
 from tests.generated import tiny_instructor_model
 from tests.reference.instructor import instructor_vectors
 
+pytestmark = pytest.mark.slow  # a reference venv, and exports
+
 _, QUERY, DOCUMENT = next(f for f in FAMILY_DEFAULTS if f[0] == "instructor")
 TEXTS = [*REAL_SENTENCES[:8], *VARIED_TEXTS, "  spaced out  ", "word " * 600]  # last: truncated
 

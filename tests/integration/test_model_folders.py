@@ -17,6 +17,8 @@ from embedserve.models.source import ModelSource, resolve
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 from tests.generated import hub_style_onnx_folder
 
+pytestmark = pytest.mark.slow  # builds and exports models
+
 
 @pytest.fixture(scope="module")
 def onnx_folder(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> Path:

@@ -166,6 +166,7 @@ def mpnet() -> ModelSource:
     return resolve("all-mpnet-base-v2")  # assembled from its five packages into the cache
 
 
+@pytest.mark.slow  # exports all-mpnet-base-v2
 async def test_two_real_models_at_once_each_equal_to_sentence_transformers(  # type: ignore[no-untyped-def]
     minilm, embedder, reference, mpnet
 ) -> None:

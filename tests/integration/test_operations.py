@@ -15,7 +15,15 @@ from embedserve.api.app import create_app
 from embedserve.config import Settings
 from embedserve.engine.batcher import BatchLimits
 from embedserve.models.source import ModelSource
-from tests.fakes import BlockingBackend, EchoBackend, fake_embedder, registry_with
+from tests.fakes import (
+    BlockingBackend,
+    EchoBackend,
+    fake_embedder,
+    registry_with,
+    state_of,
+    until,
+    until_equal,
+)
 
 KEY = "sk-embedserve-test-key-0123456789"
 ROUTES = [
@@ -181,13 +189,6 @@ async def test_the_access_log_can_be_turned_off(minilm, caplog) -> None:  # type
     assert not [r for r in caplog.records if r.name == "embedserve.access"]
 
 
-async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never met"
-        await asyncio.sleep(0.01)
-
-
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -224,17 +225,8 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
                 )
             )
             if i >= 4:  # refused: it never reaches the engine
-                await until(lambda n=i: held[n].done())
-            await until(
-                lambda q=queued, f=formed, c=computing: (
-                    (
-                        (s := batcher.state()).queued,
-                        s.formed,
-                        s.computing,
-                    )
-                    == (q, f, c)
-                )
-            )
+                await until(held[-1].done)
+            await until_equal(lambda: state_of(batcher), (computing, formed, queued))
         depth = samples((await client.get("/metrics")).text)[
             ("embedserve_queue_depth", (("model", model),))
         ]

@@ -22,6 +22,8 @@ from embedserve.machine import cpu_supports_bf16, default_streams
 from embedserve.models.source import ModelSource
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 
+pytestmark = pytest.mark.slow  # builds and exports models
+
 
 def embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
     return embedder.embed_sync(texts).vectors

@@ -1,6 +1,7 @@
 """The real server process under hostile input, a soak, overload and shutdown. Bounded in time;
-only 127.0.0.1. The figures the soak and overload measure are printed and written to
-$EMBEDSERVE_RELIABILITY_REPORT when set (the README quotes them)."""
+only 127.0.0.1. What they measure (throughput, latency, memory) is reported, never asserted:
+printed, and written to $EMBEDSERVE_RELIABILITY_REPORT when set (docs/operations.md quotes
+it). What they assert is that nothing is lost, mixed or left unanswered."""
 
 from __future__ import annotations
 
@@ -146,6 +147,7 @@ async def _soak_client(
     tally: dict[str, list[float]],
 ) -> None:
     while time.monotonic() < until:
+        tally.setdefault("sent", []).append(0.0)
         started = time.perf_counter()
         if rng.random() < 0.2:  # an invalid request, with the answer it must get
             what, body, content_type, status, _ = rng.choice(
@@ -204,6 +206,7 @@ async def test_soak_32_clients_mixed_traffic_every_answer_is_its_own(server, exp
             )
         )
     after = rss_mib(pid)
+    sent = len(tally.pop("sent"))
     unexpected = {k: len(v) for k, v in tally.items() if k not in ("valid_ok", "invalid_ok")}
     latencies = sorted(t for v in tally.values() for t in v)
     figures = {
@@ -220,9 +223,10 @@ async def test_soak_32_clients_mixed_traffic_every_answer_is_its_own(server, exp
         "rss_after_mib": round(after),
     }
     report("soak", figures)
-    assert not unexpected
-    assert len(tally.get("valid_ok", [])) > 100
-    assert after - before < 150, figures  # resident memory growth stays bounded
+    assert not unexpected  # no wrong status, index or vector: nothing mixed up
+    assert len(latencies) == sent  # every request sent was answered
+    assert tally.get("valid_ok")
+    assert tally.get("invalid_ok")
 
 
 def test_overload_gives_429s_accepted_requests_succeed_and_it_recovers(tmp_path, expected) -> None:  # type: ignore[no-untyped-def]

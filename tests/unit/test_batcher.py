@@ -12,7 +12,16 @@ import pytest
 
 from embedserve.engine.batcher import Batcher, BatchLimits, coarse_width
 from embedserve.errors import Overloaded
-from tests.fakes import BlockingBackend, EchoBackend, FailingBackend, SlowBackend
+from tests.fakes import (
+    BlockingBackend,
+    EchoBackend,
+    FailingBackend,
+    SlowBackend,
+    state_of,
+    taken_or_refused,
+    until,
+    until_equal,
+)
 
 
 def batcher_for(backend: EchoBackend, **limits: float) -> Batcher:
@@ -124,7 +133,7 @@ async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
     lone = asyncio.create_task(batcher.submit([seq(7001, 5)]))
     assert await asyncio.to_thread(backend.entered.wait, 5)  # nothing beside it: alone
     crowd = [asyncio.create_task(batcher.submit([seq(7100 + i, 6)])) for i in range(12)]
-    await asyncio.sleep(0.1)
+    await until(lambda: batcher.state().waiting_for_cores == 1)  # the other worker is held
     assert backend.batches == []  # the crowd's passes wait for the one on every core
     backend.release.set()
     results = await asyncio.gather(lone, *crowd)
@@ -177,13 +186,13 @@ async def test_the_oldest_request_is_never_starved() -> None:
     blocker = asyncio.create_task(batcher.submit([seq(9000, 5)]))
     await asyncio.to_thread(backend.entered.wait, 5)
     fillers = []
-    for token in (9001, 9002):  # one waits in the prepared slot, one in the former's hands
+    for formed, token in enumerate((9001, 9002), 1):  # one handed over, one in the former's hands
         fillers.append(asyncio.create_task(batcher.submit([seq(token, 5)])))
-        await asyncio.sleep(0.05)
+        await until_equal(lambda: state_of(batcher), (1, formed, 0))
     old = asyncio.create_task(batcher.submit([seq(9003, 90)]))  # long, and first in line
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.queued == 1)
     crowd = [asyncio.create_task(batcher.submit([seq(9100 + i, 6)])) for i in range(12)]
-    await asyncio.sleep(0.05)
+    await until(lambda: batcher.queued == 13)
     backend.release.set()
     await asyncio.gather(blocker, *fillers, old, *crowd)
     waiting_together = [t for t in backend.seen if t == 9003 or t >= 9100]
@@ -197,9 +206,9 @@ async def test_a_cancelled_request_is_dropped_before_compute() -> None:
     first = asyncio.create_task(batcher.submit([seq(4001, 5)]))
     await asyncio.to_thread(backend.entered.wait, 5)
     ahead = asyncio.create_task(batcher.submit([seq(4002, 5)]))  # prepared while 4001 runs
-    await asyncio.sleep(0.05)
+    await until(lambda: state_of(batcher) == (1, 1, 0))
     gone = asyncio.create_task(batcher.submit([seq(4003, 5), seq(4004, 5)]))
-    await asyncio.sleep(0.05)
+    await until(lambda: state_of(batcher) == (1, 2, 1))  # 4003 in the former's hands, 4004 queued
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone  # the cancellation has landed before the backend moves on
@@ -235,8 +244,8 @@ async def test_full_queue_gives_429_then_recovers() -> None:
     tasks = []
     for i in range(12):
         tasks.append(asyncio.create_task(batcher.submit([seq(6000 + i, 5)])))
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+        # each one is taken (computing, formed or queued) or refused before the next comes
+        await until_equal(lambda: taken_or_refused(batcher, tasks), i + 1)
     backend.release.set()
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, Overloaded)]
@@ -295,13 +304,13 @@ def test_pad_marks_unpooled_tokens_within_each_sequence() -> None:
 async def test_retry_after_follows_the_queue_and_the_compute_rate() -> None:
     batcher = batcher_for(SlowBackend(0.05), max_batch_size=1, max_queued=30)  # <= 20/s
     first = asyncio.create_task(batcher.submit([seq(7, 5)] * 40))
-    await asyncio.sleep(0.01)  # the former takes one; 39 wait
+    await until(lambda: 30 < batcher.queued < 40)  # the former has taken one
     with pytest.raises(Overloaded) as before_any_batch:
         await batcher.submit([seq(8, 5)])
     assert before_any_batch.value.retry_after == 1  # no rate known yet
     await first
     backlog = asyncio.create_task(batcher.submit([seq(9, 5)] * 40))
-    await asyncio.sleep(0.01)
+    await until(lambda: 30 < batcher.queued < 40)
     with pytest.raises(Overloaded) as measured:
         await batcher.submit([seq(10, 5)])
     # ~39 waiting at <= 20/s: at least 2 s, and never past the 60 s cap

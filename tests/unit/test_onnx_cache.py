@@ -19,6 +19,8 @@ from embedserve.backends.openvino import OpenVinoBackend
 from embedserve.backends.openvino_build import cached_openvino_int8
 from embedserve.models.source import ModelSource
 
+pytestmark = pytest.mark.slow  # builds and exports models
+
 
 @pytest.fixture(scope="module")
 def built(minilm: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

