@@ -14,11 +14,22 @@ from fastapi import FastAPI
 
 from embedserve.api.app import create_app as create_app_for
 from embedserve.config.sources import settings_from_environment
+from embedserve.errors import EmbedServeError
 from embedserve.logs import configure as configure_logging
+
+log = logging.getLogger("embedserve")
 
 
 def create_app() -> FastAPI:
-    settings = settings_from_environment(os.environ)
-    if not logging.getLogger().handlers:  # the host server configured only its own loggers
-        configure_logging(settings.log_level, settings.log_format)
-    return create_app_for(settings)
+    """The app, or exit 2 with one line saying why not (a bad setting, a model that cannot be
+    found), as `embedserve serve` does."""
+    try:
+        settings = settings_from_environment(os.environ)
+        if not logging.getLogger().handlers:  # the host server configured only its own loggers
+            configure_logging(settings.log_level, settings.log_format)
+        return create_app_for(settings)
+    except EmbedServeError as exc:
+        if not logging.getLogger().handlers:
+            configure_logging()
+        log.error("embedserve cannot start: %s", exc.message)
+        raise SystemExit(2) from None

@@ -103,3 +103,21 @@ def _worker_pids(log: str) -> list[str]:
         for line in log.splitlines()
         if "Started server process" in line
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"EMBEDSERVE_MODEL": "./no/such"}, "model folder './no/such' does not exist"),
+        ({"EMBEDSERVE_PRECISION": "fp8"}, "EMBEDSERVE_PRECISION='fp8' is not one of"),
+    ],
+)
+def test_uvicorn_factory_that_cannot_start_says_why_in_one_line(
+    tmp_path: Path, env: dict[str, str], fragment: str
+) -> None:
+    process, _, log = start_command(tmp_path, FACTORY, env)
+    code = process.wait(timeout=120)
+    text = log.read_text()
+    assert code == 2, text[-3000:]
+    assert f"embedserve cannot start: {fragment}" in text
+    assert "Traceback" not in text

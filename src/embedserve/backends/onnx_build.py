@@ -151,10 +151,9 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
 
 
 def _optimize(folder: Path, exported: Path, out: Path) -> None:
-    """Fuse what runs faster fused. ONNX Runtime's CPU kernels for its fused Attention and
-    SkipLayerNormalization ran all-MiniLM-L6-v2 5-11% slower (widths 13 to 512, one and two
-    streams) than the MatMul, Softmax, Add and LayerNormalization they replace, which its MLAS
-    GEMMs run; OpenVINO, which reads this graph too, ran both forms alike."""
+    """Fuse what runs faster fused: all but ONNX Runtime's Attention and SkipLayerNormalization,
+    whose CPU kernels ran slower than the plain operators they replace
+    (docs/engineering-notes.md)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 

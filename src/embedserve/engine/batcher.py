@@ -400,8 +400,7 @@ def _settle(job: _Job, error: BaseException | None = None) -> None:
 def coarse_width(width: int, limit: int | None = None) -> int:
     """`width` rounded up to the grid, never past `limit`: even widths below 64, then multiples
     of a 16th of the width's power of two (4 from 64, 8 from 128, ...), so a few percent of
-    padding at most. OpenVINO int8 served 16 x 8 short texts ~10% and mixed lengths ~16% faster
-    on it, in ~200 MiB less: 200 shapes in 10 s had outgrown its kernel cache."""
+    padding at most, and few shapes for a backend that builds kernels per shape to keep."""
     step = max(2, 1 << max(0, width.bit_length() - 5))
     grid = -(-width // step) * step
     return min(grid, limit) if limit else grid
