@@ -40,8 +40,8 @@ INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", HERE / ".venv-infinity"))
 
 
 MODES = {  # our servers: name -> (precision, backend)
-    "embedserve fp32 (default)": ("fp32", "auto"),
-    "embedserve bf16": ("bf16", "auto"),
+    "embedserve default": ("auto", "auto"),  # bf16 on OpenVINO where the CPU has it, else fp32
+    "embedserve fp32": ("fp32", "auto"),
     "embedserve int8": ("int8", "auto"),
     "embedserve int8 (ONNX Runtime)": ("int8", "onnx"),
 }
@@ -87,6 +87,7 @@ def servers(folder: Path) -> list[Server]:
         "--no-access-log",
         "--log-level",
         "warning",
+        *EXTRA,  # $EMBEDSERVE_BENCH_ARGS: the same flags for every mode, for A/B runs
     ]
     return [
         *(
@@ -275,7 +276,7 @@ def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, f
             started = time.perf_counter()
             list(pool.map(lambda batch: embedder.backend.embed(*batch), batches))
             best = max(best, sum(map(len, sequences)) / (time.perf_counter() - started))
-    label = f"{ENGINES[embedder.backend.kind]} {precision}"
+    label = f"{ENGINES[embedder.backend.kind]} {embedder.precision}"
     embedder.close()
     return label, best
 

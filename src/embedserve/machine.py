@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -80,12 +81,40 @@ def _v1_quota(folder: Path) -> float | None:
     return None
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""The CPU flags of native bf16 dot products (AMX, AVX512-BF16)."""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags the kernel reports for this CPU (empty where it reports none)."""
+    with contextlib.suppress(OSError):
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16() -> tuple[str, ...]:
+    """The native bf16 flags this CPU has (none: it would emulate bf16, slowly)."""
+    flags = cpu_flags()
+    return tuple(flag for flag in BF16_FLAGS if flag in flags)
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
-    flags = ""
+    return bool(native_bf16())
+
+
+def cpu_identity() -> str:
+    """What a numeric verdict about this CPU depends on: its model and its flags."""
+    model = ""
     with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    text = model + " " + " ".join(sorted(cpu_flags()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_streams(cores: int) -> int:

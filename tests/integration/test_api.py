@@ -284,6 +284,7 @@ async def test_models_endpoints(client) -> None:  # type: ignore[no-untyped-def]
     (card,) = listing["data"]
     assert card["id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert (card["object"], card["dimension"], card["max_tokens"]) == ("model", 384, 256)
+    assert card["selection"].startswith(f"precision auto: {card['precision']} on ")
     one = await client.get("/v1/models/sentence-transformers/all-MiniLM-L6-v2")
     assert one.status_code == 200
     assert one.json()["id"] == card["id"]

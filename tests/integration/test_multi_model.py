@@ -15,7 +15,7 @@ from embedserve.engine.loading import load_embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import ConfigError
 from embedserve.models.source import ModelSource, resolve
-from tests.conftest import REAL_SENTENCES, cosines
+from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines
 from tests.fakes import client_for
 from tests.generated import tiny_cls_dense_model
 
@@ -135,7 +135,9 @@ async def test_models_lists_both_with_their_facts(client) -> None:  # type: igno
     assert (minilm["dimension"], minilm["max_tokens"], minilm["pooling"]) == (384, 256, "mean")
     assert (tiny["dimension"], tiny["max_tokens"], tiny["pooling"]) == (16, 64, "cls")
     assert tiny["aliases"] == ["text-embedding-3-small"]
-    assert (tiny["backend"], tiny["precision"]) == ("onnx", "fp32")
+    for card in (minilm, tiny):  # what --precision auto chose, and why
+        label = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}[card["backend"]]
+        assert card["selection"].startswith(f"precision auto: {card['precision']} on {label}: ")
     assert (tiny["query_instruction"], tiny["document_instruction"]) == ("query: ", "passage: ")
 
 
@@ -173,13 +175,14 @@ async def test_two_real_models_at_once_each_equal_to_sentence_transformers(  # t
     from sentence_transformers import SentenceTransformer
 
     mpnet_embedder = load_embedder(mpnet, Settings())  # MPNet through the whole-stack export
+    assert mpnet_embedder.selection.startswith("precision auto: ")  # the fastest exact mode
     models = [
         ServedModel(minilm, lambda _s: embedder),
         ServedModel(mpnet, lambda _s: mpnet_embedder),
     ]
     for model in models:
         model.load()
-    texts = [*TEXTS, *REAL_SENTENCES[6:]]
+    texts = [*TEXTS, *REAL_SENTENCES[6:], *VARIED_TEXTS]
     async with client_for(ModelRegistry(models)) as client:
         got_minilm, got_mpnet = await asyncio.gather(
             post(client, input=texts, model="all-MiniLM-L6-v2"),
@@ -209,7 +212,8 @@ def test_other_poolings_and_architectures_go_through_the_export(  # type: ignore
 
     folder = tiny_cls_dense_model(tmp_path, minilm.files, pooling, architecture)
     embedder = load_embedder(resolve(str(folder)), Settings())
-    assert embedder.kind == "onnx"
+    assert embedder.kind in ("onnx", "openvino")  # the exported stack, in fp32 or proven bf16
+    assert embedder.selection.startswith("precision auto: ")
     texts = [*TEXTS, "short"]  # mixed lengths: padding must not leak into max or last token
     got = embedder.embed_sync(texts).vectors
     expected = SentenceTransformer(str(folder), device="cpu").encode(

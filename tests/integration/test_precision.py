@@ -29,15 +29,15 @@ def embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
     return embedder.embed_sync(texts).vectors
 
 
-def test_default_is_onnx_fp32_and_exact(embedder: Embedder, reference) -> None:  # type: ignore[no-untyped-def]
-    from embedserve.backends.onnx import OnnxBackend
-
-    assert isinstance(embedder.backend, OnnxBackend)
-    assert embedder.backend.streams == default_streams(usable_cores())  # the machine's default
-    assert 0 < embedder.batcher.limits.max_padding_tokens < 1000  # a pass's cost, timed at start
-    assert not embedder.batcher.limits.coarse_widths  # no kernels per shape: exact widths
+def test_explicit_fp32_is_onnx_runtime_and_exact(minilm: ModelSource, reference) -> None:  # type: ignore[no-untyped-def]
+    fp32 = load_embedder(minilm, Settings(precision="fp32"))
+    assert isinstance(fp32.backend, OnnxBackend)
+    assert fp32.backend.streams == default_streams(usable_cores())  # the machine's default
+    assert 0 < fp32.batcher.limits.max_padding_tokens < 1000  # a pass's cost, timed at start
+    assert not fp32.batcher.limits.coarse_widths  # no kernels per shape: exact widths
     for texts in (VARIED_TEXTS, REAL_SENTENCES):
-        assert cosines(embed(embedder, texts), reference_vectors(reference, texts)).min() >= 0.9999
+        assert cosines(embed(fp32, texts), reference_vectors(reference, texts)).min() >= 0.9999
+    fp32.close()
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnx"])
@@ -147,6 +147,19 @@ def test_streams_run_passes_at_once_with_the_same_vectors(
             for a, b in zip(alone, together, strict=True):
                 assert cosines(a, b).min() >= 0.99999
     served.close()
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to share out")
+def test_openvino_streams_keep_a_model_on_every_core_for_a_lone_batch(minilm: ModelSource) -> None:
+    served = load_embedder(minilm, Settings(backend="openvino", precision="fp32", streams=2))
+    backend = served.backend
+    assert backend.every_core_pass is not None
+    ids, mask = pad(served.tokenizer.encode(VARIED_TEXTS), served.tokenizer.pad_id)
+    assert cosines(backend.every_core_pass(ids, mask), backend.embed(ids, mask)).min() >= 0.99999
+    one = load_embedder(minilm, Settings(backend="openvino", precision="fp32", streams=1))
+    assert one.backend.every_core_pass is None  # its one stream is on every core already
+    served.close()
+    one.close()
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to share out")

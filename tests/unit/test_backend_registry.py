@@ -54,13 +54,17 @@ def test_auto_falls_back_to_the_next_backend_that_builds(
 
     monkeypatch.setitem(BACKENDS, "broken", BackendEntry(broken, ("cpu",), ("fp32",)))
     monkeypatch.setitem(BACKENDS, "echo", BackendEntry(Built, ("cpu",), ("fp32",)))
-    monkeypatch.setitem(registry.AUTO_BACKENDS, ("cpu", "fp32"), ("broken", "echo"))
+    monkeypatch.setitem(registry.AUTO, "cpu", (("broken", "fp32"), ("echo", "fp32")))
     caplog.set_level("WARNING")
     embedder = load_embedder(minilm, Settings(device="cpu"))
     assert isinstance(embedder.backend, Built)
     assert any("does not know this architecture); trying echo" in m for m in caplog.messages)
+    assert embedder.selection == (
+        "precision auto: fp32 on echo: fp32 on broken could not be built "
+        "(the exporter does not know this architecture)"
+    )
     embedder.close()
-    monkeypatch.setitem(registry.AUTO_BACKENDS, ("cpu", "fp32"), ("broken",))
+    monkeypatch.setitem(registry.AUTO, "cpu", (("broken", "fp32"),))
     with pytest.raises(ModelUnavailable, match="cannot build the fp32 broken backend"):
         load_embedder(minilm, Settings(device="cpu"))
 
@@ -78,22 +82,42 @@ def test_a_faster_precision_is_measured_against_its_reference(
     caplog.set_level("INFO")
     load_embedder(minilm, Settings(backend="echo", precision="int8", device="cpu")).close()
     (line,) = [m for m in caplog.messages if "cosine vs fp32" in m]
-    assert line.startswith("precision int8: cosine vs fp32 on")
+    assert line.startswith("precision int8: cosine vs fp32 mean ")
+
+
+BF16 = frozenset({"avx512f", "avx512_bf16", "amx_bf16"})
+NO_BF16 = frozenset({"avx2", "avx512f"})
 
 
 @pytest.mark.parametrize(
-    ("backend", "device", "precision", "chosen"),
+    ("flags", "backend", "device", "precision", "chosen"),
     [
-        ("auto", "cpu", "auto", [("onnx", "fp32"), ("torch", "fp32")]),
-        ("auto", "cuda", "auto", [("torch", "fp16")]),
-        ("auto", "cuda:1", "bf16", [("torch", "bf16")]),
-        ("torch", "cpu", "fp32", [("torch", "fp32")]),
+        (BF16, "auto", "cpu", "auto", [("openvino", "bf16"), ("onnx", "fp32"), ("torch", "fp32")]),
+        (NO_BF16, "auto", "cpu", "auto", [("onnx", "fp32"), ("torch", "fp32")]),
+        (BF16, "openvino", "cpu", "auto", [("openvino", "bf16"), ("openvino", "fp32")]),
+        (NO_BF16, "openvino", "cpu", "auto", [("openvino", "fp32")]),
+        (BF16, "onnx", "cpu", "auto", [("onnx", "fp32")]),
+        (BF16, "auto", "cpu", "fp32", [("onnx", "fp32"), ("torch", "fp32")]),
+        (BF16, "auto", "cuda", "auto", [("torch", "fp16")]),
+        (BF16, "auto", "cuda:1", "bf16", [("torch", "bf16")]),
+        (BF16, "torch", "cpu", "fp32", [("torch", "fp32")]),
     ],
 )
-def test_the_rules_pick_backends_by_device_and_precision(
-    backend: str, device: str, precision: str, chosen: list[tuple[str, str]]
+def test_the_rules_pick_backends_by_device_and_precision(  # type: ignore[no-untyped-def]
+    flags, backend, device, precision, chosen, monkeypatch
 ) -> None:
-    assert [(c.name, c.precision) for c in choose(backend, device, precision)] == chosen
+    from embedserve import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    choices = choose(backend, device, precision)
+    assert [(c.name, c.precision) for c in choices] == chosen
+    # only a CPU mode that auto picks but fp32 must prove it is exact
+    assert [c.exact for c in choices] == [
+        p == "auto" and c.precision != "fp32" and c.device == "cpu"
+        for c, p in zip(choices, [precision] * len(choices), strict=True)
+    ]
+    if (flags, backend, precision) == (NO_BF16, "auto", "auto"):
+        assert choices[0].why.startswith("this CPU has no bf16 instructions")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ def test_a_mode_within_its_bar_is_logged_quietly(caplog: pytest.LogCaptureFixtur
     assert report("int8", Fidelity(mean=0.995, min=0.985))
     [record] = caplog.records
     assert record.levelno == logging.INFO
-    assert "mean 0.99500, min 0.98500" in record.getMessage()
+    assert "mean 0.995000, min 0.985000" in record.getMessage()
 
 
 @pytest.mark.parametrize("fidelity", [Fidelity(0.985, 0.985), Fidelity(0.995, 0.975)])

@@ -143,8 +143,11 @@ class ModelCard(BaseModel):
     ready: bool = Field(description="Whether the model is loaded.")
     aliases: list[str] = Field(description="Other names requests may use.")
     pooling: str | None = Field(description="How token vectors are pooled.")
-    backend: str | None = Field(description="onnx or torch, once loaded.")
+    backend: str | None = Field(description="onnx, openvino or torch, once loaded.")
     precision: str | None = Field(description="fp32, int8, bf16 or fp16, once loaded.")
+    selection: str | None = Field(
+        default=None, description="Why it got its backend and precision, once loaded."
+    )
     query_instruction: str = Field(description="Put before inputs with input_type=query.")
     document_instruction: str = Field(description="Put before documents.")
 

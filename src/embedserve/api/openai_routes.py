@@ -96,6 +96,7 @@ def _card(model: ServedModel, created: int) -> dict[str, Any]:
         "pooling": model.metadata.pooling,
         "backend": service.kind if service else None,
         "precision": service.precision if service else None,
+        "selection": getattr(service, "selection", None) or None,
         "query_instruction": model.instructions.query,
         "document_instruction": model.instructions.document,
     }

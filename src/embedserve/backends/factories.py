@@ -70,6 +70,7 @@ def openvino(spec: BackendSpec) -> Backend:
         threads=spec.cores,
         streams=spec.streams,
         kernel_cache=spec.kernel_cache,
+        compile_cache=model.parent / "openvino-compiled",  # goes with its build when stale
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,6 @@ OpenVinoPrecision = Literal["fp32", "bf16", "int8"]
 class OpenVinoBackend:
     kind = "openvino"
     kernels_per_shape = True  # up to --kernel-cache entries; a missing shape is rebuilt
-    every_core_pass = None  # one compiled model: its streams split the cores between them
 
     def __init__(
         self,
@@ -30,33 +30,48 @@ class OpenVinoBackend:
         threads: int | None = None,
         streams: int = 1,
         kernel_cache: int = 1000,
+        compile_cache: Path | None = None,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. `streams`: passes the caller may run
         at once, each on its share of the `threads` (default: every core this process may use).
-        `kernel_cache`: entries of kernels kept for the shapes met (Settings.kernel_cache)."""
+        `kernel_cache`: entries of kernels kept for the shapes met (Settings.kernel_cache).
+        `compile_cache`: a folder OpenVINO keeps its compiled models in, so that a warm start
+        loads them instead of compiling."""
         import openvino as ov
 
         self.precision = precision
         self.streams = streams
+        threads = threads or machine_cores()
         core = ov.Core()
-        compiled = core.compile_model(
-            core.read_model(model),
-            "CPU",
-            {
-                # int8's other ops (attention, norms) stay in f32: in bf16 they ran slower,
-                # converting around every int8 layer.
-                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                "INFERENCE_NUM_THREADS": threads or machine_cores(),
-                "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
-                "NUM_STREAMS": streams,
-                "CPU_RUNTIME_CACHE_CAPACITY": kernel_cache,
-            },
-        )
+        if compile_cache is not None:
+            core.set_property({"CACHE_DIR": str(compile_cache)})
+
+        def compiled_with(streams: int) -> Any:
+            return core.compile_model(
+                str(model),
+                "CPU",
+                {
+                    # int8's other ops (attention, norms) stay in f32: in bf16 they ran slower,
+                    # converting around every int8 layer.
+                    "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                    "INFERENCE_NUM_THREADS": threads,
+                    "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+                    "NUM_STREAMS": streams,
+                    "CPU_RUNTIME_CACHE_CAPACITY": kernel_cache,
+                },
+            )
+
+        compiled = compiled_with(streams)
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()  # one per stream
         for _ in range(streams):
             self._requests.put(compiled.create_infer_request())
         self._inputs = {port.get_any_name() for port in compiled.inputs}
+        # A lone batch on every core (what ONNX Runtime's second session does): a second compiled
+        # model of one stream, used only while nothing else runs.
+        self._alone = compiled_with(1).create_infer_request() if streams > 1 < threads else None
         self._dimension = probe_dimension(self.embed)
+        if self._alone is not None:
+            probe_dimension(self._embed_alone)
         log.info(
             "OpenVINO backend: %s, %s, %d stream(s) on %d threads",
             model.name,
@@ -69,10 +84,20 @@ class OpenVinoBackend:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def every_core_pass(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        return self._embed_alone if self._alone is not None else None
+
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         request = self._requests.get()
         try:
-            outputs = request.infer(graph_feeds(self._inputs, input_ids, attention_mask))
-            return np.array(outputs[0], dtype=np.float32)  # a copy: the request reuses buffers
+            return self._infer(request, input_ids, attention_mask)
         finally:
             self._requests.put(request)
+
+    def _embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._infer(self._alone, input_ids, attention_mask)
+
+    def _infer(self, request: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        outputs = request.infer(graph_feeds(self._inputs, input_ids, attention_mask))
+        return np.array(outputs[0], dtype=np.float32)  # a copy: the request reuses buffers

@@ -13,7 +13,7 @@ from embedserve.backends.base import Backend
 from embedserve.backends.openvino_build import NO_BF16, openvino_missing
 from embedserve.backends.spec import BackendSpec
 from embedserve.errors import ModelUnavailable
-from embedserve.machine import cpu_supports_bf16
+from embedserve.machine import cpu_supports_bf16, native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ class BackendEntry:
     refusals: Mapping[str, str] = field(default_factory=dict)
     """The reason to give, by precision or device kind, where it is asked for one it lacks."""
 
+    label: str = ""
+    """Its name in sentences ("ONNX Runtime"); the registry's name where empty."""
+
+    packages: tuple[str, ...] = ()
+    """The distributions whose versions decide its numbers (a cached verdict depends on them)."""
+
 
 def _torch_missing(precision: str) -> str | None:
     return NO_BF16 if precision == "bf16" and not cpu_supports_bf16() else None
@@ -53,6 +59,8 @@ BACKENDS: dict[str, BackendEntry] = {
             "cuda": "ONNX Runtime runs on the CPU here: drop --device cuda, or use --backend torch",
             "bf16": "ONNX Runtime serves fp32 and int8: use --backend openvino for bf16",
         },
+        label="ONNX Runtime",
+        packages=("onnxruntime",),
     ),
     "openvino": BackendEntry(
         factories.openvino,
@@ -61,6 +69,8 @@ BACKENDS: dict[str, BackendEntry] = {
         missing=openvino_missing,
         reference="onnx",
         refusals={"cuda": "OpenVINO runs on the CPU: drop --device cuda"},
+        label="OpenVINO",
+        packages=("openvino",),
     ),
     "torch": BackendEntry(
         factories.torch,
@@ -72,11 +82,20 @@ BACKENDS: dict[str, BackendEntry] = {
             "int8": "int8 runs on the CPU (OpenVINO or ONNX Runtime): drop --backend torch / "
             "--device cuda"
         },
+        label="torch",
+        packages=("torch",),
     ),
 }
 
-AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
-"""What --precision auto means, by device kind."""
+AUTO: dict[str, tuple[tuple[str, str], ...]] = {
+    # the fastest mode whose vectors are exact: bf16 where the CPU computes it natively (and
+    # the probe proves it at load), else fp32
+    "cpu": (("openvino", "bf16"), ("onnx", "fp32"), ("torch", "fp32")),
+    "cuda": (("torch", "fp16"),),
+}
+"""What --precision auto tries on a device kind, as (backend, precision), in order. A CPU
+precision other than fp32 must prove exact (every probe text at cosine >= 0.9999 to fp32)
+or the next is tried."""
 
 AUTO_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cpu", "fp32"): ("onnx", "torch"),  # torch serves what cannot be exported
@@ -101,6 +120,11 @@ class Choice:
     entry: BackendEntry
     precision: str
     device: str
+    exact: bool = False
+    """It serves only if the probe finds it exact (chosen by --precision auto)."""
+
+    why: str = ""
+    """Why it is tried: what it was asked for, or what auto found."""
 
 
 def known(backend: str) -> None:
@@ -127,30 +151,58 @@ def choose(
                 f"{onnx_only} ships only an ONNX model: it is served by ONNX Runtime in fp32 "
                 f"(drop {asked})"
             )
-        return [Choice("onnx", BACKENDS["onnx"], "fp32", "cpu")]
+        why = "the model ships only an ONNX graph"
+        return [Choice("onnx", BACKENDS["onnx"], "fp32", "cpu", why=why)]
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    precision = AUTO_PRECISION[kind] if precision == "auto" else precision
+    if precision == "auto":
+        return _auto(backend, device, kind)
     if backend != "auto":
         entry = BACKENDS[backend]
         reason = _refusal(backend, entry, kind, precision) or entry.missing(precision)
         if reason:
             raise ModelUnavailable(reason)
-        return [Choice(backend, entry, precision, device)]
+        return [Choice(backend, entry, precision, device, why="as asked")]
     names = AUTO_BACKENDS.get((kind, precision))
     if not names:
         unserved = UNSERVED.get((kind, precision), f"no backend serves {precision} on {kind}")
         raise ModelUnavailable(unserved)
-    choices, reasons = [], []
-    for name in names:
+    return _available([(name, precision) for name in names], device, exact=False)
+
+
+def _auto(backend: str, device: str, kind: str) -> list[Choice]:
+    """--precision auto: the AUTO candidates, or where a backend is named its own, then its
+    fp32."""
+    candidates = list(AUTO[kind])
+    if backend != "auto":
+        entry = BACKENDS[backend]
+        candidates = [c for c in candidates if c[0] == backend]
+        candidates += [(backend, "fp32")] if (backend, "fp32") not in candidates else []
+        refusals = [_refusal(backend, entry, kind, precision) for _, precision in candidates]
+        candidates = [c for c, refusal in zip(candidates, refusals, strict=True) if not refusal]
+        if not candidates:
+            raise ModelUnavailable(str(refusals[0]))
+    return _available(candidates, device, exact=kind == "cpu")
+
+
+def _available(candidates: list[tuple[str, str]], device: str, *, exact: bool) -> list[Choice]:
+    """The candidates this machine can run, each with why it is tried: the first as asked (or,
+    for an exact bf16, because the CPU computes it natively), a later one because of what ruled
+    out the one before it."""
+    choices: list[Choice] = []
+    why = "" if exact else "as asked"
+    for name, precision in candidates:
         entry = BACKENDS[name]
         reason = entry.missing(precision)
         if reason:
             log.info("%s without %s (%s)", precision, name, reason)
-            reasons.append(reason)
-        else:
-            choices.append(Choice(name, entry, precision, device))
+            why = reason
+            continue
+        if exact and precision == "bf16":
+            why = f"this CPU computes bf16 natively ({', '.join(native_bf16())})"
+        choices.append(Choice(name, entry, precision, device, exact and precision != "fp32", why))
+        why = ""
     if not choices:
-        raise ModelUnavailable(reasons[-1])
+        raise ModelUnavailable(why)
     return choices
 
 

@@ -88,10 +88,12 @@ class Embedder:
         token_ids: TokenIdMode = "tiktoken",
         limits: BatchLimits | None = None,
         pools_instruction: bool = True,
+        selection: str = "",
     ) -> None:
         """`pools_instruction=False`: the instruction's tokens are read but left out of pooling
-        (INSTRUCTOR models)."""
+        (INSTRUCTOR models). `selection`: why it got its backend and precision."""
         self.tokenizer = tokenizer
+        self.selection = selection
         self.pools_instruction = pools_instruction
         self.backend = backend
         self.token_ids = token_ids

@@ -4,8 +4,10 @@ a faster precision against fp32, sizes its batches and warms it up. No HTTP here
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -16,12 +18,20 @@ from embedserve.backends.registry import BACKENDS, Choice, choose, known, resolv
 from embedserve.backends.spec import BackendSpec
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder, EmbeddingService
-from embedserve.engine.fidelity import measure, report
+from embedserve.engine.fidelity import (
+    EXACT,
+    PROBE_TEXTS,
+    REAL_TEXT,
+    Fidelity,
+    Verdicts,
+    measure,
+    report,
+)
 from embedserve.engine.instructions import is_instructor
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.sizing import batch_limits, max_padding_tokens
 from embedserve.errors import ModelUnavailable
-from embedserve.models.cache import default_cache_dir
+from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
 from embedserve.models.metadata import read_metadata
 from embedserve.models.source import ModelSource, onnx_file, resolve
 from embedserve.models.tokenizer import ModelTokenizer, tokenize_on_calling_threads
@@ -75,7 +85,10 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
     if not pools_instruction:
         log.info("%s: instruction tokens are read but left out of pooling (INSTRUCTOR)", source.id)
     tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
-    backend, choice = build_backend(source, tokenizer, settings, cores, pools_instruction)
+    backend, choice, selection = build_backend(
+        source, tokenizer, settings, cores, pools_instruction
+    )
+    log.info("%s: %s", source.id, selection)
     on_gpu = choice.device.startswith("cuda")
     limits = batch_limits(
         settings,
@@ -91,6 +104,7 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
         token_ids=settings.token_ids,
         limits=limits,
         pools_instruction=pools_instruction,
+        selection=selection,
     )
     embedder.embed_sync(_WARM_UP)
     return embedder
@@ -102,15 +116,21 @@ def build_backend(
     settings: Settings,
     cores: int,
     pools_instruction: bool = True,
-) -> tuple[Backend, Choice]:
-    """The first backend the registry's rules offer that builds; a precision other than fp32
-    is measured against fp32 on a probe set, and the figures logged."""
+) -> tuple[Backend, Choice, str]:
+    """The first backend the registry's rules offer that builds (and, for a precision that
+    --precision auto must prove exact, that the probe finds exact), with a sentence saying why
+    it serves. A precision other than fp32 is measured against fp32 on a probe set and the
+    figures logged; auto's verdicts are kept with the builds (fidelity.Verdicts)."""
     device = resolve_device(settings.device)
     shipped = onnx_file(source.files) is not None
     choices = choose(
         settings.backend, device, settings.precision, onnx_only=source.id if shipped else None
     )
+    verdicts = Verdicts(cache_root(settings))
+    ruled_out = ""  # why the choice before did not serve
     for index, choice in enumerate(choices):
+        why = choice.why or ruled_out
+        label = f"{choice.precision} on {choice.entry.label or choice.name}"
         spec = BackendSpec(
             files=source.files,
             model_id=source.id,
@@ -122,6 +142,12 @@ def build_backend(
             kernel_cache=settings.kernel_cache,
             pools_instruction=pools_instruction,
         )
+        key = _verdict_key(choice, spec) if choice.exact else ""
+        known_verdict = verdicts.get(key) if key else None
+        if known_verdict is not None and not known_verdict.exact:
+            ruled_out = f"{label} is not exact here ({known_verdict.summary()}, measured before)"
+            log.info("%s: %s", source.id, ruled_out)
+            continue
         try:
             backend = choice.entry.build(spec)
         except ModelUnavailable:
@@ -131,14 +157,55 @@ def build_backend(
             if index + 1 == len(choices):
                 raise ModelUnavailable(f"cannot build {what}: {exc}") from exc
             log.warning("cannot build %s (%s); trying %s", what, exc, choices[index + 1].name)
+            ruled_out = f"{label} could not be built ({exc})"
             continue
+        asked = f"precision {settings.precision}: {label}"
+        if choice.exact:
+            fidelity = known_verdict or _probe(backend, spec, choice, tokenizer)
+            if known_verdict is None:
+                verdicts.put(key, fidelity)
+            if not fidelity.exact:
+                ruled_out = f"{label} fell short of fp32 on a probe text ({fidelity.summary()})"
+                log.warning("%s: %s; trying the next mode", source.id, ruled_out)
+                continue
+            measured = "measured before" if known_verdict else "measured now"
+            return (
+                backend,
+                choice,
+                (
+                    f"{asked}: {why}, and every probe text is within {EXACT} of fp32 "
+                    f"({fidelity.summary()}, {measured})"
+                ),
+            )
         if choice.precision != "fp32" and choice.entry.reference:
-            _probe(backend, replace(spec, precision="fp32", streams=1), choice, tokenizer)
-        return backend, choice
-    raise AssertionError("choose() returns at least one choice")
+            report(choice.precision, _probe(backend, spec, choice, tokenizer, REAL_TEXT))
+        return backend, choice, f"{asked}: {why}" if why else asked
+    raise ModelUnavailable(f"no backend could serve {source.id}: {ruled_out}")
 
 
-def _probe(backend: Backend, fp32: BackendSpec, choice: Choice, tokenizer: ModelTokenizer) -> None:
+def _probe(
+    backend: Backend,
+    spec: BackendSpec,
+    choice: Choice,
+    tokenizer: ModelTokenizer,
+    texts: Sequence[str] = PROBE_TEXTS,
+) -> Fidelity:
+    """The backend's vectors against its reference backend's fp32 ones, on the probe texts."""
     assert choice.entry.reference is not None
-    reference = BACKENDS[choice.entry.reference].build(fp32)
-    report(choice.precision, measure(reference, backend, tokenizer))
+    reference = BACKENDS[choice.entry.reference].build(replace(spec, precision="fp32", streams=1))
+    return measure(reference, backend, tokenizer, texts)
+
+
+def _verdict_key(choice: Choice, spec: BackendSpec) -> str:
+    """What decides whether a mode is exact for a model: its graph, its tokenizer (the probe
+    is tokenized), the engine and its version, the CPU."""
+    versions = [importlib.metadata.version(p) for p in choice.entry.packages]
+    return Verdicts.key(
+        graph_digest(spec.files),
+        tokenizer_digest(spec.files),
+        spec.pools_instruction,
+        choice.name,
+        choice.precision,
+        versions,
+        machine.cpu_identity(),
+    )

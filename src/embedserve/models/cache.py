@@ -76,9 +76,18 @@ def _in_graph(path: Path) -> bool:
     )
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_digest(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """sha256 of a file's content; hashed once a process while the file stays as it was (the
+    same inode, size and modification time)."""
+    stat = path.stat()
+    seen = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if seen not in _DIGESTS:
+        with path.open("rb") as handle:
+            _DIGESTS[seen] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _DIGESTS[seen]
 
 
 def cached_build(
