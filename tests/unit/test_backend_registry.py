@@ -3,6 +3,8 @@ selectable by name like the shipped ones."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,13 @@ def test_a_model_that_ships_only_onnx_is_served_as_it_is() -> None:
         choose("auto", "cpu", "int8", onnx_only="acme/onnx")
     with pytest.raises(ModelUnavailable, match="drop --backend torch"):
         choose("torch", "cpu", "auto", onnx_only="acme/onnx")
+
+
+def test_openvino_keeps_fewer_kernels_for_bf16_and_fp32_than_for_int8(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.backends.factories import kernel_cache
+
+    spec = BackendSpec(tmp_path, "m", "bf16", "cpu", cores=2, streams=2, cache_root=tmp_path)
+    assert kernel_cache(spec) == 300
+    assert kernel_cache(replace(spec, precision="fp32")) == 300
+    assert kernel_cache(replace(spec, precision="int8")) == 1000
+    assert kernel_cache(replace(spec, precision="int8", kernel_cache=42)) == 42

@@ -224,11 +224,11 @@ def test_environment_and_config_values_are_held_to_the_same_ranges(tmp_path) -> 
         parse_settings(["serve", "--config", str(config)], {})
 
 
-def test_kernel_cache_defaults_to_a_thousand_shapes_and_is_checked() -> None:
+def test_kernel_cache_defaults_by_precision_and_is_checked() -> None:
     from embedserve.cli import parse_settings
     from embedserve.errors import ConfigError
 
-    assert parse_settings(["serve"], {}).kernel_cache == 1000
+    assert parse_settings(["serve"], {}).kernel_cache is None  # 300, or 1000 for int8
     assert parse_settings(["serve"], {"EMBEDSERVE_KERNEL_CACHE": "5000"}).kernel_cache == 5000
     with pytest.raises(ConfigError, match="--kernel-cache must be at least 0, got -1"):
         parse_settings(["serve", "--kernel-cache", "-1"], {})

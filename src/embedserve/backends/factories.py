@@ -69,9 +69,18 @@ def openvino(spec: BackendSpec) -> Backend:
         spec.precision,  # type: ignore[arg-type]
         threads=spec.cores,
         streams=spec.streams,
-        kernel_cache=spec.kernel_cache,
+        kernel_cache=kernel_cache(spec),
         compile_cache=model.parent / "openvino-compiled",  # goes with its build when stale
     )
+
+
+def kernel_cache(spec: BackendSpec) -> int:
+    """--kernel-cache, else what served best for the precision: int8's kernels take long to
+    rebuild, bf16's and fp32's little, and each entry costs memory in every stream
+    (docs/engineering-notes.md)."""
+    if spec.kernel_cache is not None:
+        return spec.kernel_cache
+    return 1000 if spec.precision == "int8" else 300
 
 
 def torch(spec: BackendSpec) -> Backend:

@@ -21,6 +21,8 @@ class BackendSpec:
     """Forward passes the caller may run at once."""
 
     cache_root: Path
-    kernel_cache: int = 1000
+    kernel_cache: int | None = None
+    """OpenVINO's kernel cache entries; None: its default for the precision."""
+
     pools_instruction: bool = True
     """False: the graph must read UNPOOLED marks (INSTRUCTOR models)."""

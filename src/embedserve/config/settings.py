@@ -91,11 +91,12 @@ class Settings:
         bound=AT_LEAST_1,
         shown_default="2 on 2-8 cores, cores / 4 above",
     )
-    kernel_cache: int = setting(
-        1000,
-        "kernels OpenVINO keeps for the batch shapes it has met (each ~2-4 MiB a stream); a "
+    kernel_cache: int | None = setting(
+        None,
+        "kernels OpenVINO keeps for the batch shapes it has met (each a few MiB a stream); a "
         "shape that fell out is rebuilt",
         bound=AT_LEAST_0,
+        shown_default="300 (bf16, fp32), 1000 (int8, whose kernels take longer to build)",
     )
     cache_dir: str | None = setting(
         None,
