@@ -11,6 +11,7 @@ import logging
 import os
 
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from embedserve.api.app import create_app as create_app_for
 from embedserve.config.sources import settings_from_environment
@@ -21,8 +22,9 @@ log = logging.getLogger("embedserve")
 
 
 def create_app() -> FastAPI:
-    """The app, or exit 2 with one line saying why not (a bad setting, a model that cannot be
-    found), as `embedserve serve` does."""
+    """The app, or one line saying why not (a bad setting, a model that cannot be found) and
+    uvicorn's own start-up failure code, 3, which also stops its supervisor of --workers
+    instead of having it start the worker again and again."""
     try:
         settings = settings_from_environment(os.environ)
         if not logging.getLogger().handlers:  # the host server configured only its own loggers
@@ -32,4 +34,4 @@ def create_app() -> FastAPI:
         if not logging.getLogger().handlers:
             configure_logging()
         log.error("embedserve cannot start: %s", exc.message)
-        raise SystemExit(2) from None
+        raise SystemExit(STARTUP_FAILURE) from None

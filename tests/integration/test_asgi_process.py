@@ -112,12 +112,15 @@ def _worker_pids(log: str) -> list[str]:
         ({"EMBEDSERVE_PRECISION": "fp8"}, "EMBEDSERVE_PRECISION='fp8' is not one of"),
     ],
 )
-def test_uvicorn_factory_that_cannot_start_says_why_in_one_line(
+def test_uvicorn_workers_that_cannot_start_say_why_in_one_line_and_stop(
     tmp_path: Path, env: dict[str, str], fragment: str
 ) -> None:
-    process, _, log = start_command(tmp_path, FACTORY, env)
-    code = process.wait(timeout=120)
+    process, _, log = start_command(tmp_path, [*FACTORY, "--workers", "2"], env)
+    process.wait(timeout=120)  # uvicorn's supervisor stops (its own exit code: 0)
     text = log.read_text()
-    assert code == 2, text[-3000:]
-    assert f"embedserve cannot start: {fragment}" in text
+    assert "failed to start, stopping the parent process" in text, text[-3000:]
+    assert text.count(f"embedserve cannot start: {fragment}") == 2  # once a worker, no restarts
     assert "Traceback" not in text
+    alone, _, single_log = start_command(tmp_path, FACTORY, env)
+    assert alone.wait(timeout=120) == 3  # one worker: uvicorn's start-up failure code
+    assert f"embedserve cannot start: {fragment}" in single_log.read_text()

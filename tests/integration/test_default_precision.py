@@ -4,6 +4,8 @@ else fp32 on ONNX Runtime; the verdict is kept with the builds."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 
 import pytest
@@ -15,7 +17,7 @@ from embedserve.engine import loading
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.fidelity import Fidelity, measure
 from embedserve.engine.loading import load_embedder
-from embedserve.models.source import ModelSource
+from embedserve.models.source import ModelSource, resolve
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 
 pytestmark = pytest.mark.slow  # builds and probes models
@@ -101,8 +103,8 @@ def test_a_probe_that_fails_falls_back_to_fp32_with_the_figures(  # type: ignore
     served.close()
 
 
-def test_the_verdict_is_kept_with_the_builds_until_the_cpu_changes(  # type: ignore[no-untyped-def]
-    minilm: ModelSource, monkeypatch, fresh_cpu
+def test_the_verdict_is_kept_with_the_builds_until_what_decides_it_changes(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, monkeypatch, fresh_cpu, tmp_path
 ) -> None:
     monkeypatch.setattr(machine, "cpu_flags", lambda: WITH_BF16)
     probes: list[Fidelity] = []
@@ -124,6 +126,12 @@ def test_the_verdict_is_kept_with_the_builds_until_the_cpu_changes(  # type: ign
     monkeypatch.setattr(machine, "cpu_identity", lambda: f"{fresh_cpu}-another-cpu")
     load_embedder(minilm, Settings()).close()
     assert len(probes) == 2  # another CPU: probed again
+    shorter = tmp_path / "shorter"
+    shutil.copytree(minilm.files, shorter)
+    config = shorter / "sentence_bert_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "max_seq_length": 128}))
+    load_embedder(resolve(str(shorter)), Settings()).close()
+    assert len(probes) == 3  # the same graph, but probe texts cut elsewhere: probed again
 
 
 def test_a_negative_verdict_skips_building_the_mode_next_time(  # type: ignore[no-untyped-def]

@@ -134,3 +134,37 @@ async def test_the_lifespan_protocol_completes_both_ways(
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
+
+
+async def test_a_stop_during_start_up_loads_no_more_models(minilm: ModelSource) -> None:
+    from embedserve.config import ModelSpec
+
+    loaded: list[str] = []
+    app: Any = None
+
+    def loader(name: str):  # type: ignore[no-untyped-def]
+        def load(source: ModelSource) -> Embedder:
+            loaded.append(name)
+            app.state.embedserve.draining = True  # SIGTERM arrives while the first one loads
+            return fake_embedder(source, EchoBackend())
+
+        return load
+
+    models = [ServedModel(minilm, loader(n), ModelSpec(name=n)) for n in ("first", "second")]
+    app = create_app(Settings(), ModelRegistry(models, default="first"))
+    sent = await lifespan_messages(app, "startup", "shutdown")
+    assert loaded == ["first"]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_a_closed_model_is_not_loaded_again_by_a_late_request(minilm: ModelSource) -> None:
+    from embedserve.errors import ModelNotReady
+
+    loader = Counting()
+    model = ServedModel(minilm, loader)
+    app = create_app(Settings(), ModelRegistry([model]))
+    async with app.router.lifespan_context(app):
+        pass
+    with pytest.raises(ModelNotReady, match="the server is stopping"):
+        await model.embedder()
+    assert len(loader.loaded) == 1  # nothing left running that no one will close

@@ -60,7 +60,7 @@ def test_auto_falls_back_to_the_next_backend_that_builds(
     caplog.set_level("WARNING")
     embedder = load_embedder(minilm, Settings(device="cpu"))
     assert isinstance(embedder.backend, Built)
-    assert any("does not know this architecture); trying echo" in m for m in caplog.messages)
+    assert any("does not know this architecture); trying the next" in m for m in caplog.messages)
     assert embedder.selection == (
         "precision auto: fp32 on echo: fp32 on broken could not be built "
         "(the exporter does not know this architecture)"
@@ -157,3 +157,52 @@ def test_openvino_keeps_fewer_kernels_for_bf16_and_fp32_than_for_int8(tmp_path) 
     assert kernel_cache(replace(spec, precision="fp32")) == 300
     assert kernel_cache(replace(spec, precision="int8")) == 1000
     assert kernel_cache(replace(spec, precision="int8", kernel_cache=42)) == 42
+
+
+def test_a_model_that_cannot_be_exported_is_not_exported_again_for_the_next_backend(
+    minilm: ModelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedserve.backends.onnx_build import ExportFailed
+
+    attempts: list[str] = []
+
+    def exporting(name: str):  # type: ignore[no-untyped-def]
+        def build(spec: BackendSpec) -> EchoBackend:
+            attempts.append(name)
+            raise ExportFailed("torch.onnx cannot trace this architecture")
+
+        return BackendEntry(build, ("cpu",), ("fp32",), exports=True)
+
+    monkeypatch.setitem(BACKENDS, "first", exporting("first"))
+    monkeypatch.setitem(BACKENDS, "second", exporting("second"))
+    monkeypatch.setitem(BACKENDS, "echo", BackendEntry(Built, ("cpu",), ("fp32",)))
+    monkeypatch.setitem(
+        registry.AUTO, "cpu", (("first", "fp32"), ("second", "fp32"), ("echo", "fp32"))
+    )
+    embedder = load_embedder(minilm, Settings(device="cpu"))
+    assert attempts == ["first"]  # the second exports too: skipped
+    assert isinstance(embedder.backend, Built)
+    embedder.close()
+
+
+def test_bf16_on_a_gpu_does_not_need_the_cpus_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedserve import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: NO_BF16)
+    assert [(c.name, c.precision) for c in choose("auto", "cuda", "bf16")] == [("torch", "bf16")]
+    assert [c.name for c in choose("torch", "cuda:0", "bf16")] == ["torch"]
+    with pytest.raises(ModelUnavailable, match="no bf16 instructions"):
+        choose("torch", "cpu", "bf16")
+
+
+def test_a_cpu_backend_asked_for_on_a_gpu_machine_runs_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from embedserve.backends import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "gpu_present", lambda: True)
+    assert registry.resolve_device("auto") == "cuda"
+    assert registry.resolve_device("auto", "onnx") == "cpu"  # --backend onnx, --device auto
+    assert registry.resolve_device("auto", "openvino") == "cpu"
+    assert registry.resolve_device("auto", "torch") == "cuda"
+    assert registry.resolve_device("cuda", "onnx") == "cuda"  # asked for: refused by choose

@@ -101,3 +101,18 @@ async def test_coarse_widths_never_pass_the_models_longest_sequence(minilm: Mode
     embedder = fake_embedder(minilm, backend, max_tokens=250, limits=limits)
     await embedder.embed(["word " * 400, "a short one"])  # truncated to 250 tokens; 6 tokens
     assert sorted(width for _, width in backend.batches) == [6, 250]  # not 256, the grid's
+
+
+async def test_left_truncation_keeps_the_instruction_whole(minilm: ModelSource) -> None:
+    embedder = fake_embedder(minilm, EchoBackend(), token_ids="native", max_tokens=16)
+    instruction = "represent this query: "
+    head = embedder.tokenizer.content_ids([instruction])[0]
+    ids = list(range(1000, 1040))
+    sequences = embedder.tokenize([ids], True, instruction, left=True)
+    (framed,) = sequences
+    assert len(framed) == 16
+    assert framed[1 : 1 + len(head)] == head  # the instruction, after [CLS]
+    assert framed[1 + len(head) : -1] == ids[-(14 - len(head)) :]  # the input's end
+    texts = embedder.tokenize(["word " * 100 + "the end"], True, instruction, left=True)
+    assert texts[0][1 : 1 + len(head)] == head
+    assert embedder.tokenizer.content_ids(["the end"])[0] == texts[0][-3:-1]

@@ -229,3 +229,45 @@ def test_the_openvino_int8_model_runs_every_linear_layer_in_int8(openvino_int8: 
     ]
     assert len(linear) >= 6 * 4  # four weighted projections in each of MiniLM's six layers
     assert set(linear) <= {"u8", "i8"}
+
+
+def test_a_shared_build_stays_while_another_owner_uses_it(built, minilm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache, _ = built
+    twins = [tmp_path / "a", tmp_path / "b"]
+    for twin in twins:
+        shutil.copytree(minilm.files, twin)
+        pooling = twin / "1_Pooling" / "config.json"
+        pooling.write_text(json.dumps(json.loads(pooling.read_text()), indent=5))
+    shared = cached_onnx_model(twins[0], "fp32", cache, "a")
+    assert cached_onnx_model(twins[1], "fp32", cache, "b") == shared  # the same weights
+    manifest = json.loads((shared.parent / "manifest.json").read_text())
+    assert len(manifest["owners"]) == 2
+    pooling = twins[0] / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps(json.loads(pooling.read_text()), indent=6))  # a changes
+    assert cached_onnx_model(twins[0], "fp32", cache, "a") != shared
+    assert shared.is_file()  # b still uses it
+    assert len(json.loads((shared.parent / "manifest.json").read_text())["owners"]) == 1
+
+
+def test_builds_from_before_owners_were_kept_are_removed(built, minilm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache, model = built
+    legacy = cache / "onnx" / "all-MiniLM-L6-v2-fp32-0123456789abcdef"
+    legacy.mkdir()
+    (legacy / "manifest.json").write_text(json.dumps({"key": "old", "files": {}}))
+    folder = tmp_path / "edited"
+    shutil.copytree(minilm.files, folder)
+    pooling = folder / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps(json.loads(pooling.read_text()), indent=7))
+    cached_onnx_model(folder, "fp32", cache, "edited")
+    assert not legacy.exists()
+    assert model.is_file()
+
+
+def test_a_hub_snapshots_builds_belong_to_its_repository_not_its_revision(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from embedserve.models.cache import build_owner
+
+    repo = tmp_path / "hub" / "models--acme--encoder" / "snapshots"
+    (repo / "rev1").mkdir(parents=True)
+    (repo / "rev2").mkdir()
+    assert build_owner(repo / "rev1", "onnx fp32") == build_owner(repo / "rev2", "onnx fp32")
+    assert build_owner(tmp_path / "hub", "onnx fp32") != build_owner(repo / "rev1", "onnx fp32")

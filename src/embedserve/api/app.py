@@ -4,8 +4,6 @@ server can host it (server.serve, `uvicorn --factory embedserve.asgi:create_app`
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,28 +21,24 @@ from embedserve.api.limits import BodyLimit
 from embedserve.api.observe import HEADER, RequestContext
 from embedserve.api.state import AppState
 from embedserve.config import Settings
-from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry
 from embedserve.errors import EmbedServeError
 from embedserve.serving.embeddings import Serving
-from embedserve.serving.metrics import Metrics
 
-log = logging.getLogger("embedserve")
 _BODY_HEADERS = ("content-length", "content-type")
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     """The app serving `settings`' models (or `registry`'s, already built). Resolving the
     models happens here and fails fast; loading them happens in the lifespan."""
-    registry = registry if registry is not None else build_registry(settings)
+    serving = Serving.build(settings, registry)
     app = FastAPI(
         title="embedserve",
         version=__version__,
         description="OpenAI-compatible text embeddings (h2oGPT's /v1/embeddings contract).",
         lifespan=_lifespan,
     )
-    metrics = Metrics(registry)
-    app.state.embedserve = AppState(settings, Serving(settings, registry, metrics))
+    app.state.embedserve = AppState(settings, serving)
     errors.install(app)
     app.include_router(openai_routes.router)
     app.include_router(probes.router)
@@ -60,7 +54,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             allow_headers=["Authorization", "Content-Type", HEADER],
             expose_headers=[HEADER, "Retry-After"],
         )
-    app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
+    app.add_middleware(RequestContext, metrics=serving.metrics, access_log=settings.access_log)
     app.add_middleware(StartupFailure)
     return app
 
@@ -68,22 +62,16 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.embedserve
-    registry = state.serving.registry
     try:
-        if state.settings.preload:
-            for model in registry.models:  # one after another: each times its own passes
-                await asyncio.to_thread(model.load)
-        else:
-            log.info("models load on first use (--pre_load_embedding_model=False)")
+        await state.serving.start(stop_requested=lambda: state.draining)
     except EmbedServeError as exc:
         state.startup_error = exc
-        await registry.aclose()
+        await state.serving.close()
         raise
-    log.info("serving %s", ", ".join(m.id for m in registry.models))
     try:
         yield
     finally:
-        await registry.aclose()
+        await state.serving.close()
 
 
 class StartupFailure:

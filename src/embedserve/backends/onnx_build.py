@@ -23,11 +23,18 @@ from typing import Literal
 import numpy as np
 
 from embedserve.backends.build_steps import run_apart, step
-from embedserve.models.cache import cached_build, graph_digest
+from embedserve.models.cache import build_owner, cached_build, graph_digest
 
 log = logging.getLogger(__name__)
 
 OnnxPrecision = Literal["fp32", "int8"]
+
+
+class ExportFailed(RuntimeError):
+    """The model's stack could not be exported to ONNX (an architecture torch.onnx cannot
+    trace): every backend that runs the export would fail alike."""
+
+
 PIPELINE_VERSION = 2  # bump when the steps below change what they produce
 _OPSET = 17
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -52,7 +59,10 @@ def cached_onnx_model(
 
     def build(out: Path, scratch: Path) -> None:
         if precision == "fp32":
-            _build_fp32(folder, out / "model.onnx", scratch, label, pools_instruction)
+            try:
+                _build_fp32(folder, out / "model.onnx", scratch, label, pools_instruction)
+            except Exception as exc:
+                raise ExportFailed(f"cannot export {label} to ONNX: {exc}") from exc
             return
         # int8 is quantized from the cached, optimized fp32 graph, looked up only when needed
         source = cached_onnx_model(
@@ -65,7 +75,7 @@ def cached_onnx_model(
         key,
         build,
         what=f"ONNX model of {label} ({precision})",
-        owner=f"onnx {precision} {'pooled' if pools_instruction else 'apart'} {folder.resolve()}",
+        owner=build_owner(folder, f"onnx {precision} {'pooled' if pools_instruction else 'apart'}"),
         notes={"precision": precision, "model": label},
     )
     return built / "model.onnx"
@@ -211,6 +221,12 @@ def _same_outputs(a: Path, b: Path, vocab: int) -> bool:
 def _vocab_size(folder: Path) -> int:
     config = json.loads((folder / "config.json").read_text())
     return int(config.get("vocab_size") or 2000)
+
+
+def export_key(folder: Path, pools_instruction: bool = True) -> str:
+    """What determines our fp32 export of `folder`: a graph computed from it (in any precision)
+    changes when this does."""
+    return _cache_key(folder, "fp32", pools_instruction)
 
 
 def _cache_key(folder: Path, precision: str, pools_instruction: bool) -> str:

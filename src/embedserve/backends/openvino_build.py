@@ -26,7 +26,7 @@ from embedserve.backends.calibration import calibration_texts
 from embedserve.backends.onnx_build import PIPELINE_VERSION
 from embedserve.errors import ModelUnavailable
 from embedserve.machine import cpu_supports_bf16
-from embedserve.models.cache import cached_build, tokenizer_digest
+from embedserve.models.cache import build_owner, cached_build, tokenizer_digest
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ NO_BF16 = "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or i
 _SMOOTH_QUANT_ALPHA = 0.8
 
 
-def openvino_missing(precision: str) -> str | None:
+def openvino_missing(precision: str, kind: str = "cpu") -> str | None:
     """Why OpenVINO cannot serve `precision` here (a package to install, NNCF too to build
-    int8, or a CPU without bf16), or None."""
+    int8, or a CPU without bf16), or None. It runs on the CPU only (`kind`)."""
     if precision == "bf16" and not cpu_supports_bf16():
         return NO_BF16
     names = ("openvino", "nncf") if precision == "int8" else ("openvino",)
@@ -69,7 +69,7 @@ def cached_openvino_int8(folder: Path, fp32_onnx: Path, cache_root: Path, name: 
         key,
         build,
         what=f"OpenVINO model of {label} (int8)",
-        owner=f"openvino int8 {folder.resolve()}",
+        owner=build_owner(folder, "openvino int8"),
         notes={"model": label},
     )
     return built / "model.xml"

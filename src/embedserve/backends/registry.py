@@ -28,9 +28,9 @@ class BackendEntry:
     """Device kinds it runs on: "cpu", "cuda"."""
 
     precisions: tuple[str, ...]
-    missing: Callable[[str], str | None] = lambda precision: None
-    """Why it cannot serve `precision` on this machine (a package to install, a CPU feature),
-    or None."""
+    missing: Callable[[str, str], str | None] = lambda precision, kind: None
+    """Why it cannot serve `precision` on a device kind ("cpu", "cuda") of this machine (a
+    package to install, a CPU feature), or None."""
 
     reference: str | None = None
     """The backend whose fp32 vectors its other precisions are measured against at start-up."""
@@ -44,9 +44,12 @@ class BackendEntry:
     packages: tuple[str, ...] = ()
     """The distributions whose versions decide its numbers (a cached verdict depends on them)."""
 
+    exports: bool = False
+    """It runs our ONNX export of the model (so it cannot serve one that fails to export)."""
 
-def _torch_missing(precision: str) -> str | None:
-    return NO_BF16 if precision == "bf16" and not cpu_supports_bf16() else None
+
+def _torch_missing(precision: str, kind: str) -> str | None:
+    return NO_BF16 if precision == "bf16" and kind == "cpu" and not cpu_supports_bf16() else None
 
 
 BACKENDS: dict[str, BackendEntry] = {
@@ -61,6 +64,7 @@ BACKENDS: dict[str, BackendEntry] = {
         },
         label="ONNX Runtime",
         packages=("onnxruntime",),
+        exports=True,
     ),
     "openvino": BackendEntry(
         factories.openvino,
@@ -71,6 +75,7 @@ BACKENDS: dict[str, BackendEntry] = {
         refusals={"cuda": "OpenVINO runs on the CPU: drop --device cuda"},
         label="OpenVINO",
         packages=("openvino",),
+        exports=True,
     ),
     "torch": BackendEntry(
         factories.torch,
@@ -158,7 +163,7 @@ def choose(
         return _auto(backend, device, kind)
     if backend != "auto":
         entry = BACKENDS[backend]
-        reason = _refusal(backend, entry, kind, precision) or entry.missing(precision)
+        reason = _refusal(backend, entry, kind, precision) or entry.missing(precision, kind)
         if reason:
             raise ModelUnavailable(reason)
         return [Choice(backend, entry, precision, device, why="as asked")]
@@ -166,7 +171,7 @@ def choose(
     if not names:
         unserved = UNSERVED.get((kind, precision), f"no backend serves {precision} on {kind}")
         raise ModelUnavailable(unserved)
-    return _available([(name, precision) for name in names], device, exact=False)
+    return _available([(name, precision) for name in names], device, kind, exact=False)
 
 
 def _auto(backend: str, device: str, kind: str) -> list[Choice]:
@@ -181,10 +186,12 @@ def _auto(backend: str, device: str, kind: str) -> list[Choice]:
         candidates = [c for c, refusal in zip(candidates, refusals, strict=True) if not refusal]
         if not candidates:
             raise ModelUnavailable(str(refusals[0]))
-    return _available(candidates, device, exact=kind == "cpu")
+    return _available(candidates, device, kind, exact=kind == "cpu")
 
 
-def _available(candidates: list[tuple[str, str]], device: str, *, exact: bool) -> list[Choice]:
+def _available(
+    candidates: list[tuple[str, str]], device: str, kind: str, *, exact: bool
+) -> list[Choice]:
     """The candidates this machine can run, each with why it is tried: the first as asked (or,
     for an exact bf16, because the CPU computes it natively), a later one because of what ruled
     out the one before it."""
@@ -192,7 +199,7 @@ def _available(candidates: list[tuple[str, str]], device: str, *, exact: bool) -
     why = "" if exact else "as asked"
     for name, precision in candidates:
         entry = BACKENDS[name]
-        reason = entry.missing(precision)
+        reason = entry.missing(precision, kind)
         if reason:
             log.info("%s without %s (%s)", precision, name, reason)
             why = reason
@@ -217,10 +224,13 @@ def _refusal(name: str, entry: BackendEntry, kind: str, precision: str) -> str |
     return None
 
 
-def resolve_device(device: str) -> str:
-    """--device auto: CUDA when a GPU is there, else the CPU."""
+def resolve_device(device: str, backend: str = "auto") -> str:
+    """--device auto: CUDA when a GPU is there and the backend asked for runs on it, else the
+    CPU."""
     if device != "auto":
         return device
+    if backend != "auto" and "cuda" not in BACKENDS[backend].devices:
+        return "cpu"
     from embedserve.backends.torch import gpu_present
 
     return "cuda" if gpu_present() else "cpu"

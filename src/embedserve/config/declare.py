@@ -134,7 +134,9 @@ class Described:
         """The value a config file's entry stands for, checked against the declared type."""
         if value is None and self.optional:
             return None
-        if isinstance(value, str) and self.kind not in ("str", "choice", "strings", "models"):
+        if self.kind == "models":
+            raise TypeError("models are read by config.files, one ModelSpec each")
+        if isinstance(value, str) and self.kind not in ("str", "choice", "strings"):
             return self.from_text(value, where)
         expected: tuple[type, ...] = {
             "bool": (bool,),

@@ -121,7 +121,10 @@ class Embedder:
     async def embed(
         self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
     ) -> Embeddings:
-        """Vectors for `items`, embedded as `options` say."""
+        """Vectors for `items`, embedded as `options` say (the serving layer has checked them:
+        a dimension out of range here is a caller's bug)."""
+        if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
+            raise ValueError(f"dimensions {options.dimensions} outside 1..{self.dimension}")
         loop = asyncio.get_running_loop()
         sequences = await loop.run_in_executor(
             None, self.tokenize, items, options.truncate, options.instruction, options.truncate_left
@@ -152,17 +155,21 @@ class Embedder:
     ) -> list[list[int]]:
         """Framed token ids per input. Items are all text or all token-id sequences; `left`
         truncates an over-long input's start instead of its end."""
-        texts = {
-            i: self._instructed(instruction, t) for i, t in enumerate(items) if isinstance(t, str)
-        }
+        # Cutting an input's start must not cut its instruction: with `left` the instruction is
+        # tokenized apart and kept whole, as the head of every input.
+        apart = bool(instruction) and left
+        head = self.tokenizer.content_ids([instruction])[0] if apart else []
+        joined = "" if apart else instruction
+        texts = {i: self._instructed(joined, t) for i, t in enumerate(items) if isinstance(t, str)}
         id_lists = {i: item for i, item in enumerate(items) if not isinstance(item, str)}
-        contents = self._token_id_contents(id_lists, instruction, left) if id_lists else {}
+        contents = self._token_id_contents(id_lists, joined, left) if id_lists else {}
         if texts:
             ids = self.tokenizer.content_ids(list(texts.values()), left=left)
             contents.update(zip(texts, ids, strict=True))
         frame = self.tokenizer.frame
         return [
-            frame(contents[i], truncate=truncate, index=i, left=left) for i in range(len(items))
+            frame(head + contents[i], truncate=truncate, index=i, left=left, keep=len(head))
+            for i in range(len(items))
         ]
 
     def _token_id_contents(

@@ -157,8 +157,13 @@ class Verdicts:
         return None
 
     def put(self, key: str, fidelity: Fidelity) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Keep a verdict; one that cannot be written (a read-only cache) is only probed again
+        next time."""
         target = self.folder / f"{key[:32]}.json"
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"key": key, **asdict(fidelity)}))
-        partial.replace(target)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"key": key, **asdict(fidelity)}))
+            partial.replace(target)
+        except OSError as exc:
+            log.warning("cannot keep the probe's verdict in %s (%s)", self.folder, exc)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from embedserve import machine
 from embedserve.backends.base import Backend
+from embedserve.backends.onnx_build import ExportFailed
 from embedserve.backends.registry import BACKENDS, Choice, choose, known, resolve_device
 from embedserve.backends.spec import BackendSpec
 from embedserve.config import Settings
@@ -31,7 +32,7 @@ from embedserve.engine.instructions import is_instructor
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.sizing import batch_limits, max_padding_tokens
 from embedserve.errors import ModelUnavailable
-from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
+from embedserve.models.cache import default_cache_dir, tokenizer_digest
 from embedserve.models.metadata import read_metadata
 from embedserve.models.source import ModelSource, onnx_file, resolve
 from embedserve.models.tokenizer import ModelTokenizer, tokenize_on_calling_threads
@@ -121,15 +122,19 @@ def build_backend(
     --precision auto must prove exact, that the probe finds exact), with a sentence saying why
     it serves. A precision other than fp32 is measured against fp32 on a probe set and the
     figures logged; auto's verdicts are kept with the builds (fidelity.Verdicts)."""
-    device = resolve_device(settings.device)
+    known(settings.backend)
+    device = resolve_device(settings.device, settings.backend)
     shipped = onnx_file(source.files) is not None
     choices = choose(
         settings.backend, device, settings.precision, onnx_only=source.id if shipped else None
     )
     verdicts = Verdicts(cache_root(settings))
     ruled_out = ""  # why the choice before did not serve
+    unexportable = False  # the export failed: every backend that runs it would fail alike
     for index, choice in enumerate(choices):
         why = choice.why or ruled_out
+        if unexportable and choice.entry.exports and not shipped:
+            continue
         label = f"{choice.precision} on {choice.entry.label or choice.name}"
         spec = BackendSpec(
             files=source.files,
@@ -142,7 +147,7 @@ def build_backend(
             kernel_cache=settings.kernel_cache,
             pools_instruction=pools_instruction,
         )
-        key = _verdict_key(choice, spec) if choice.exact else ""
+        key = _verdict_key(choice, spec, tokenizer) if choice.exact else ""
         known_verdict = verdicts.get(key) if key else None
         if known_verdict is not None and not known_verdict.exact:
             ruled_out = f"{label} is not exact here ({known_verdict.summary()}, measured before)"
@@ -154,10 +159,11 @@ def build_backend(
             raise
         except Exception as exc:
             what = f"the {choice.precision} {choice.name} backend of {source.id}"
-            if index + 1 == len(choices):
+            if not _has_next(choices, index, unexportable or isinstance(exc, ExportFailed)):
                 raise ModelUnavailable(f"cannot build {what}: {exc}") from exc
-            log.warning("cannot build %s (%s); trying %s", what, exc, choices[index + 1].name)
+            log.warning("cannot build %s (%s); trying the next", what, exc)
             ruled_out = f"{label} could not be built ({exc})"
+            unexportable = unexportable or isinstance(exc, ExportFailed)
             continue
         asked = f"precision {settings.precision}: {label}"
         if choice.exact:
@@ -183,6 +189,11 @@ def build_backend(
     raise ModelUnavailable(f"no backend could serve {source.id}: {ruled_out}")
 
 
+def _has_next(choices: list[Choice], index: int, unexportable: bool) -> bool:
+    """Whether a choice after `index` is left to try."""
+    return any(not (unexportable and c.entry.exports) for c in choices[index + 1 :])
+
+
 def _probe(
     backend: Backend,
     spec: BackendSpec,
@@ -196,14 +207,20 @@ def _probe(
     return measure(reference, backend, tokenizer, texts)
 
 
-def _verdict_key(choice: Choice, spec: BackendSpec) -> str:
-    """What decides whether a mode is exact for a model: its graph, its tokenizer (the probe
-    is tokenized), the engine and its version, the CPU."""
-    versions = [importlib.metadata.version(p) for p in choice.entry.packages]
+def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -> str:
+    """What decides whether a mode is exact for a model: the fp32 graph it computes (our export
+    and what made it), the tokenizer and the length the probe texts are cut to, the engines and
+    their versions (the candidate's and its reference's), the CPU."""
+    from embedserve.backends.onnx_build import export_key
+
+    entries = [choice.entry] + (
+        [BACKENDS[choice.entry.reference]] if choice.entry.reference else []
+    )
+    versions = [importlib.metadata.version(p) for entry in entries for p in entry.packages]
     return Verdicts.key(
-        graph_digest(spec.files),
+        export_key(spec.files, spec.pools_instruction),
         tokenizer_digest(spec.files),
-        spec.pools_instruction,
+        tokenizer.max_tokens,
         choice.name,
         choice.precision,
         versions,

@@ -39,6 +39,7 @@ class ServedModel:
         self._lock = threading.Lock()
         self._pending: asyncio.Future[EmbeddingService] | None = None
         self._on_load: list[Callable[[EmbeddingService], None]] = []
+        self._closed = False  # closed by aclose until opened again
 
     @property
     def id(self) -> str:
@@ -58,6 +59,8 @@ class ServedModel:
     def load(self) -> EmbeddingService:
         """Load once (thread-safe); later calls return the same embedder."""
         with self._lock:
+            if self._closed:
+                raise ModelNotReady(f"model {self.id} is closed: the server is stopping")
             if self._embedder is None:
                 if self.error is not None:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}")
@@ -95,15 +98,26 @@ class ServedModel:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self.load))
         return await asyncio.shield(self._pending)
 
-    async def aclose(self) -> None:
-        """Close the loaded service (its batcher's threads, an upstream's HTTP client); a later
-        load loads it anew."""
+    def open(self) -> None:
+        """Allow loading (again, after aclose)."""
         with self._lock:
-            service, self._embedder = self._embedder, None
-            self._pending = None
+            self._closed = False
+
+    async def aclose(self) -> None:
+        """Close the loaded service (its batcher's threads, an upstream's HTTP client); until
+        opened again, a request for it is refused instead of loading it anew. Waits (off the
+        event loop) for a load in progress."""
+        service = await asyncio.to_thread(self._detach)
         if service is not None:
             await service.aclose()
             log.info("model %s closed", self.id)
+
+    def _detach(self) -> EmbeddingService | None:
+        with self._lock:
+            self._closed = True
+            service, self._embedder = self._embedder, None
+            self._pending = None
+            return service
 
 
 class ModelRegistry:
@@ -152,6 +166,10 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return all(m.loaded is not None for m in self.models)
+
+    def open(self) -> None:
+        for model in self.models:
+            model.open()
 
     async def aclose(self) -> None:
         for model in self.models:

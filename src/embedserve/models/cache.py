@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,14 @@ def cached_build(
 
     Its manifest records `key` and every file's hash: a folder built from other inputs, or with
     a file changed or missing, is rebuilt. The build runs in a scratch folder next to `target`
-    and is moved into place whole, so a crash never leaves half a cache. `owner` says what it
-    was built from (a model folder and a kind of build): the builds the same owner made from
-    older files or options are removed."""
+    and is moved into place whole, so a crash never leaves half a cache. `owner` says who it
+    is for (build_owner): a build serves every owner whose files and options make the same key,
+    and the builds an owner made from older files or options are dropped once no other owner
+    uses them."""
     problem = cache_problem(target, key)
     if problem is None:
         log.info("%s from cache %s", what, target)
+        _adopt(target, owner)
         return target
     if target.exists():
         log.warning("%s cache %s is unusable (%s); rebuilding it", what, target, problem)
@@ -121,7 +124,7 @@ def cached_build(
         out.mkdir()
         build(out, work)
         files = {p.name: file_digest(p) for p in sorted(out.iterdir())}
-        manifest = {"key": key, "owner": owner, "files": files, **(notes or {})}
+        manifest = {"key": key, "owners": [owner], "files": files, **(notes or {})}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             out.replace(target)
@@ -153,15 +156,56 @@ def cache_problem(target: Path, key: str) -> str | None:
     return None
 
 
+def build_owner(folder: Path, kind: str) -> str:
+    """Who a build is for: the model's home and the kind of build. The home is its folder, or
+    for a hub snapshot the repository's cache folder, so that a new revision's builds replace
+    the old one's."""
+    home = folder.resolve()
+    if home.parent.name == "snapshots":
+        home = home.parent.parent
+    return f"{kind} {home}"
+
+
+def _adopt(target: Path, owner: str) -> None:
+    """Record another owner of a build it shares (best effort: at worst it is rebuilt)."""
+    manifest = _manifest(target)
+    if manifest is not None and owner not in manifest.get("owners", []):
+        manifest["owners"] = [*manifest.get("owners", []), owner]
+        _write_manifest(target, manifest)
+
+
 def _remove_stale(target: Path, owner: str) -> None:
-    """Drop the builds beside `target` that the same owner made from older files or options."""
+    """Drop `owner` from the builds beside `target` (older files or options of its model), and
+    each build left with no owner; builds from before owners were kept go too."""
     for old in target.parent.iterdir() if target.parent.exists() else []:
         if old == target or not old.is_dir() or old.name.startswith("."):
             continue
-        try:
-            manifest = json.loads((old / MANIFEST).read_text())
-        except (OSError, ValueError):
+        manifest = _manifest(old)
+        if manifest is None:
             continue
-        if manifest.get("owner") == owner:
+        owners = manifest.get("owners")
+        if owners is not None and owner not in owners:
+            continue
+        rest = [o for o in owners or [] if o != owner]
+        if rest:
+            _write_manifest(old, {**manifest, "owners": rest})
+        else:
             log.info("removing stale cache %s", old)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    partial = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+    try:
+        partial.write_text(json.dumps(manifest, indent=2))
+        partial.replace(folder / MANIFEST)
+    except OSError as exc:
+        log.warning("cannot update %s (%s)", folder / MANIFEST, exc)

@@ -71,10 +71,10 @@ class ModelTokenizer:
         return [self.frame(c, truncate=truncate, index=i) for i, c in enumerate(contents)]
 
     def frame(
-        self, content: list[int], *, truncate: bool, index: int, left: bool = False
+        self, content: list[int], *, truncate: bool, index: int, left: bool = False, keep: int = 0
     ) -> list[int]:
         """Add the model's special tokens, truncating (or refusing) over-long content: its end,
-        or with `left` its start."""
+        or with `left` its start after the first `keep` tokens (an instruction)."""
         if len(content) > self.max_content:
             if not truncate:
                 raise InvalidInput(
@@ -83,7 +83,11 @@ class ModelTokenizer:
                     param="input",
                     code="context_length_exceeded",
                 )
-            content = content[-self.max_content :] if left else content[: self.max_content]
+            room = self.max_content - keep
+            if left and room > 0:
+                content = content[:keep] + content[len(content) - room :]
+            else:
+                content = content[: self.max_content]
         return self.prefix + content + self.suffix
 
     def unpooled_span(self, instruction: str) -> int:

@@ -4,21 +4,53 @@ what the metrics count."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
 from embedserve.config import Settings
 from embedserve.engine.embedder import EmbedOptions
+from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.requests import Embedded, EmbedRequest
 
+log = logging.getLogger("embedserve")
+
 
 class Serving:
-    """What every route and job calls: settings, the served models and the metrics."""
+    """What every route and job calls: settings, the served models and the metrics; and their
+    lifecycle (start, close), which an app's lifespan or a job drives."""
 
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
+
+    @classmethod
+    def build(cls, settings: Settings, registry: ModelRegistry | None = None) -> Serving:
+        """Serving for `settings`' models (resolved now, failing fast; loaded by `start`), or
+        for `registry`'s."""
+        registry = registry if registry is not None else build_registry(settings)
+        return cls(settings, registry, Metrics(registry))
+
+    async def start(self, stop_requested: Callable[[], bool] = lambda: False) -> None:
+        """Open the models and, with --preload, load and warm each, one after another (each
+        times its own passes), until `stop_requested()` says to give up."""
+        self.registry.open()
+        if not self.settings.preload:
+            log.info("models load on first use (--pre_load_embedding_model=False)")
+            return
+        for model in self.registry.models:
+            if stop_requested():
+                log.info("stopping during start-up: %s left unloaded", model.id)
+                return
+            await asyncio.to_thread(model.load)
+        log.info("serving %s", ", ".join(m.id for m in self.registry.models))
+
+    async def close(self) -> None:
+        await self.registry.aclose()
 
     def model(self, name: str | None) -> ServedModel:
         """The served model a request names (ModelNotFound where none serves it)."""
