@@ -1,5 +1,6 @@
-"""Command line: `embedserve serve [flags]`. Accepts h2oGPT's startup flags, and an h2oGPT
-command line with no command name (`embedserve --hf_embedding_model=...`)."""
+"""Command line: `embedserve serve [flags]` and `embedserve embed INPUT... --output DIR`. The
+server accepts h2oGPT's startup flags, and an h2oGPT command line with no command name
+(`embedserve --hf_embedding_model=...`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from embedserve import __version__
-from embedserve.config.flags import add_flags
+from embedserve.bulk.command import add_job_flags, run_embed
+from embedserve.config.flags import JOB_SETTINGS, add_flags
 from embedserve.config.settings import Settings
 from embedserve.config.sources import settings_from
 from embedserve.errors import EmbedServeError
@@ -32,15 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
         "EMBEDSERVE_<SETTING> variable or a --config file (docs/configuration.md).",
     )
     add_flags(serve)
+    embed = commands.add_parser(
+        "embed",
+        help="embed files of documents into a folder of Parquet parts",
+        description="Embed a corpus of files with the server's engine into a folder of Parquet "
+        "parts (or one .npy matrix), streaming, with progress, resumable after an interruption. "
+        "The model flags are the server's (docs/bulk.md).",
+    )
+    add_job_flags(embed)
+    add_flags(embed, only=JOB_SETTINGS)
     return parser
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from a command line (the command included), over EMBEDSERVE_* variables, over
     a config file, over the defaults."""
+    return parse(argv, environ)[1]
+
+
+def parse(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[argparse.Namespace, Settings]:
+    """The parsed command line and the settings it makes."""
     args = build_parser().parse_args(list(argv))
-    del args.command
-    return settings_from(args, os.environ if environ is None else environ)
+    return args, settings_from(args, os.environ if environ is None else environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,12 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = parse_settings(argv)
+        args, settings = parse(argv)
         configure_logging(settings.log_level, settings.log_format)
+        if args.command == "embed":
+            return run_embed(args, settings)
         from embedserve.server import serve
 
         serve(settings)
     except EmbedServeError as exc:
-        print(f"embedserve: error: {exc.message}", file=sys.stderr)
+        command = "embedserve embed" if argv[0] == "embed" else "embedserve"
+        print(f"{command}: error: {exc.message}", file=sys.stderr)
         return 2
     return 0

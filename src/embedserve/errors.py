@@ -55,3 +55,8 @@ class UpstreamUnavailable(EmbedServeError):
 
 class UpstreamTimeout(EmbedServeError):
     """The upstream embeddings service did not answer in time."""
+
+
+class BadInput(EmbedServeError):
+    """A job's input cannot be read: a missing or unreadable file, a malformed record (named by
+    its file and line), or an output folder written with other options."""

@@ -64,11 +64,35 @@ COMMAND_LINE_ONLY = (
 )
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Every setting's flags, the per-model flags and the command-line-only ones. A flag not
-    given leaves no attribute, so that the environment and a config file can fill it."""
+JOB_SETTINGS = frozenset(
+    {
+        "device",
+        "backend",
+        "precision",
+        "streams",
+        "kernel_cache",
+        "cache_dir",
+        "max_batch_tokens",
+        "max_batch_size",
+        "max_padding",
+        "max_padding_tokens",
+        "max_wait_ms",
+        "openai_base_url",
+        "openai_timeout_s",
+        "openai_max_inputs",
+        "log_format",
+        "log_level",
+    }
+)
+"""The settings a job without HTTP reads (`embedserve embed`): the model and its engine."""
+
+
+def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """Every setting's flags (or `only` these, and --config), the per-model flags and the
+    command-line-only ones. A flag not given leaves no attribute, so that the environment and
+    a config file can fill it."""
     for described in SETTINGS:
-        if described.kind != "models":
+        if described.kind != "models" and (only is None or described.name in only):
             _add_setting(parser, described)
     for described in MODEL_FIELDS:
         action = _NewModel if described.name == "ref" else _ModelField
@@ -82,6 +106,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS,
         )
     for flag in COMMAND_LINE_ONLY:
+        if only is not None and flag.dest != "config":
+            continue
         options: dict[str, Any] = {"dest": flag.dest, "help": flag.help}
         if flag.action == "boolean":
             options |= {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}

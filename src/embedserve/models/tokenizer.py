@@ -90,6 +90,26 @@ class ModelTokenizer:
                 content = content[: self.max_content]
         return self.prefix + content + self.suffix
 
+    def windows(self, texts: Sequence[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+        """Per text, the character spans of its chunks: windows of at most `size` content tokens,
+        each starting `overlap` tokens before the previous one ends, cut at token boundaries. A
+        text without tokens is one empty chunk."""
+        step = size - overlap
+        spans = []
+        for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False):
+            offsets = encoding.offsets
+            if not offsets:
+                spans.append([(0, 0)])
+                continue
+            chunks = []
+            for first in range(0, len(offsets), step):
+                last = min(first + size, len(offsets)) - 1
+                chunks.append((offsets[first][0], offsets[last][1]))
+                if last == len(offsets) - 1:
+                    break
+            spans.append(chunks)
+        return spans
+
     def unpooled_span(self, instruction: str) -> int:
         """Leading tokens an INSTRUCTOR model leaves out of pooling after `instruction`: the
         instruction's framed length less one, or none for an instruction of one token or less

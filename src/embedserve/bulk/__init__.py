@@ -1,0 +1,1 @@
+"""Jobs without HTTP: `embedserve embed` embeds whole corpora with the server's engine."""

@@ -1,0 +1,215 @@
+"""A job's output folder: Parquet part files that appear only when complete (written under a
+hidden name, then renamed), and the folder's own bookkeeping in files whose names start with
+`_`, which pyarrow and pandas leave out when they read the folder as one table."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from embedserve.errors import BadInput
+
+MANIFEST = "_manifest.json"
+REJECTS = "_rejects.jsonl"
+_PARTS = "_parts"  # npy format: the parts, assembled into one matrix at the end
+_UNFINISHED = ".inprogress"
+
+
+@dataclass
+class PartRows:
+    """The rows of one part, in input order."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    chunks: list[int] | None = None
+    starts: list[int] | None = None
+    ends: list[int] | None = None
+    texts: list[str] | None = None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole or keeps what it held: written beside it, synced, renamed."""
+    temporary = path.with_name(f".{path.name}{_UNFINISHED}")
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem syncs a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class OutputFolder:
+    """Parts named by their index; a part's file exists only once it is complete."""
+
+    def __init__(self, folder: Path, fmt: str, metadata: dict[str, str]) -> None:
+        self.folder = folder
+        self.format = fmt
+        self.metadata = metadata  # the model, precision, input type and version, in every part
+
+    def open(self, manifest: dict[str, Any]) -> set[int]:
+        """Create the folder or resume it: refuse one written with other options, drop what an
+        interrupted run left half-written. The parts already complete."""
+        path = self.folder / MANIFEST
+        if path.exists():
+            _check_same(orjson.loads(path.read_bytes()), manifest, self.folder)
+        elif self.folder.exists() and any(self.folder.iterdir()):
+            raise BadInput(
+                f"{self.folder}: holds files but no {MANIFEST}, so it is not a folder this "
+                f"command wrote; give an empty or new --output folder"
+            )
+        self._parts_folder().mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.rglob(f".*{_UNFINISHED}"):
+            stale.unlink()
+        write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        return {
+            int(p.name.split("-")[1].split(".")[0])
+            for p in self._parts_folder().glob("part-*")
+            if not p.name.endswith(".ids.jsonl")
+        }
+
+    def _parts_folder(self) -> Path:
+        return self.folder / _PARTS if self.format == "npy" else self.folder
+
+    def part_path(self, index: int) -> Path:
+        suffix = "npy" if self.format == "npy" else "parquet"
+        return self._parts_folder() / f"part-{index:05d}.{suffix}"
+
+    def write_part(self, index: int, rows: PartRows) -> None:
+        if self.format == "npy":
+            self._write_npy_part(index, rows)
+        else:
+            self._write_parquet_part(index, rows)
+
+    def _write_parquet_part(self, index: int, rows: PartRows) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        dimension = rows.vectors.shape[1]
+        columns: dict[str, pa.Array] = {
+            "id": pa.array(rows.ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(rows.vectors.reshape(-1), pa.float32()), dimension
+            ),
+        }
+        if rows.chunks is not None:
+            columns["chunk"] = pa.array(rows.chunks, pa.int32())
+            columns["start"] = pa.array(rows.starts, pa.int64())
+            columns["end"] = pa.array(rows.ends, pa.int64())
+        if rows.texts is not None:
+            columns["text"] = pa.array(rows.texts, pa.string())
+        table = pa.table(columns).replace_schema_metadata(
+            {f"embedserve.{key}": value for key, value in self.metadata.items()}
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        write_atomically(self.part_path(index), sink.getvalue().to_pybytes())
+
+    def _write_npy_part(self, index: int, rows: PartRows) -> None:
+        path = self.part_path(index)
+        ids = path.with_name(f"{path.stem}.ids.jsonl")
+        write_atomically(ids, b"".join(_id_line(rows, n) for n in range(len(rows.ids))))
+        matrix = io.BytesIO()
+        np.save(matrix, rows.vectors.astype(np.float32, copy=False))
+        write_atomically(path, matrix.getvalue())  # after its ids: the matrix marks it complete
+
+    def append_rejects(self, part: int, rejects: Sequence[dict[str, Any]]) -> None:
+        """Before the part's file appears: a run that stops in between writes them again, and
+        `keep_rejects` drops the first copy."""
+        if not rejects:
+            return
+        with open(self.folder / REJECTS, "ab") as f:
+            f.write(b"".join(orjson.dumps({**r, "part": part}) + b"\n" for r in rejects))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def keep_rejects(self, parts: set[int]) -> None:
+        """Keep the rejects of complete parts only: the others are read again."""
+        path = self.folder / REJECTS
+        if not path.exists():
+            return
+        kept = [
+            line for line in path.read_bytes().splitlines() if orjson.loads(line)["part"] in parts
+        ]
+        write_atomically(path, b"".join(line + b"\n" for line in kept))
+
+    def finish(self, parts: int, manifest: dict[str, Any]) -> None:
+        """npy: one matrix and one ids file from the parts. Then the manifest says complete."""
+        if self.format == "npy":
+            self._assemble_npy(parts)
+        write_atomically(
+            self.folder / MANIFEST,
+            orjson.dumps({**manifest, "complete": True}, option=orjson.OPT_INDENT_2),
+        )
+
+    def _assemble_npy(self, parts: int) -> None:
+        matrices = [np.load(self.part_path(i), mmap_mode="r") for i in range(parts)]
+        dimension = next((m.shape[1] for m in matrices if m.size), 0)
+        rows = sum(m.shape[0] for m in matrices)
+        temporary = self.folder / f".embeddings.npy{_UNFINISHED}"
+        out = np.lib.format.open_memmap(temporary, "w+", np.float32, (rows, dimension))
+        at = 0
+        for matrix in matrices:
+            out[at : at + len(matrix)] = matrix
+            at += len(matrix)
+        out.flush()
+        del out
+        os.replace(temporary, self.folder / "embeddings.npy")
+        ids = self.folder / f".ids.jsonl{_UNFINISHED}"
+        with open(ids, "wb") as f:
+            for i in range(parts):
+                path = self.part_path(i)
+                f.write(path.with_name(f"{path.stem}.ids.jsonl").read_bytes())
+        os.replace(ids, self.folder / "ids.jsonl")
+        _sync_folder(self.folder)
+
+
+def _id_line(rows: PartRows, n: int) -> bytes:
+    line: dict[str, Any] = {"id": rows.ids[n]}
+    if rows.chunks is not None and rows.starts is not None and rows.ends is not None:
+        line |= {"chunk": rows.chunks[n], "start": rows.starts[n], "end": rows.ends[n]}
+    if rows.texts is not None:
+        line["text"] = rows.texts[n]
+    return orjson.dumps(line) + b"\n"
+
+
+def _check_same(before: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
+    """A folder is resumed only by the run that started it: same options, same inputs."""
+    for option, value in now["options"].items():
+        old = before.get("options", {}).get(option)
+        if old != value:
+            raise BadInput(
+                f"{folder} was written with {option}={_shown(old)}, and this run has "
+                f"{option}={_shown(value)}; run with the same options to resume it, or give "
+                f"another --output folder"
+            )
+    if before.get("inputs") != now["inputs"]:
+        was = {i["name"]: i for i in before.get("inputs", [])}
+        changed = next(
+            (i["name"] for i in now["inputs"] if was.get(i["name"]) != i),
+            next(iter(set(was) - {i["name"] for i in now["inputs"]}), "?"),
+        )
+        raise BadInput(
+            f"{folder} was written from other inputs ({changed} differs or changed since); "
+            f"give another --output folder"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else orjson.dumps(value).decode()
