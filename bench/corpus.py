@@ -57,3 +57,14 @@ def mixed_corpus(count: int, seed: int = 0) -> list[str]:
     while len(out) < count:  # join paragraphs into longer passages if the docs run short
         out.append(" ".join(rng.sample(unique, 3)))
     return out
+
+
+def documents(count: int, seed: int = 0) -> list[str]:
+    """An ingestion corpus of any size: the docstring paragraphs, then passages of one to three
+    of them, so lengths stay mixed (a sentence to past the model's maximum) however many."""
+    unique = docstring_paragraphs(_MODULES)
+    rng = random.Random(seed)
+    out = list(unique[:count])
+    while len(out) < count:
+        out.append(" ".join(rng.sample(unique, rng.choice((1, 1, 2, 3)))))
+    return out

@@ -238,7 +238,7 @@ def test_progress_lines_and_summary_when_stderr_is_not_a_terminal(tmp_path: Path
     source = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in TEXTS])
     assert embed(source, "-o", tmp_path / "out", "--part-rows", "8", "--progress-every", "0") == 0
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("embedded ")]
+    lines = [line for line in err.splitlines() if line.startswith("read ")]
     assert lines, err
     for part in ("docs/s", "tokens/s", "left"):
         assert part in lines[-1]
@@ -324,3 +324,36 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path: Path, embedder: Embedder
             [str(source), "-o", str(out), "--part-rows", "200"], out, tmp_path
         )
     assert sizes[20000] - sizes[2000] < 40, sizes
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dimensions", "999"], "--dimensions must be between 1 and 384 for this model, got 999"),
+        (["--chunk-tokens", "300"], "--chunk-tokens 300 is more than this model reads"),
+        (["--chunk-overlap", "4"], "--chunk-overlap needs --chunk-tokens"),
+    ],
+)
+def test_options_the_model_cannot_take_are_refused_before_anything_is_written(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    source = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
+    assert embed(source, "-o", tmp_path / "out", *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_is_one_clear_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    source = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
+    (tmp_path / "out").write_text("")
+    assert embed(source, "-o", tmp_path / "out") == 2
+    assert "a file, not a folder" in capsys.readouterr().err
+
+
+def test_no_records_still_make_a_table(tmp_path: Path) -> None:
+    source = tmp_path / "empty.jsonl"
+    source.write_text("\n\n")
+    assert embed(source, "-o", tmp_path / "out") == 0
+    got = table(tmp_path / "out")
+    assert len(got) == 0
+    assert got.schema.field("embedding").type == pa.list_(pa.float32(), 384)

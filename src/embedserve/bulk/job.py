@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from embedserve import __version__
-from embedserve.bulk.inputs import Fields, Record, count, expand, read, signature
+from embedserve.bulk.inputs import Fields, Record, expand, read, scan, signature
 from embedserve.bulk.output import REJECTS, OutputFolder, PartRows
 from embedserve.bulk.progress import Progress
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
+from embedserve.engine.loading import build_registry
 from embedserve.errors import BadInput
 from embedserve.serving.embeddings import Serving
 from embedserve.serving.requests import EmbedRequest, InputType
@@ -33,6 +34,12 @@ WINDOW = 1024
 """Inputs in one request to the serving layer; the batcher sorts all waiting ones by length."""
 
 PARTS_IN_FLIGHT = 2
+WINDOWS_IN_FLIGHT = 8
+"""Per worker: enough for the batcher to sort across, few enough that a part of many chunks
+does not fill the queue."""
+
+RETOKENIZE_MARGIN = 8
+"""A chunk cut inside a word can take a few more tokens when it is tokenized alone."""
 _A_DAY_S = 86400.0
 
 
@@ -84,12 +91,26 @@ class _Row:
     text: str
 
 
+@dataclass
+class PartTally:
+    """What embedding one part did."""
+
+    documents: int = 0
+    rows: int = 0
+    tokens: int = 0
+    skipped: int = 0
+
+
 def run_job(options: JobOptions, settings: Settings) -> str:
-    """Run the job to the end; its summary line."""
-    return asyncio.run(EmbedJob(options, settings).run())
+    """Run the job to the end in this process; its summary line."""
+    job = EmbedJob(options, settings)
+    return asyncio.run(job.run_here())
 
 
 class EmbedJob:
+    """The plan of a job: its inputs, where each part starts, the model it uses and the output
+    folder's manifest. Parts are embedded by a `PartWorker`: one here, or one per Ray actor."""
+
     def __init__(self, options: JobOptions, settings: Settings) -> None:
         if len(settings.models) > 1 and settings.default_model is None:
             raise BadInput("embed uses one model: give one --model (or --default-model)")
@@ -103,140 +124,162 @@ class EmbedJob:
             request_timeout_s=_A_DAY_S,
             max_request_tokens=None,
         )
-        self.files = expand(options.inputs, options.input_format)
-        self.total = sum(count(file) for file in self.files)
-        self.parts = math.ceil(self.total / options.part_rows)
-
-    async def run(self) -> str:
-        serving = Serving.build(self.settings)
-        await serving.start()
-        progress = None
-        try:
-            model = serving.model(self.settings.default_model)
-            service = await model.embedder()
-            instruction = model.instructions.for_type(self.options.input_type)
-            self._check_model(service, instruction)
-            dimension = self.options.dimensions or service.dimension or 0
-            output = OutputFolder(
-                self.options.output,
-                self.options.format,
-                {
-                    "model": model.id,
-                    "precision": str(service.precision),
-                    "backend": service.kind,
-                    "input_type": self.options.input_type,
-                    "dimension": str(dimension),
-                    "version": __version__,
-                },
-            )
-            manifest = self._manifest(model.source.id, instruction)
-            done = output.open(manifest)
-            output.keep_rejects(done)
-            progress = Progress(
-                self.total,
-                sum(self._part_size(i) for i in done),
-                every_s=self.options.progress_every_s,
-            )
-            await self._embed_parts(serving, service, output, done, progress, dimension)
-            output.finish(self.parts, manifest)
-            return progress.summary(len(done))
-        finally:
-            if progress is not None:
-                progress.close()
-            await serving.close()
-
-    def _check_model(self, service: Any, instruction: str) -> None:
-        size = self.options.chunk_tokens
-        if size is None:
-            return
-        if not isinstance(service, Embedder):
-            raise BadInput("--chunk-tokens needs a local model (its tokenizer cuts the chunks)")
-        room = service.tokenizer.max_content - len(service.tokenizer.content_ids([instruction])[0])
-        if size > room:
-            raise BadInput(
-                f"--chunk-tokens {size} is more than this model reads beside its special tokens "
-                f"and instruction: at most {room}"
-            )
-
-    def _manifest(self, model_id: str, instruction: str) -> dict[str, Any]:
-        settings = self.settings
-        return {
+        self.files = expand(options.inputs, options.input_format, exclude=options.output)
+        inputs = signature(self.files)  # before reading: a file that grows after it is refused
+        self.total, self.starts = scan(self.files, options.part_rows)
+        self.parts = max(1, math.ceil(self.total / options.part_rows))  # one, maybe empty
+        model = build_registry(self.settings).resolve(self.settings.default_model)
+        self.model_id = model.source.id
+        self.instruction = model.instructions.for_type(options.input_type)
+        self.manifest: dict[str, Any] = {
             "embedserve": __version__,
             "options": {
-                "model": model_id,
-                "precision": settings.precision,
-                "backend": settings.backend,
-                "instruction": instruction,
-                **self.options.remembered(),
+                "model": self.model_id,
+                "precision": self.settings.precision,
+                "backend": self.settings.backend,
+                "instruction": self.instruction,
+                **options.remembered(),
             },
-            "inputs": signature(self.files),
+            "inputs": inputs,
             "records": self.total,
             "parts": self.parts,
             "complete": False,
         }
+        self.folder = OutputFolder(options.output, options.format)
 
-    def _part_size(self, index: int) -> int:
-        return min(self.options.part_rows, self.total - index * self.options.part_rows)
+    def open(self) -> set[int]:
+        """Create or resume the output folder: the parts already complete."""
+        done = self.folder.open(self.manifest)
+        self.folder.keep_rejects(done)
+        return done
 
-    async def _embed_parts(
-        self,
-        serving: Serving,
-        service: Any,
-        output: OutputFolder,
-        done: set[int],
-        progress: Progress,
-        dimension: int,
-    ) -> None:
-        records = read(self.files, Fields(self.options.text_field, self.options.id_field))
-        in_flight: set[asyncio.Task[None]] = set()
+    def finish(self) -> None:
+        self.folder.finish(self.parts, self.manifest)
+
+    def part_size(self, index: int) -> int:
+        return max(0, min(self.options.part_rows, self.total - index * self.options.part_rows))
+
+    def records(self, index: int) -> list[Record]:
+        """The records of part `index`, read from where it starts."""
+        if not self.total:
+            return []
+        position = index * self.options.part_rows
+        fields = Fields(self.options.text_field, self.options.id_field)
+        reader = read(self.files, fields, self.starts[index], position)
+        return list(itertools.islice(reader, self.part_size(index)))
+
+    def progress(self, done: set[int]) -> Progress:
+        already = sum(self.part_size(i) for i in done)
+        return Progress(self.total, already, every_s=self.options.progress_every_s)
+
+    async def run_here(self) -> str:
+        worker = PartWorker(self)
         try:
-            for index in range(self.parts):
-                part = await asyncio.to_thread(_take, records, self.options.part_rows)
-                if index in done:
-                    continue
-                while len(in_flight) >= PARTS_IN_FLIGHT:
-                    finished, in_flight = await asyncio.wait(
-                        in_flight, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in finished:
-                        task.result()
-                in_flight.add(
-                    asyncio.create_task(
-                        self._embed_part(index, part, serving, service, output, progress, dimension)
-                    )
-                )
-            await asyncio.gather(*in_flight)
+            await worker.start()
+            self.manifest["engine"] = worker.engine
+            done = self.open()
+        except BaseException:
+            await worker.close()
+            raise
+        progress = self.progress(done)
+        try:
+            in_flight: set[asyncio.Task[PartTally]] = set()
+            try:
+                for index in (i for i in range(self.parts) if i not in done):
+                    while len(in_flight) >= PARTS_IN_FLIGHT:
+                        finished, in_flight = await asyncio.wait(
+                            in_flight, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for task in finished:
+                            task.result()
+                    in_flight.add(asyncio.create_task(worker.embed_part(index, progress)))
+                await asyncio.gather(*in_flight)
+            finally:
+                for task in in_flight:
+                    task.cancel()
+            self.finish()
+            return progress.summary(len(done))
         finally:
-            for task in in_flight:
-                task.cancel()
+            progress.close()
+            self.folder.close()
+            await worker.close()
 
-    async def _embed_part(
-        self,
-        index: int,
-        records: list[Record],
-        serving: Serving,
-        service: Any,
-        output: OutputFolder,
-        progress: Progress,
-        dimension: int,
-    ) -> None:
+
+class PartWorker:
+    """A loaded model that embeds parts and writes their files, with the serving layer's
+    request policy: the local job has one, each Ray actor its own."""
+
+    def __init__(self, job: EmbedJob) -> None:
+        self.job = job
+        self.options = job.options
+        self.serving = Serving.build(job.settings)
+        self.service: Any = None
+        self.output = job.folder
+
+    async def start(self) -> None:
+        await self.serving.start()
+        model = self.serving.model(self.job.settings.default_model)
+        self.service = await model.embedder()
+        self._check_chunking()
+        self.dimension = self.options.dimensions or self.service.dimension or 0
+        most = self.service.dimension
+        if self.options.dimensions and most and self.options.dimensions > most:
+            raise BadInput(
+                f"--dimensions must be between 1 and {self.service.dimension} for this "
+                f"model, got {self.options.dimensions}"
+            )
+        self.engine = {"precision": str(self.service.precision), "backend": self.service.kind}
+        self.windows = asyncio.Semaphore(WINDOWS_IN_FLIGHT)
+        self.output = OutputFolder(
+            self.options.output,
+            self.options.format,
+            {
+                "model": model.id,
+                **self.engine,
+                "input_type": self.options.input_type,
+                "dimension": str(self.dimension),
+                "version": __version__,
+            },
+        )
+
+    async def close(self) -> None:
+        await self.serving.close()
+
+    def _check_chunking(self) -> None:
+        size = self.options.chunk_tokens
+        if size is None:
+            return
+        if not isinstance(self.service, Embedder):
+            raise BadInput("--chunk-tokens needs a local model (its tokenizer cuts the chunks)")
+        tokenizer = self.service.tokenizer
+        instruction = len(tokenizer.content_ids([self.job.instruction])[0])
+        room = tokenizer.max_content - instruction - RETOKENIZE_MARGIN
+        if size > room:
+            raise BadInput(
+                f"--chunk-tokens {size} is more than this model reads beside its special tokens, "
+                f"its instruction and a margin for chunks cut inside a word: at most {room}"
+            )
+
+    async def embed_part(self, index: int, progress: Progress | None = None) -> PartTally:
+        """Read, embed and write part `index`; a bad record stops it unless --skip-bad."""
+        records = await asyncio.to_thread(self.job.records, index)
         bad = [r for r in records if r.problem is not None]
         if bad and not self.options.skip_bad:
             raise BadInput(
                 f"{bad[0].where}: {bad[0].problem} (--skip-bad writes such records to "
                 f"{REJECTS} and goes on)"
             )
-        rows = await asyncio.to_thread(
-            self._rows, [r for r in records if r.problem is None], service
-        )
+        good = [r for r in records if r.problem is None]
+        rows = await asyncio.to_thread(self._rows, good)
         windows = [rows[at : at + WINDOW] for at in range(0, len(rows), WINDOW)]
-        vectors = await asyncio.gather(
-            *(self._embed_window(window, serving, progress) for window in windows)
-        )
+        tally = PartTally(documents=len(good), rows=len(rows), skipped=len(bad))
+        vectors = await asyncio.gather(*(self._embed(w, tally, progress) for w in windows))
         chunked = self.options.chunk_tokens is not None
         part = PartRows(
             ids=[row.record.id for row in rows],
-            vectors=np.concatenate(vectors) if vectors else np.zeros((0, dimension), np.float32),
+            vectors=np.concatenate(vectors)
+            if vectors
+            else np.zeros((0, self.dimension), np.float32),
             chunks=[row.chunk for row in rows] if chunked else None,
             starts=[row.start for row in rows] if chunked else None,
             ends=[row.end for row in rows] if chunked else None,
@@ -245,16 +288,18 @@ class EmbedJob:
         rejects = [
             {"file": r.file, "line": r.line, "record": r.raw, "reason": r.problem} for r in bad
         ]
-        await asyncio.to_thread(output.append_rejects, index, rejects)
-        await asyncio.to_thread(output.write_part, index, part)
-        progress.advance(0, 0, 0, skipped=len(bad))
+        await asyncio.to_thread(self.output.append_rejects, index, rejects)
+        await asyncio.to_thread(self.output.write_part, index, part)
+        if progress is not None:
+            progress.advance(0, 0, 0, skipped=len(bad))
+        return tally
 
-    def _rows(self, records: list[Record], service: Any) -> list[_Row]:
+    def _rows(self, records: list[Record]) -> list[_Row]:
         """A row per record, or per chunk of it, with the text it embeds."""
         texts = [r.text or "" for r in records]
         if self.options.chunk_tokens is None:
             return [_Row(r, 0, 0, len(t), t) for r, t in zip(records, texts, strict=True)]
-        spans = service.tokenizer.windows(
+        spans = self.service.tokenizer.windows(
             texts, self.options.chunk_tokens, self.options.chunk_overlap
         )
         return [
@@ -263,21 +308,20 @@ class EmbedJob:
             for n, (start, end) in enumerate(chunks)
         ]
 
-    async def _embed_window(
-        self, window: Sequence[_Row], serving: Serving, progress: Progress
+    async def _embed(
+        self, window: Sequence[_Row], tally: PartTally, progress: Progress | None
     ) -> np.ndarray:
         request = EmbedRequest(
             [row.text for row in window],
-            model=self.settings.default_model,
+            model=self.job.settings.default_model,
             input_type=self.options.input_type,
             truncate=True,
             dimensions=self.options.dimensions,
         )
-        embedded = await serving.embed(request)
-        started = sum(1 for row in window if row.chunk == 0)  # documents, counted at their start
-        progress.advance(started, len(window), embedded.prompt_tokens)
+        async with self.windows:
+            embedded = await self.serving.embed(request)
+        tally.tokens += embedded.prompt_tokens
+        if progress is not None:
+            started = sum(1 for row in window if row.chunk == 0)  # documents, at their start
+            progress.advance(started, len(window), embedded.prompt_tokens)
         return embedded.vectors
-
-
-def _take(records: Iterator[Record], count: int) -> list[Record]:
-    return list(itertools.islice(records, count))

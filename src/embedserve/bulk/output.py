@@ -5,6 +5,7 @@ hidden name, then renamed), and the folder's own bookkeeping in files whose name
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from embedserve.errors import BadInput
 
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.jsonl"
+LOCK = "_lock"
 _PARTS = "_parts"  # npy format: the parts, assembled into one matrix at the end
 _UNFINISHED = ".inprogress"
 
@@ -58,23 +60,37 @@ def _sync_folder(folder: Path) -> None:
 class OutputFolder:
     """Parts named by their index; a part's file exists only once it is complete."""
 
-    def __init__(self, folder: Path, fmt: str, metadata: dict[str, str]) -> None:
+    def __init__(self, folder: Path, fmt: str, metadata: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.format = fmt
-        self.metadata = metadata  # the model, precision, input type and version, in every part
+        self.metadata = metadata or {}  # the model, precision, input type and version: per part
 
     def open(self, manifest: dict[str, Any]) -> set[int]:
         """Create the folder or resume it: refuse one written with other options, drop what an
         interrupted run left half-written. The parts already complete."""
+        try:
+            return self._open(manifest)
+        except OSError as exc:
+            raise BadInput(f"{self.folder}: cannot write there ({exc.strerror or exc})") from None
+
+    def _open(self, manifest: dict[str, Any]) -> set[int]:
         path = self.folder / MANIFEST
+        if self.folder.exists() and not self.folder.is_dir():
+            raise BadInput(f"{self.folder}: a file, not a folder; give a folder as --output")
         if path.exists():
             _check_same(orjson.loads(path.read_bytes()), manifest, self.folder)
-        elif self.folder.exists() and any(self.folder.iterdir()):
+        elif self.folder.exists() and any(p.name != LOCK for p in self.folder.iterdir()):
             raise BadInput(
                 f"{self.folder}: holds files but no {MANIFEST}, so it is not a folder this "
                 f"command wrote; give an empty or new --output folder"
             )
         self._parts_folder().mkdir(parents=True, exist_ok=True)
+        self.close()
+        self._lock = open(self.folder / LOCK, "wb")  # noqa: SIM115 — held while the job runs
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInput(f"{self.folder}: another embed job is writing it") from None
         for stale in self.folder.rglob(f".*{_UNFINISHED}"):
             stale.unlink()
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -83,6 +99,12 @@ class OutputFolder:
             for p in self._parts_folder().glob("part-*")
             if not p.name.endswith(".ids.jsonl")
         }
+
+    def close(self) -> None:
+        """Let another job open the folder."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
 
     def _parts_folder(self) -> Path:
         return self.folder / _PARTS if self.format == "npy" else self.folder
@@ -135,7 +157,7 @@ class OutputFolder:
         if not rejects:
             return
         with open(self.folder / REJECTS, "ab") as f:
-            f.write(b"".join(orjson.dumps({**r, "part": part}) + b"\n" for r in rejects))
+            f.write(b"".join(_json_line({**r, "part": part}) for r in rejects))
             f.flush()
             os.fsync(f.fileno())
 
@@ -144,10 +166,18 @@ class OutputFolder:
         path = self.folder / REJECTS
         if not path.exists():
             return
-        kept = [
-            line for line in path.read_bytes().splitlines() if orjson.loads(line)["part"] in parts
-        ]
-        write_atomically(path, b"".join(line + b"\n" for line in kept))
+        temporary = path.with_name(f".{path.name}{_UNFINISHED}")
+        with open(path, "rb") as old, open(temporary, "wb") as new:
+            for line in old:
+                try:
+                    part = orjson.loads(line)["part"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # cut short by a kill: its part is not complete either
+                if part in parts:
+                    new.write(line)
+            new.flush()
+            os.fsync(new.fileno())
+        os.replace(temporary, path)
 
     def finish(self, parts: int, manifest: dict[str, Any]) -> None:
         """npy: one matrix and one ids file from the parts. Then the manifest says complete."""
@@ -160,7 +190,7 @@ class OutputFolder:
 
     def _assemble_npy(self, parts: int) -> None:
         matrices = [np.load(self.part_path(i), mmap_mode="r") for i in range(parts)]
-        dimension = next((m.shape[1] for m in matrices if m.size), 0)
+        dimension = max((m.shape[1] for m in matrices if m.ndim == 2), default=0)
         rows = sum(m.shape[0] for m in matrices)
         temporary = self.folder / f".embeddings.npy{_UNFINISHED}"
         out = np.lib.format.open_memmap(temporary, "w+", np.float32, (rows, dimension))
@@ -180,13 +210,18 @@ class OutputFolder:
         _sync_folder(self.folder)
 
 
+def _json_line(value: Any) -> bytes:
+    """One JSON line; a value JSON cannot hold (Parquet's bytes, decimals) as its repr."""
+    return orjson.dumps(value, default=repr) + b"\n"
+
+
 def _id_line(rows: PartRows, n: int) -> bytes:
     line: dict[str, Any] = {"id": rows.ids[n]}
     if rows.chunks is not None and rows.starts is not None and rows.ends is not None:
         line |= {"chunk": rows.chunks[n], "start": rows.starts[n], "end": rows.ends[n]}
     if rows.texts is not None:
         line["text"] = rows.texts[n]
-    return orjson.dumps(line) + b"\n"
+    return _json_line(line)
 
 
 def _check_same(before: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
@@ -199,6 +234,13 @@ def _check_same(before: dict[str, Any], now: dict[str, Any], folder: Path) -> No
                 f"{option}={_shown(value)}; run with the same options to resume it, or give "
                 f"another --output folder"
             )
+    engine = before.get("engine")
+    if engine and engine != now.get("engine"):
+        raise BadInput(
+            f"{folder}'s parts were embedded in {engine['precision']} on {engine['backend']}, "
+            f"and this run got {now['engine']['precision']} on {now['engine']['backend']} "
+            f"(another machine?); give --precision and --backend to match, or another --output"
+        )
     if before.get("inputs") != now["inputs"]:
         was = {i["name"]: i for i in before.get("inputs", [])}
         changed = next(

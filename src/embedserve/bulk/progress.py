@@ -73,7 +73,7 @@ class Progress:
         left = (self.total - done) / rate if rate else float("inf")
         share = done / self.total if self.total else 1.0
         return (
-            f"embedded {done:,} of {self.total:,} documents ({share:.0%}), {rate:,.0f} docs/s, "
+            f"read {done:,} of {self.total:,} documents ({share:.0%}), {rate:,.0f} docs/s, "
             f"{tally.tokens / self.seconds:,.0f} tokens/s, {_duration(left)} left"
         )
 

@@ -66,6 +66,7 @@ COMMAND_LINE_ONLY = (
 
 JOB_SETTINGS = frozenset(
     {
+        "default_model",
         "device",
         "backend",
         "precision",
