@@ -72,6 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "embed":
             return run_embed(args, settings)
+        if getattr(args, "ray", False):
+            from embedserve.ray_serve import Replicas, serve_on_ray
+
+            given = vars(args)
+            replicas = Replicas(
+                given.get("replicas"), given.get("min_replicas"), given.get("max_replicas")
+            )
+            serve_on_ray(settings, given.get("ray_address", "local"), replicas)
+            return 0
         from embedserve.server import serve
 
         serve(settings)

@@ -14,10 +14,22 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
+_share: int | None = None
+
+
+def use_at_most(count: int) -> None:
+    """Use at most `count` cores in this process: a Ray actor's share of its node, which it
+    does not own alone. Before anything is loaded."""
+    global _share
+    _share = max(1, count)
+    cores.cache_clear()
+
+
 @functools.cache
 def cores() -> int:
     """The cores this process may use, counted once: see `usable_cores`."""
-    return usable_cores()
+    usable = usable_cores()
+    return min(usable, _share) if _share else usable
 
 
 def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:

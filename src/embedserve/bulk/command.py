@@ -79,6 +79,18 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
         help=f"write malformed records to DIR/{REJECTS} and go on (default: stop at the first)",
     )
     parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="run on Ray Data: local (a cluster on this machine for the job), auto (the running "
+        'cluster) or a cluster\'s address; needs pip install "embedserve[ray]" (default: no Ray)',
+    )
+    parser.add_argument(
+        "--ray-actors",
+        type=int,
+        metavar="N",
+        help="model copies on the cluster (default: one a stream's share of its CPUs)",
+    )
+    parser.add_argument(
         "--progress-every",
         type=float,
         default=10.0,
@@ -109,7 +121,12 @@ def job_options(args: argparse.Namespace) -> JobOptions:
 def run_embed(args: argparse.Namespace, settings: Settings) -> int:
     options = job_options(args)
     try:
-        summary = run_job(options, settings)
+        if args.ray_address:
+            from embedserve.bulk.ray_job import run_on_ray
+
+            summary = run_on_ray(options, settings, args.ray_address, args.ray_actors)
+        else:
+            summary = run_job(options, settings)
     except KeyboardInterrupt:
         print(
             "embedserve embed: interrupted; run the same command again to resume after the "

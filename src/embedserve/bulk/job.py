@@ -22,7 +22,7 @@ import numpy as np
 from embedserve import __version__
 from embedserve.bulk.inputs import Fields, Record, expand, read, scan, signature
 from embedserve.bulk.output import REJECTS, OutputFolder, PartRows
-from embedserve.bulk.progress import Progress
+from embedserve.bulk.progress import Progress, Tally
 from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.loading import build_registry
@@ -89,16 +89,6 @@ class _Row:
     start: int
     end: int
     text: str
-
-
-@dataclass
-class PartTally:
-    """What embedding one part did."""
-
-    documents: int = 0
-    rows: int = 0
-    tokens: int = 0
-    skipped: int = 0
 
 
 def run_job(options: JobOptions, settings: Settings) -> str:
@@ -183,7 +173,7 @@ class EmbedJob:
             raise
         progress = self.progress(done)
         try:
-            in_flight: set[asyncio.Task[PartTally]] = set()
+            in_flight: set[asyncio.Task[Tally]] = set()
             try:
                 for index in (i for i in range(self.parts) if i not in done):
                     while len(in_flight) >= PARTS_IN_FLIGHT:
@@ -260,7 +250,7 @@ class PartWorker:
                 f"its instruction and a margin for chunks cut inside a word: at most {room}"
             )
 
-    async def embed_part(self, index: int, progress: Progress | None = None) -> PartTally:
+    async def embed_part(self, index: int, progress: Progress | None = None) -> Tally:
         """Read, embed and write part `index`; a bad record stops it unless --skip-bad."""
         records = await asyncio.to_thread(self.job.records, index)
         bad = [r for r in records if r.problem is not None]
@@ -272,7 +262,7 @@ class PartWorker:
         good = [r for r in records if r.problem is None]
         rows = await asyncio.to_thread(self._rows, good)
         windows = [rows[at : at + WINDOW] for at in range(0, len(rows), WINDOW)]
-        tally = PartTally(documents=len(good), rows=len(rows), skipped=len(bad))
+        tally = Tally(documents=len(good), rows=len(rows), skipped=len(bad))
         vectors = await asyncio.gather(*(self._embed(w, tally, progress) for w in windows))
         chunked = self.options.chunk_tokens is not None
         part = PartRows(
@@ -309,7 +299,7 @@ class PartWorker:
         ]
 
     async def _embed(
-        self, window: Sequence[_Row], tally: PartTally, progress: Progress | None
+        self, window: Sequence[_Row], tally: Tally, progress: Progress | None
     ) -> np.ndarray:
         request = EmbedRequest(
             [row.text for row in window],

@@ -11,6 +11,8 @@ from typing import IO
 
 @dataclass
 class Tally:
+    """What a job, or one part of it, has done."""
+
     documents: int = 0
     rows: int = 0
     tokens: int = 0

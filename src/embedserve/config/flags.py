@@ -25,6 +25,7 @@ class CommandLineOnly:
     env: str | None = None
     action: str = "store"  # "store", "append" or "boolean"
     metavar: str | None = None
+    type: type = str
 
 
 COMMAND_LINE_ONLY = (
@@ -55,6 +56,41 @@ COMMAND_LINE_ONLY = (
         "serve --openai_model from the upstream (key in $OPENAI_API_KEY) instead of the default "
         "model, or beside the --model ones",
         action="boolean",
+    ),
+    CommandLineOnly(
+        "ray",
+        ("--ray",),
+        "serve as a Ray Serve deployment, --host/--port being its proxy's (pip install "
+        '"embedserve[ray]")',
+        action="boolean",
+    ),
+    CommandLineOnly(
+        "ray_address",
+        ("--ray-address",),
+        "with --ray: local (a cluster on this machine, stopped with the server), auto (the "
+        "running cluster) or a cluster's address (default: local)",
+        metavar="ADDRESS",
+    ),
+    CommandLineOnly(
+        "replicas",
+        ("--replicas",),
+        "with --ray: a fixed number of replicas (default: 1)",
+        metavar="N",
+        type=int,
+    ),
+    CommandLineOnly(
+        "min_replicas",
+        ("--min-replicas",),
+        "with --ray: autoscaled on ongoing requests, from this many replicas",
+        metavar="A",
+        type=int,
+    ),
+    CommandLineOnly(
+        "max_replicas",
+        ("--max-replicas",),
+        "with --ray: autoscaled up to this many replicas",
+        metavar="B",
+        type=int,
     ),
     CommandLineOnly(
         "langchain_mode",
@@ -114,6 +150,8 @@ def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = Non
             options |= {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}
         else:
             options |= {"action": flag.action, "metavar": flag.metavar}
+            if flag.action == "store":
+                options["type"] = flag.type
         parser.add_argument(*flag.flags, default=argparse.SUPPRESS, **options)
 
 

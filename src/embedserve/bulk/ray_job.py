@@ -1,0 +1,96 @@
+"""`embedserve embed ... --ray-address local|auto|ADDRESS`: the same job on Ray Data.
+
+The driver plans the job as the local run does (the same scan, manifest and output folder).
+Ray Data maps the parts still to do over an actor pool: each actor loads the model once (a
+`PartWorker` on its share of the cores), reads each part it is given from where the part starts,
+embeds it and writes the part's file; the driver follows their progress and finishes the folder.
+So the folder, its resuming and its vectors are the local run's. The output folder (and the
+inputs) must be on storage every node sees."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+
+from embedserve import machine
+from embedserve.bulk.job import EmbedJob, JobOptions, PartWorker
+from embedserve.bulk.progress import Tally
+from embedserve.config import Settings
+from embedserve.ray_cluster import cluster
+
+
+def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: int | None) -> str:
+    """Run the job on the Ray cluster at `address` ("local" starts one for the job and stops it
+    after); its summary line."""
+    job = EmbedJob(options, settings)
+    with cluster(address) as ray:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        count = actors or max(1, cpus // _cpus_per_actor(settings, cpus))
+        per_actor = max(1, cpus // count)
+        log_plan(count, per_actor)
+        done = job.open()
+        progress = job.progress(done)
+        try:
+            todo = [i for i in range(job.parts) if i not in done]
+            if todo:
+                parts = ray.data.from_items(
+                    [{"part": i} for i in todo], override_num_blocks=len(todo)
+                )
+                tallies = parts.map_batches(
+                    _PartActor,
+                    fn_constructor_args=(options, settings, per_actor),
+                    batch_size=1,
+                    concurrency=count,
+                    num_cpus=per_actor,
+                )
+                for row in tallies.iter_rows():
+                    progress.advance(
+                        int(row["documents"]),
+                        int(row["rows"]),
+                        int(row["tokens"]),
+                        int(row["skipped"]),
+                    )
+            job.finish()
+            return progress.summary(len(done))
+        finally:
+            progress.close()
+            job.folder.close()
+
+
+def log_plan(actors: int, per_actor: int) -> None:
+    import logging
+
+    logging.getLogger("embedserve").info(
+        "Ray: %d actor(s) of %d CPU(s), one model load each", actors, per_actor
+    )
+
+
+def _cpus_per_actor(settings: Settings, cpus: int) -> int:
+    """One actor per stream the engine would run on these CPUs: each is a stream on its share."""
+    streams = settings.streams or machine.default_streams(cpus)
+    return max(1, math.ceil(cpus / streams))
+
+
+class _PartActor:
+    """One loaded model on its share of a node's cores, embedding the parts it is handed."""
+
+    def __init__(self, options: JobOptions, settings: Settings, cpus: int) -> None:
+        machine.use_at_most(cpus)
+        self.loop = asyncio.new_event_loop()
+        self.worker = PartWorker(EmbedJob(options, settings))
+        self.loop.run_until_complete(self.worker.start())
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tallies: list[Tally] = [
+            self.loop.run_until_complete(self.worker.embed_part(int(index)))
+            for index in batch["part"]
+        ]
+        return {
+            "part": np.asarray(batch["part"]),
+            **{
+                field: np.array([getattr(t, field) for t in tallies], dtype=np.int64)
+                for field in ("documents", "rows", "tokens", "skipped")
+            },
+        }
