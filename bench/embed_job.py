@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from embedserve.models.tokenizer import ModelTokenizer
 from run import bare_engine, machine
 
 HERE = Path(__file__).resolve().parent
+RAY_ROW = "embedserve embed default on Ray Data (a local cluster, 2 actors of 1 CPU; driver RSS)"
 FASTEMBED_VENV = Path(os.environ.get("FASTEMBED_VENV", HERE / ".venv-fastembed"))
 MODES = {"default": ("auto", "auto"), "fp32": ("fp32", "auto"), "int8": ("int8", "auto")}
 
@@ -63,6 +65,14 @@ np.save(sys.argv[3], np.array(list(model.embed(docs, batch_size=256, parallel=No
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Seconds from start to exit and peak RSS in MiB of `command`, which must succeed."""
+    seconds, rss, _ = timed_with_log(command, env)
+    return seconds, rss
+
+
+def timed_with_log(
+    command: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
+    """`timed`, and what the command printed on stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -71,7 +81,7 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     err = process.stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[:4]} failed:\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, err
 
 
 def embed_vectors(folder: Path) -> np.ndarray:
@@ -130,6 +140,7 @@ def main() -> None:
         small.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[: args.small]))
         tokens = sum(min(len(c) + 2, 256) for c in tokenizer.content_ids(docs))
         rows: list[tuple[str, float, float, float | None]] = []  # name, seconds, RSS, cosine
+        notes: list[str] = []
         vectors: dict[str, np.ndarray] = {}
         embed = [sys.executable, "-m", "embedserve", "embed", "--log-level", "warning"]
         for name, (precision, backend) in MODES.items():
@@ -148,6 +159,23 @@ def main() -> None:
             seconds, rss_small = timed([*embed, str(small), "-o", str(work / "small-default")], env)
             rows.append(
                 (f"embedserve embed default, {args.small:,} docs", seconds, rss_small, None)
+            )
+        if wanted("ray"):
+            ray_files = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short socket paths
+            out = work / "out-ray"
+            command = [*embed, str(corpus), "-o", str(out), "--ray-address", "local"]
+            seconds, rss, err = timed_with_log(
+                [*command, "--ray-actors", "2"], {**env, "RAY_TMPDIR": str(ray_files)}
+            )
+            shutil.rmtree(ray_files, ignore_errors=True)
+            vectors["ray"] = embed_vectors(out)
+            job = float(re.search(r"tokens in ([0-9.,]+) s", err).group(1).replace(",", ""))  # type: ignore[union-attr]
+            rows.append((RAY_ROW, seconds, rss, None))
+            print(f"embed on Ray: {seconds:.1f} s, of which the job {job:.1f} s", flush=True)
+            notes.append(
+                f"- On Ray, the job's own seconds (its summary, from the parts' planning to the "
+                f"last part) were {job:,.1f} of {seconds:,.1f}: the other {seconds - job:,.1f} s "
+                "started the local cluster and stopped it."
             )
         if wanted("st"):
             out = work / "st.npy"
@@ -174,7 +202,7 @@ def main() -> None:
                 ceilings[name] = bare_engine(sample, *mode)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(render(rows, vectors, ceilings, tokens, args))
+    print(render(rows, vectors, ceilings, tokens, args, notes))
 
 
 def render(
@@ -183,6 +211,7 @@ def render(
     ceilings: dict[str, tuple[str, float]],
     tokens: int,
     args: argparse.Namespace,
+    notes: list[str],
 ) -> str:
     reference = vectors.get("st")
     st_seconds = next((s for n, s, _, _ in rows if n.startswith("SentenceTransformer")), None)
@@ -197,6 +226,7 @@ def render(
     keys = {"embedserve embed default": "default", "embedserve embed fp32": "fp32"}
     keys |= {"embedserve embed int8": "int8", "SentenceTransformer.encode(batch_size=32)": "st"}
     keys["FastEmbed TextEmbedding.embed (ONNX Runtime)"] = "fastembed"
+    keys[RAY_ROW] = "ray"
     for name, seconds, rss, _ in rows:
         count = args.small if name.endswith("docs") else args.documents
         ratio = f"{st_seconds / seconds:.2f}x" if st_seconds and count == args.documents else ""
@@ -218,7 +248,7 @@ def render(
         lines.append(
             f"- Bare engine of {name} ({engine}), length-sorted: {rate:,.0f} tokens/s{share}."
         )
-    text = "\n".join(lines)
+    text = "\n".join([*lines, *notes])
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "embed_job.md").write_text(text + "\n")
     return textwrap.dedent(text)
