@@ -357,3 +357,40 @@ def test_no_records_still_make_a_table(tmp_path: Path) -> None:
     got = table(tmp_path / "out")
     assert len(got) == 0
     assert got.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+
+
+def test_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """stderr a terminal (a pseudo-terminal here): tqdm's bar, with documents, the rate and
+    tokens/s, ending at the total."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    source = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in TEXTS])
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    try:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "embedserve", "embed", str(source), "-o", str(tmp_path / "o")],
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the job closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert job.wait(120) == 0, shown.decode(errors="replace")
+    finally:
+        os.close(leader)
+    text = shown.decode(errors="replace")
+    assert f"{len(TEXTS)}/{len(TEXTS)}" in text
+    assert "doc/s" in text
+    assert "tokens/s" in text
