@@ -94,6 +94,11 @@ def servers(folder: Path) -> list[Server]:
             Server(name, [*ours, "--precision", precision, "--backend", backend], "/v1/embeddings")
             for name, (precision, backend) in MODES.items()
         ),
+        Server(  # the same app from two Ray Serve replicas of one CPU, behind Ray's proxy
+            "embedserve default on Ray Serve",
+            [*ours, "--ray", "--replicas", "2"],
+            "/v1/embeddings",
+        ),
         Server(
             "infinity (torch)",
             [

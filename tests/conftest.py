@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["EMBEDSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedserve-test-cache-")
 os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(os.environ["EMBEDSERVE_CACHE_DIR"], "tiktoken")
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,11 @@ REAL_SENTENCES = [
 @pytest.fixture
 def tmp_cache(tmp_path: Path) -> Path:
     return tmp_path / "tiktoken"
+
+
+@pytest.fixture
+def ray_dir() -> Iterator[Path]:
+    """A Ray cluster's files for one test: short, as Ray's socket paths must fit in 107 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

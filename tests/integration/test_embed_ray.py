@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import cosines
+from tests.processes import ray_processes
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.process]
-
-
-@pytest.fixture
-def ray_dir() -> Iterator[Path]:
-    """Short: Ray's socket paths must fit in 107 characters."""
-    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def ray_processes(folder: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(str(folder) in part for part in process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def embed(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,38 +4,19 @@ process left behind."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 
 from tests.conftest import cosines, reference_vectors
-from tests.processes import start_command
+from tests.processes import ray_processes, start_command
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.process]
-
-
-@pytest.fixture
-def ray_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def ray_processes(folder: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(str(folder) in part for part in process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def test_the_app_on_ray_serve_replicas(tmp_path: Path, ray_dir: Path, reference) -> None:  # type: ignore[no-untyped-def]
