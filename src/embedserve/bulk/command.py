@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--progress-every",
+        dest="progress_every_s",
         type=float,
         default=10.0,
         metavar="SECONDS",
@@ -100,22 +102,9 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:
-    return JobOptions(
-        inputs=tuple(args.inputs),
-        output=args.output,
-        text_field=args.text_field,
-        id_field=args.id_field,
-        input_format=args.input_format,
-        input_type=args.input_type,
-        dimensions=args.dimensions,
-        keep_text=args.keep_text,
-        format=args.format,
-        part_rows=args.part_rows,
-        chunk_tokens=args.chunk_tokens,
-        chunk_overlap=args.chunk_overlap,
-        skip_bad=args.skip_bad,
-        progress_every_s=args.progress_every,
-    )
+    """The job's options from its flags: each flag's dest is the option's name."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobOptions)}
+    return JobOptions(**{**given, "inputs": tuple(args.inputs)})
 
 
 def run_embed(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from embedserve import __version__
-from embedserve.bulk.inputs import Fields, Record, expand, read, scan, signature
+from embedserve.bulk.inputs import (
+    Cursor,
+    Fields,
+    InputFile,
+    Record,
+    expand,
+    read,
+    scan,
+    signature,
+)
 from embedserve.bulk.output import REJECTS, OutputFolder, PartRows
 from embedserve.bulk.progress import Progress, Tally
 from embedserve.config import Settings
@@ -97,11 +106,30 @@ def run_job(options: JobOptions, settings: Settings) -> str:
     return asyncio.run(job.run_here())
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The inputs, their signature (taken before they are read: a file that grows after it
+    is refused on resume), and where each part starts."""
+
+    files: list[InputFile]
+    signature: list[dict[str, Any]]
+    total: int
+    starts: list[Cursor]
+
+    @classmethod
+    def of(cls, options: JobOptions) -> Plan:
+        files = expand(options.inputs, options.input_format, exclude=options.output)
+        inputs = signature(files)
+        total, starts = scan(files, options.part_rows)
+        return cls(files, inputs, total, starts)
+
+
 class EmbedJob:
     """The plan of a job: its inputs, where each part starts, the model it uses and the output
     folder's manifest. Parts are embedded by a `PartWorker`: one here, or one per Ray actor."""
 
-    def __init__(self, options: JobOptions, settings: Settings) -> None:
+    def __init__(self, options: JobOptions, settings: Settings, plan: Plan | None = None) -> None:
+        """`plan`: the inputs already scanned (a Ray actor gets the driver's)."""
         if len(settings.models) > 1 and settings.default_model is None:
             raise BadInput("embed uses one model: give one --model (or --default-model)")
         self.options = options
@@ -114,11 +142,11 @@ class EmbedJob:
             request_timeout_s=_A_DAY_S,
             max_request_tokens=None,
         )
-        self.files = expand(options.inputs, options.input_format, exclude=options.output)
-        inputs = signature(self.files)  # before reading: a file that grows after it is refused
-        self.total, self.starts = scan(self.files, options.part_rows)
+        self.plan = plan or Plan.of(options)
+        self.files, self.total, self.starts = self.plan.files, self.plan.total, self.plan.starts
         self.parts = max(1, math.ceil(self.total / options.part_rows))  # one, maybe empty
-        model = build_registry(self.settings).resolve(self.settings.default_model)
+        self.registry = build_registry(self.settings)  # the workers' serving layer opens it
+        model = self.registry.resolve(self.settings.default_model)
         self.model_id = model.source.id
         self.instruction = model.instructions.for_type(options.input_type)
         self.manifest: dict[str, Any] = {
@@ -130,7 +158,7 @@ class EmbedJob:
                 "instruction": self.instruction,
                 **options.remembered(),
             },
-            "inputs": inputs,
+            "inputs": self.plan.signature,
             "records": self.total,
             "parts": self.parts,
             "complete": False,
@@ -202,7 +230,7 @@ class PartWorker:
     def __init__(self, job: EmbedJob) -> None:
         self.job = job
         self.options = job.options
-        self.serving = Serving.build(job.settings)
+        self.serving = Serving.build(job.settings, job.registry)
         self.service: Any = None
         self.output = job.folder
 

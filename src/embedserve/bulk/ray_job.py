@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from embedserve import machine
-from embedserve.bulk.job import EmbedJob, JobOptions, PartWorker
+from embedserve.bulk.job import EmbedJob, JobOptions, PartWorker, Plan
 from embedserve.bulk.progress import Tally
 from embedserve.config import Settings
 from embedserve.ray_cluster import cluster
@@ -40,7 +40,7 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
                 )
                 tallies = parts.map_batches(
                     _PartActor,
-                    fn_constructor_args=(options, settings, per_actor),
+                    fn_constructor_args=(options, settings, job.plan, per_actor),
                     batch_size=1,
                     concurrency=count,
                     num_cpus=per_actor,
@@ -76,10 +76,10 @@ def _cpus_per_actor(settings: Settings, cpus: int) -> int:
 class _PartActor:
     """One loaded model on its share of a node's cores, embedding the parts it is handed."""
 
-    def __init__(self, options: JobOptions, settings: Settings, cpus: int) -> None:
+    def __init__(self, options: JobOptions, settings: Settings, plan: Plan, cpus: int) -> None:
         machine.use_at_most(cpus)
         self.loop = asyncio.new_event_loop()
-        self.worker = PartWorker(EmbedJob(options, settings))
+        self.worker = PartWorker(EmbedJob(options, settings, plan))  # not scanned again
         self.loop.run_until_complete(self.worker.start())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
