@@ -394,3 +394,35 @@ def test_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert f"{len(TEXTS)}/{len(TEXTS)}" in text
     assert "doc/s" in text
     assert "tokens/s" in text
+
+
+def test_a_resumed_npy_run_and_its_rejects_hold_each_record_once(tmp_path: Path) -> None:
+    """An interrupted run's state, made by removing what it had not finished: the last part and
+    the assembled matrix. The rerun writes that part again and its rejects once."""
+    lines = [json.dumps({"text": f"doc {i}"}) if i % 7 else "{bad" for i in range(30)]
+    source = tmp_path / "d.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    args: list[str | Path] = [
+        source,
+        "-o",
+        out,
+        "--format",
+        "npy",
+        "--part-rows",
+        "10",
+        "--skip-bad",
+    ]
+    assert embed(*args) == 0
+    whole = np.load(out / "embeddings.npy")
+    ids = (out / "ids.jsonl").read_text()
+    rejects = (out / "_rejects.jsonl").read_text()
+    (out / "_parts" / "part-00002.npy").unlink()
+    (out / "embeddings.npy").unlink()
+    assert embed(*args) == 0
+    assert (
+        np.array_equal(np.load(out / "embeddings.npy"), whole)
+        or cosines(np.load(out / "embeddings.npy"), whole).min() >= 0.9999
+    )
+    assert (out / "ids.jsonl").read_text() == ids
+    assert (out / "_rejects.jsonl").read_text().count("\n") == rejects.count("\n") == 5
