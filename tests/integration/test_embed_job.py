@@ -420,9 +420,6 @@ def test_a_resumed_npy_run_and_its_rejects_hold_each_record_once(tmp_path: Path)
     (out / "_parts" / "part-00002.npy").unlink()
     (out / "embeddings.npy").unlink()
     assert embed(*args) == 0
-    assert (
-        np.array_equal(np.load(out / "embeddings.npy"), whole)
-        or cosines(np.load(out / "embeddings.npy"), whole).min() >= 0.9999
-    )
+    assert cosines(np.load(out / "embeddings.npy"), whole).min() >= 0.9999
     assert (out / "ids.jsonl").read_text() == ids
     assert (out / "_rejects.jsonl").read_text().count("\n") == rejects.count("\n") == 5
