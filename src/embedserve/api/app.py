@@ -40,8 +40,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     )
     app.state.embedserve = AppState(settings, serving)
     errors.install(app)
-    app.include_router(openai_routes.router)
-    app.include_router(probes.router)
+    _include_routes(app)
     # Outermost last: request id and metrics see everything, CORS answers preflights before
     # the key check, and the key check runs before the body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -57,6 +56,19 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.add_middleware(RequestContext, metrics=serving.metrics, access_log=settings.access_log)
     app.add_middleware(StartupFailure)
     return app
+
+
+def route_table() -> FastAPI:
+    """The app's routes and nothing else: which wire format a path belongs to, and so its error
+    shape, for a process that forwards requests to the app without running it."""
+    app = FastAPI()
+    _include_routes(app)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
+    app.include_router(openai_routes.router)
+    app.include_router(probes.router)
 
 
 @asynccontextmanager
