@@ -60,3 +60,11 @@ class UpstreamTimeout(EmbedServeError):
 class BadInput(EmbedServeError):
     """A job's input cannot be read: a missing or unreadable file, a malformed record (named by
     its file and line), or an output folder written with other options."""
+
+
+class NotFound(EmbedServeError):
+    """A file or batch that does not exist, or that belongs to another API key."""
+
+
+class TooLarge(EmbedServeError):
+    """An upload over the server's size limit."""

@@ -317,3 +317,50 @@ async def test_retry_after_follows_the_queue_and_the_compute_rate() -> None:
     assert 2 <= measured.value.retry_after <= 60
     backlog.cancel()
     batcher.close()
+
+
+class HeldBackend(AloneBackend):
+    """The first pass, whichever it is, holds until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = True
+        self.batches_started = 0  # rows of the held pass
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.first:
+            self.first = False
+            self.batches_started = len(input_ids)
+            self.entered.set()
+            assert self.release.wait(5), "test never released the backend"
+        return super().embed(input_ids, attention_mask)
+
+
+async def test_background_work_runs_only_when_no_online_work_waits() -> None:
+    backend = HeldBackend()
+    batcher = Batcher(
+        backend.embed,
+        backend.dimension,
+        0,
+        BatchLimits(max_batch_size=64),
+        workers=1,
+        every_core_pass=backend.embed_alone,
+    )
+    background = asyncio.create_task(
+        batcher.submit([seq(9000 + i, 40) for i in range(40)], background=True)
+    )
+    assert await asyncio.to_thread(backend.entered.wait, 5)  # a first background pass runs
+    online = asyncio.create_task(batcher.submit([seq(8000 + i, 40) for i in range(3)]))
+    await until(lambda: batcher.state().formed == 1)  # the online batch, formed and waiting
+    assert batcher.state().queued == 0
+    assert batcher.state().background == 40 - backend.batches_started  # none formed ahead
+    backend.release.set()
+    online_rows, background_rows = await asyncio.gather(online, background)
+    assert [int(r[1]) for r in online_rows] == [8000, 8001, 8002]
+    assert sorted(int(r[1]) for r in background_rows) == list(range(9000, 9040))
+    first_pass = backend.batches[0][0]
+    assert backend.seen[first_pass : first_pass + 3] == [8000, 8001, 8002]  # next after it
+    rows, width = backend.batches[0]
+    assert rows * width <= 256  # a short pass, before any pass has been timed
+    assert backend.alone_passes == 1  # the online request's; background work never takes all
+    batcher.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
@@ -14,12 +15,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import __version__
-from embedserve.api import errors, openai_routes, probes
+from embedserve.api import batches_routes, errors, files_routes, openai_routes, probes
 from embedserve.api.auth import ApiKeyAuth
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.limits import BodyLimit
 from embedserve.api.observe import HEADER, RequestContext
 from embedserve.api.state import AppState
+from embedserve.batches.service import Batches
 from embedserve.config import Settings
 from embedserve.engine.registry import ModelRegistry
 from embedserve.errors import EmbedServeError
@@ -38,12 +40,17 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         description="OpenAI-compatible text embeddings (h2oGPT's /v1/embeddings contract).",
         lifespan=_lifespan,
     )
-    app.state.embedserve = AppState(settings, serving)
+    batches = Batches(settings, partial(batches_routes.run_line, serving), serving.metrics)
+    app.state.embedserve = AppState(settings, serving, batches)
     errors.install(app)
     _include_routes(app)
     # Outermost last: request id and metrics see everything, CORS answers preflights before
     # the key check, and the key check runs before the body is read.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        streamed=frozenset({files_routes.UPLOAD_PATH}),  # to disk, under --max-file-bytes
+    )
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
     if settings.cors_origins:
         app.add_middleware(
@@ -68,6 +75,8 @@ def route_table() -> FastAPI:
 
 def _include_routes(app: FastAPI) -> None:
     app.include_router(openai_routes.router)
+    app.include_router(files_routes.router)
+    app.include_router(batches_routes.router)
     app.include_router(probes.router)
 
 
@@ -80,9 +89,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.startup_error = exc
         await state.serving.close()
         raise
+    state.batches.start()  # unfinished batches resume
     try:
         yield
     finally:
+        await state.batches.close()
         await state.serving.close()
 
 

@@ -25,7 +25,7 @@ class ApiKeyAuth:
         if scope["type"] != "http" or not self._digests or scope["path"] in self._open:
             await self.app(scope, receive, send)
             return
-        key = _bearer(scope)
+        key = bearer(scope)
         if key is not None and self.accepts(key):
             await self.app(scope, receive, send)
             return
@@ -47,7 +47,7 @@ class ApiKeyAuth:
         return matched
 
 
-def _bearer(scope: Scope) -> str | None:
+def bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")

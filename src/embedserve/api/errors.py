@@ -4,7 +4,7 @@ shape of the wire format whose route it reached (the OpenAI envelope where none 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid_request_error"),
     errors.ModelNotFound: (404, "invalid_request_error"),
+    errors.NotFound: (404, "invalid_request_error"),
+    errors.TooLarge: (413, "invalid_request_error"),
     errors.Overloaded: (429, "rate_limit_error"),
     errors.QueueTimeout: (503, "service_unavailable"),
     errors.ClientGone: (499, "client_closed_request"),
@@ -118,7 +120,12 @@ def validation_error(request: Request, exc: RequestValidationError) -> ApiError:
             f"(got {content_type!r}; with curl add -H 'Content-Type: application/json')",
             code="unsupported_media_type",
         )
-    first: dict[str, Any] = exc.errors()[0]
+    return body_error(exc.errors())
+
+
+def body_error(problems: Sequence[Any]) -> ApiError:
+    """The first of pydantic's problems with a JSON body, as one message."""
+    first: dict[str, Any] = problems[0]
     if first.get("type") == "json_invalid":
         return ApiError(
             400,

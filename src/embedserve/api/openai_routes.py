@@ -35,11 +35,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     serving = state_of(request).serving
-    result = await unless_client_leaves(request, serving.embed(_embed_request(body)))
-    return await json_response(_body(result, body.encoding_format), result.vectors.size)
+    result = await unless_client_leaves(request, serving.embed(embed_request(body)))
+    return await json_response(embeddings_body(result, body.encoding_format), result.vectors.size)
 
 
-def _embed_request(body: EmbeddingRequest) -> EmbedRequest:
+def embed_request(body: EmbeddingRequest) -> EmbedRequest:
     value = body.input
     if isinstance(value, str) or isinstance(value[0], int):
         inputs: Any = [value]  # one text, or one token-id sequence
@@ -54,7 +54,7 @@ def _embed_request(body: EmbeddingRequest) -> EmbedRequest:
     )
 
 
-def _body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
+def embeddings_body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
     rows = base64_rows(result.vectors) if encoding_format == "base64" else list(result.vectors)
     tokens = result.prompt_tokens
     return {

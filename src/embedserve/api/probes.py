@@ -19,7 +19,9 @@ async def health() -> JSONBytes:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    body = state_of(request).serving.metrics.render()
+    state = state_of(request)
+    state.batches.count()
+    body = state.serving.metrics.render()
     return Response(body, media_type=METRICS_CONTENT_TYPE)
 
 

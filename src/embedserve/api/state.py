@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from embedserve.batches.service import Batches
 from embedserve.config import Settings
 from embedserve.errors import EmbedServeError
 from embedserve.serving.embeddings import Serving
@@ -14,6 +15,7 @@ from embedserve.serving.embeddings import Serving
 class AppState:
     settings: Settings
     serving: Serving
+    batches: Batches
     started: int = field(default_factory=lambda: int(time.time()))
     draining: bool = False
     """Set when the server stops (SIGTERM/SIGINT): readiness answers 503 while in-flight

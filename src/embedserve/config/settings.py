@@ -103,6 +103,28 @@ class Settings:
         "where ONNX and OpenVINO builds and assembled models are kept",
         shown_default="~/.cache/embedserve",
     )
+    data_dir: str | None = setting(
+        None,
+        "where the Batch API keeps its files and its database (created on first use)",
+        shown_default="~/.local/share/embedserve",
+    )
+    max_file_bytes: int = setting(
+        200 * 1024 * 1024,
+        "largest file POST /v1/files takes; larger ones get 413",
+        bound=AT_LEAST_1,
+    )
+    batch_workers: int = setting(
+        1,
+        "batches run at once, behind the online requests; 0 runs none (files and batches are "
+        "still accepted)",
+        bound=AT_LEAST_0,
+    )
+    file_retention_days: float | None = setting(
+        None,
+        "days an uploaded or output file is kept before it is deleted",
+        bound=ABOVE_0,
+        shown_default="until deleted",
+    )
     strict_model: bool = setting(False, "unknown `model` names get 404 instead of the default")
     token_ids: TokenIdMode = setting(
         "tiktoken",

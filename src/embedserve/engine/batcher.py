@@ -9,6 +9,10 @@ op). A batch with nothing else running or waiting beside it may run alone on eve
 instead, where the backend offers that: a lone request is not left with one core's speed.
 Requests from any event loop can wait on results (they are handed back with
 call_soon_threadsafe), so the event loop never computes or pads.
+
+Background work (a batch job's requests) waits in a queue of its own: a pass of it is formed only
+when no online sequence waits and a stream is free, and it is kept short (BACKGROUND_PASS_S), so
+an online request waits at most for a short pass already running.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from embedserve.errors import Overloaded, QueueTimeout
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+BACKGROUND_PASS_S = 0.04
+"""How long a pass of background work may take, at the measured rate: what an online request
+arriving during it waits at most. Shorter passes cost a pass's fixed cost more often."""
+BACKGROUND_FIRST_TOKENS = 256
+"""A background pass's tokens before any pass has been timed."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,9 @@ class BatcherState:
     waiting_for_cores: int
     """Passes held back while a pass on every core runs."""
 
+    background: int = 0
+    """Background sequences waiting (a batch job's)."""
+
 
 @dataclass(eq=False)
 class _Job:
@@ -99,6 +112,7 @@ class _Job:
     remaining: int
     queued: int = 0  # items the compute thread has not taken yet
     finished: bool = False  # result, error or cancellation: its queued items are dropped
+    background: bool = False  # a batch job's: never a pass on every core
 
 
 @dataclass(eq=False)
@@ -137,6 +151,8 @@ class Batcher:
         self._pad_id = pad_id
         self.limits = limits
         self._pending: list[_Item] = []
+        self._background: list[_Item] = []  # a batch job's sequences: only when nothing else waits
+        self._token_rate = 0.0  # tokens per second of one pass, smoothed
         self._cond = threading.Condition()
         self._arrivals = itertools.count()
         self._handoff: queue.Queue[tuple[list[_Item], np.ndarray, np.ndarray] | None] = queue.Queue(
@@ -162,13 +178,20 @@ class Batcher:
 
     def state(self) -> BatcherState:
         with self._cond:
-            return BatcherState(len(self._pending), self._unclaimed, self._busy, self._held)
+            return BatcherState(
+                len(self._pending), self._unclaimed, self._busy, self._held, len(self._background)
+            )
 
     async def submit(
-        self, sequences: list[list[int]], unpooled: Sequence[int] | None = None
+        self,
+        sequences: list[list[int]],
+        unpooled: Sequence[int] | None = None,
+        background: bool = False,
     ) -> np.ndarray:
         """Pooled vectors for `sequences`, in order, once every batch holding them has run.
-        `unpooled[i]` leading tokens of sequence i are read but not pooled (INSTRUCTOR models)."""
+        `unpooled[i]` leading tokens of sequence i are read but not pooled (INSTRUCTOR models).
+        `background`: computed only when no online sequence waits (never refused or timed out:
+        its caller bounds what it submits)."""
         loop = asyncio.get_running_loop()
         job = _Job(
             loop=loop,
@@ -176,26 +199,44 @@ class Batcher:
             out=np.empty((len(sequences), self._dimension), dtype=np.float32),
             remaining=len(sequences),
             queued=len(sequences),
+            background=background,
         )
         if not sequences:
             return job.out
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         with self._cond:
-            if self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
+            if background:
+                self._background.extend(
+                    _Item(
+                        job,
+                        row,
+                        sequences[row],
+                        next(self._arrivals),
+                        unpooled[row] if unpooled else 0,
+                    )
+                    for row in order
+                )
+                self._cond.notify_all()
+            elif self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
                 raise Overloaded(
                     f"the server is at capacity ({len(self._pending)} inputs queued); "
                     f"retry shortly",
                     retry_after=self._drain_seconds(len(self._pending)),
                 )
-            self._pending.extend(
-                _Item(
-                    job, row, sequences[row], next(self._arrivals), unpooled[row] if unpooled else 0
+            else:
+                self._pending.extend(
+                    _Item(
+                        job,
+                        row,
+                        sequences[row],
+                        next(self._arrivals),
+                        unpooled[row] if unpooled else 0,
+                    )
+                    for row in order
                 )
-                for row in order
-            )
-            self._cond.notify_all()
+                self._cond.notify_all()
         try:
-            return await self._wait(job)
+            return await (job.future if background else self._wait(job))
         except asyncio.CancelledError:
             job.finished = True  # the former drops its queued items before they cost compute
             raise
@@ -252,10 +293,17 @@ class Batcher:
             self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
 
     def _next_batch(self) -> list[_Item] | None:
-        """Called holding the lock: wait for work, give stragglers a moment, pick a batch."""
+        """Called holding the lock: wait for work, give stragglers a moment, pick a batch; with
+        no online work waiting and a stream free, a short pass of background work."""
         while not self._closed:
             self._pending = [item for item in self._pending if not item.job.finished]
             if not self._pending:
+                self._background = [item for item in self._background if not item.job.finished]
+                if self._background and self._busy + self._unclaimed < self._workers:
+                    chosen, self._background = self._select(
+                        self._background, self._background_tokens()
+                    )
+                    return chosen
                 self._cond.wait()
                 continue
             deadline = time.monotonic() + self.limits.max_wait_s
@@ -266,18 +314,26 @@ class Batcher:
                 self._cond.wait(left)
             self._pending = [item for item in self._pending if not item.job.finished]
             if self._pending:
-                return self._select()
+                chosen, self._pending = self._select(self._pending, self.limits.max_batch_tokens)
+                return chosen
         return None
 
-    def _select(self) -> list[_Item]:
+    def _background_tokens(self) -> int:
+        """A background pass's token budget: BACKGROUND_PASS_S of one pass's measured rate."""
+        if not self._token_rate:
+            return min(BACKGROUND_FIRST_TOKENS, self.limits.max_batch_tokens)
+        return max(1, min(self.limits.max_batch_tokens, int(self._token_rate * BACKGROUND_PASS_S)))
+
+    def _select(self, waiting: list[_Item], max_tokens: int) -> tuple[list[_Item], list[_Item]]:
         """A window of similar lengths around the anchor: the oldest request's shortest waiting
         sequence (so nothing starves). The window grows toward whichever neighbour, in length
         order, wastes least padding, while padding stays under its share of the batch and its
-        token limit, and the batch under its token budget and row limit. On a CPU, compute
-        follows padded tokens, so a smaller batch without padding beats a full one with it."""
+        token limit, and the batch under `max_tokens` and its row limit. On a CPU, compute
+        follows padded tokens, so a smaller batch without padding beats a full one with it.
+        The batch, and what is left waiting."""
         limits = self.limits
-        anchor = self._pending[0]
-        ranked = sorted(self._pending, key=lambda i: (len(i.tokens), i.arrival))
+        anchor = waiting[0]
+        ranked = sorted(waiting, key=lambda i: (len(i.tokens), i.arrival))
         low = high = next(n for n, item in enumerate(ranked) if item is anchor)
         width = real = len(anchor.tokens)
         while high - low + 1 < limits.max_batch_size:
@@ -291,7 +347,7 @@ class Batcher:
             fits = [
                 (tokens / padded, tokens, new_width, step)
                 for tokens, new_width, step in options
-                if (padded := self._padded_width(new_width) * rows) <= limits.max_batch_tokens
+                if (padded := self._padded_width(new_width) * rows) <= max_tokens
                 and 1 - tokens / padded <= limits.max_padding
                 and padded - tokens <= limits.max_padding_tokens
             ]
@@ -301,8 +357,7 @@ class Batcher:
             low, high = (low - 1, high) if step < 0 else (low, high + 1)
         chosen = ranked[low : high + 1]
         taken = set(map(id, chosen))
-        self._pending = [item for item in self._pending if id(item) not in taken]
-        return chosen
+        return chosen, [item for item in waiting if id(item) not in taken]
 
     def _padded_width(self, longest: int) -> int:
         """The width a batch whose longest sequence is `longest` is padded to and costs."""
@@ -321,7 +376,7 @@ class Batcher:
                     item.job.queued -= 1
                 if all(item.job.finished for item in batch):
                     continue  # every client went away: skip the compute
-                every_core = self._claim_cores()
+                every_core = self._claim_cores(may_take_all=not batch[0].job.background)
             try:
                 self._compute(batch, ids, mask, every_core or self._run)
             finally:
@@ -329,16 +384,16 @@ class Batcher:
                     self._busy -= 1
                     if every_core:
                         self._exclusive = False
-                        self._cond.notify_all()
+                    self._cond.notify_all()  # also a stream free for background work
 
-    def _claim_cores(self) -> RunBatch | None:
+    def _claim_cores(self, may_take_all: bool) -> RunBatch | None:
         """Called holding the lock, before a pass: wait out a pass on every core, then take
         every core too if nothing else is running or waiting. The pass on every core if taken."""
         self._held += 1
         while self._exclusive:
             self._cond.wait()
         self._held -= 1
-        alone = not self._busy and not self._unclaimed and not self._pending
+        alone = may_take_all and not self._busy and not self._unclaimed and not self._pending
         every_core = self._every_core_pass if alone else None
         self._busy += 1
         self._exclusive = every_core is not None
@@ -373,6 +428,13 @@ class Batcher:
         passes = 1 if alone else self._workers  # at once, for the machine's rate
         rate = passes * len(batch) / max(seconds, 1e-6)  # sequences/s, smoothed
         self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
+        if not alone:  # one stream's rate, for the length of a background pass
+            tokens_per_s = ids.size / max(seconds, 1e-6)
+            self._token_rate = (
+                tokens_per_s
+                if not self._token_rate
+                else 0.8 * self._token_rate + 0.2 * tokens_per_s
+            )
         for observer in self.observers:
             try:
                 observer(report)

@@ -45,6 +45,9 @@ class EmbedOptions:
     max_tokens: int | None = None
     """Most tokens the inputs may hold together (InvalidInput past it)."""
 
+    background: bool = False
+    """Batch-job work: computed only when no online request waits."""
+
 
 DEFAULT_OPTIONS = EmbedOptions()
 
@@ -133,7 +136,7 @@ class Embedder:
         unpooled = None
         if options.instruction and not self.pools_instruction:
             unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
-        pooled = await self.batcher.submit(sequences, unpooled)
+        pooled = await self.batcher.submit(sequences, unpooled, background=options.background)
         vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
         return Embeddings(vectors, sum(map(len, sequences)))
 

@@ -77,6 +77,7 @@ class Serving:
             dimensions=request.dimensions,
             normalize=request.normalize,
             max_tokens=self.settings.max_request_tokens,
+            background=request.background,
         )
         try:
             result = await service.embed(request.inputs, options)

@@ -22,6 +22,16 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 
 
 class Metrics:
@@ -71,6 +81,24 @@ class Metrics:
             registry=r,
         )
         self.queue = Gauge("embedserve_queue_depth", "Sequences waiting", ["model"], registry=r)
+        self.background_queue = Gauge(
+            "embedserve_batch_queue_depth",
+            "Batch API sequences waiting behind the online ones",
+            ["model"],
+            registry=r,
+        )
+        self.batch_requests = Counter(
+            "embedserve_batch_requests",
+            "Batch API requests run, by HTTP status",
+            ["status"],
+            registry=r,
+        )
+        self.batch_inputs = Counter(
+            "embedserve_batch_inputs", "Inputs of the Batch API's requests run", registry=r
+        )
+        self.batches = Gauge(
+            "embedserve_batches", "Batch API batches by status", ["status"], registry=r
+        )
         self.load = Gauge(
             "embedserve_model_load_seconds", "Time the model took to load", ["model"], registry=r
         )
@@ -83,6 +111,14 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.collector)
 
+    def batch_request(self, status: int, inputs: int) -> None:
+        self.batch_requests.labels(str(status)).inc()
+        self.batch_inputs.inc(inputs)
+
+    def count_batches(self, counts: dict[str, int]) -> None:
+        for status in BATCH_STATUSES:
+            self.batches.labels(status).set(counts.get(status, 0))
+
     def embedded(self, model: str, inputs: int, tokens: int) -> None:
         self.inputs.labels(model).inc(inputs)
         self.tokens.labels(model).inc(tokens)
@@ -92,6 +128,7 @@ class Metrics:
         self.load.labels(name).set_function(lambda: model.load_seconds or math.nan)
         self.ready.labels(name).set_function(lambda: float(model.loaded is not None))
         self.queue.labels(name).set_function(lambda: _queued(model.loaded))
+        self.background_queue.labels(name).set_function(lambda: _queued(model.loaded, True))
         model.when_loaded(lambda service: self._observe_batches(name, service))
 
     def _observe_batches(self, name: str, service: EmbeddingService) -> None:
@@ -112,6 +149,8 @@ class Metrics:
         batcher.observers.append(observe)
 
 
-def _queued(service: EmbeddingService | None) -> float:
+def _queued(service: EmbeddingService | None, background: bool = False) -> float:
     batcher = getattr(service, "batcher", None)
-    return float(batcher.queued) if batcher is not None else 0.0
+    if batcher is None:
+        return 0.0
+    return float(batcher.state().background if background else batcher.queued)

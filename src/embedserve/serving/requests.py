@@ -37,6 +37,9 @@ class EmbedRequest:
     normalize: bool = True
     """Unit-length vectors; False returns the model's own output."""
 
+    background: bool = False
+    """Batch work (the Batch API's): behind every online request."""
+
 
 @dataclass(frozen=True)
 class Embedded:

@@ -1,0 +1,180 @@
+"""OpenAI's Files API, for the Batch API's input and output files: upload (multipart, streamed
+to disk under --max-file-bytes), list, retrieve, content, delete. Each file is its owner's."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any, Literal
+
+from fastapi import Query, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.responses import FileResponse
+from starlette.types import Message, Receive
+
+from embedserve.api.auth import bearer
+from embedserve.api.encoding import JSONBytes
+from embedserve.api.wire import state_of, wire_router
+from embedserve.batches.store import FileRecord, Store, new_id, now, owner_of
+from embedserve.errors import InvalidInput, NotFound, TooLarge
+
+router = wire_router()  # OpenAI's error envelope
+
+UPLOAD_PATH = "/v1/files"
+PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
+_MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
+
+
+def owner(request: Request) -> str:
+    """Whose files and batches a request sees: its key's (digest), or everyone's without keys."""
+    return owner_of(bearer(request.scope)) if state_of(request).settings.api_keys else ""
+
+
+def store_of(request: Request) -> Store:
+    return state_of(request).batches.store()
+
+
+def file_object(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "object": "file",
+        "bytes": record.bytes,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def find_file(request: Request, file_id: str) -> FileRecord:
+    record = store_of(request).file(file_id, owner(request))
+    if record is None:
+        raise NotFound(f"no file {file_id!r}", param="file_id", code="file_not_found")
+    return record
+
+
+@router.post("/v1/files", summary="Upload a file (multipart: file, purpose)")
+async def upload_file(request: Request) -> JSONBytes:
+    state = state_of(request)
+    limit = state.settings.max_file_bytes
+    too_large = TooLarge(
+        f"the file is larger than this server's limit of {limit} bytes (--max-file-bytes)",
+        param="file",
+        code="file_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+        raise too_large
+    counted = Request(request.scope, receive=_counting(request.receive, limit + _MULTIPART_SLACK))
+    try:
+        form = await counted.form(max_files=1, max_fields=8)
+    except _BodyTooLarge:
+        raise too_large from None
+    except MultiPartException as exc:
+        raise InvalidInput(f"the upload is not a valid multipart form: {exc.message}") from None
+    except AssertionError:  # starlette: the body is not multipart at all
+        raise InvalidInput(
+            "send the file as multipart/form-data with 'file' and 'purpose'"
+        ) from None
+    try:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("'file' is required: the file, as a multipart part", param="file")
+        if purpose not in PURPOSES:
+            raise InvalidInput(
+                f"'purpose' must be one of {', '.join(PURPOSES)}, got {purpose!r}", param="purpose"
+            )
+        if (upload.size or 0) > limit:
+            raise too_large
+        store = store_of(request)
+        record = FileRecord(
+            new_id("file-"),
+            owner(request),
+            upload.filename or "upload",
+            str(purpose),
+            upload.size or 0,
+            now(),
+            now() + retention if (retention := state.batches.retention_s()) else None,
+        )
+        await asyncio.to_thread(_keep, upload, store, record.id)
+        store.add_file(record)
+    finally:
+        await form.close()
+    return JSONBytes(file_object(record))
+
+
+def _keep(upload: UploadFile, store: Store, file_id: str) -> None:
+    """The uploaded file under the store, whole or not at all."""
+    target = store.path_of(file_id)
+    partial = target.with_name(f".{file_id}.partial")
+    upload.file.seek(0)
+    try:
+        with partial.open("wb") as out:
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _BodyTooLarge
+        return message
+
+    return counted
+
+
+@router.get("/v1/files", summary="List files")
+async def list_files(
+    request: Request,
+    purpose: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> JSONBytes:
+    records = store_of(request).files(owner(request), purpose, limit + 1, order == "asc", after)
+    return JSONBytes(page([file_object(r) for r in records], limit))
+
+
+def page(objects: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """OpenAI's list object, from up to limit + 1 objects (the extra one says there are more)."""
+    shown = objects[:limit]
+    return {
+        "object": "list",
+        "data": shown,
+        "first_id": shown[0]["id"] if shown else None,
+        "last_id": shown[-1]["id"] if shown else None,
+        "has_more": len(objects) > limit,
+    }
+
+
+@router.get("/v1/files/{file_id}", summary="One file")
+async def retrieve_file(file_id: str, request: Request) -> JSONBytes:
+    return JSONBytes(file_object(find_file(request, file_id)))
+
+
+@router.get("/v1/files/{file_id}/content", summary="A file's content")
+async def file_content(file_id: str, request: Request) -> FileResponse:
+    record = find_file(request, file_id)
+    path = store_of(request).path_of(record.id)
+    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+
+
+@router.delete("/v1/files/{file_id}", summary="Delete a file")
+async def delete_file(file_id: str, request: Request) -> JSONBytes:
+    record = find_file(request, file_id)
+    store_of(request).delete_file(record.id, record.owner)
+    return JSONBytes({"id": record.id, "object": "file", "deleted": True})
