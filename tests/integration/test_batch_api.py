@@ -119,7 +119,9 @@ def test_a_batch_gives_the_online_endpoints_vectors(  # type: ignore[no-untyped-
     server: tuple[str, Path],
     reference,
 ) -> None:
-    bodies: dict[str, dict[str, Any]] = {f"req-{n}": {"input": texts_for(n, 1 + n % 8)} for n in range(24)}
+    bodies: dict[str, dict[str, Any]] = {
+        f"req-{n}": {"input": texts_for(n, 1 + n % 8)} for n in range(24)
+    }
     bodies["req-3"]["encoding_format"] = "base64"
     bodies["req-5"]["dimensions"] = 64
     bodies["req-7"] = {"input": "a query about rivers", "input_type": "query"}
@@ -168,6 +170,17 @@ def test_a_batch_gives_the_online_endpoints_vectors(  # type: ignore[no-untyped-
         assert line["response"]["status_code"] == 400
         assert line["response"]["body"]["error"]["type"] == "invalid_request_error"
     assert client.batches.list(limit=100).data[0].id == batch.id
+    metrics = httpx.get(f"{server[0]}/metrics", timeout=10).text
+    assert metric(metrics, 'embedserve_batches{status="completed"}') >= 1
+    assert metric(metrics, 'embedserve_batch_requests_total{status="400"}') >= 2
+    assert metric(metrics, "embedserve_batch_inputs_total") >= sum(
+        len(b["input"]) if isinstance(b["input"], list) else 1 for b in bodies.values()
+    )
+
+
+def metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[-1])
 
 
 def test_a_malformed_file_fails_in_validating_with_line_numbers(client: OpenAI) -> None:
