@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tests' own tiktoken (LangChain's, the references') reads its data from there too.
 os.environ["EMBEDSERVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="embedserve-test-cache-")
 os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(os.environ["EMBEDSERVE_CACHE_DIR"], "tiktoken")
+# The Batch API's default data folder: never the user's own, where a server would resume batches.
+os.environ["XDG_DATA_HOME"] = os.path.join(os.environ["EMBEDSERVE_CACHE_DIR"], "data")
 
 from collections.abc import Iterator
 from pathlib import Path

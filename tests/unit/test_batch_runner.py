@@ -167,3 +167,23 @@ def test_the_validator_holds_openais_limits(
                 + "\n"
             )
     assert [e["code"] for e in check(path, "/v1/embeddings").errors] == code.split()
+
+
+async def test_files_past_their_retention_are_deleted(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    old, kept = new_id("file-"), new_id("file-")
+    for file_id, expires in ((old, now() - 1), (kept, now() + 3600)):
+        store.path_of(file_id).write_bytes(b"{}\n")
+        store.add_file(FileRecord(file_id, "", "f.jsonl", "batch", 3, now(), expires))
+    runner = BatchRunner(store, answer)
+    runner.start()
+    try:
+        for _ in range(500):
+            if store.file(old, "") is None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runner.close()
+    assert store.file(old, "") is None
+    assert not store.path_of(old).exists()
+    assert store.file(kept, "") is not None

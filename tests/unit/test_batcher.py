@@ -320,7 +320,7 @@ async def test_retry_after_follows_the_queue_and_the_compute_rate() -> None:
 
 
 class HeldBackend(AloneBackend):
-    """The first pass, whichever it is, holds until released."""
+    """The first pass of background work (tokens from 9000) holds until released."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -328,12 +328,16 @@ class HeldBackend(AloneBackend):
         self.batches_started = 0  # rows of the held pass
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        if self.first:
+        if self.first and input_ids[0, 1] >= 9000:
             self.first = False
             self.batches_started = len(input_ids)
             self.entered.set()
             assert self.release.wait(5), "test never released the backend"
         return super().embed(input_ids, attention_mask)
+
+    def embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.alone_passes += 1  # not held: only background work is
+        return self.embed(input_ids, attention_mask)
 
 
 async def test_background_work_runs_only_when_no_online_work_waits() -> None:
@@ -346,6 +350,8 @@ async def test_background_work_runs_only_when_no_online_work_waits() -> None:
         workers=1,
         every_core_pass=backend.embed_alone,
     )
+    await batcher.submit([seq(7000, 40)])  # online traffic: background passes are kept short
+    backend.alone_passes = 0
     background = asyncio.create_task(
         batcher.submit([seq(9000 + i, 40) for i in range(40)], background=True)
     )
@@ -358,9 +364,20 @@ async def test_background_work_runs_only_when_no_online_work_waits() -> None:
     online_rows, background_rows = await asyncio.gather(online, background)
     assert [int(r[1]) for r in online_rows] == [8000, 8001, 8002]
     assert sorted(int(r[1]) for r in background_rows) == list(range(9000, 9040))
-    first_pass = backend.batches[0][0]
-    assert backend.seen[first_pass : first_pass + 3] == [8000, 8001, 8002]  # next after it
-    rows, width = backend.batches[0]
+    first_pass = backend.batches[1][0]
+    assert backend.seen[1 + first_pass : 1 + first_pass + 3] == [8000, 8001, 8002]  # next
+    rows, width = backend.batches[1]
     assert rows * width <= 256  # a short pass, before any pass has been timed
     assert backend.alone_passes == 1  # the online request's; background work never takes all
+    batcher.close()
+
+
+async def test_on_an_idle_server_background_passes_take_the_whole_budget() -> None:
+    backend = EchoBackend()
+    batcher = Batcher(
+        backend.embed, backend.dimension, 0, BatchLimits(max_batch_size=64), workers=2
+    )
+    rows = await batcher.submit([seq(9000 + i, 40) for i in range(128)], background=True)
+    assert sorted(int(r[1]) for r in rows) == list(range(9000, 9128))
+    assert max(rows for rows, _ in backend.batches) == 64  # as online batches would be
     batcher.close()

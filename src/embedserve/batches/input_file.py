@@ -13,7 +13,7 @@ from typing import Any
 MAX_REQUESTS = 50_000
 """OpenAI's limit of requests in one batch."""
 MAX_INPUTS = 50_000
-"""OpenAI's limit of embedding inputs over all of a batch's requests."""
+"""OpenAI's limit of embedding inputs over all of a batch's requests (--batch-max-inputs)."""
 MAX_REPORTED = 1000
 """Line errors kept in a failed batch's `errors` (a file can have millions of bad lines)."""
 
@@ -38,7 +38,7 @@ class Checked:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def check(path: Path, endpoint: str) -> Checked:
+def check(path: Path, endpoint: str, max_inputs: int = MAX_INPUTS) -> Checked:
     """Every request line well-formed for `endpoint`, custom ids unique, within the limits."""
     checked = Checked()
     seen: set[str] = set()
@@ -81,9 +81,10 @@ def check(path: Path, endpoint: str) -> Checked:
     if checked.requests > MAX_REQUESTS:
         message = f"the file has {checked.requests} requests; a batch may have {MAX_REQUESTS}"
         checked.fail("too_many_requests", message)
-    if checked.inputs > MAX_INPUTS:
+    if checked.inputs > max_inputs:
         message = (
-            f"the file's requests carry {checked.inputs} inputs; a batch may carry {MAX_INPUTS}"
+            f"the file's requests carry {checked.inputs} inputs; a batch may carry {max_inputs} "
+            f"on this server (--batch-max-inputs)"
         )
         checked.fail("too_many_inputs", message)
     return checked

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from embedserve.batches.input_file import Request, check, input_count, requests
+from embedserve.batches.input_file import MAX_INPUTS, Request, check, input_count, requests
 from embedserve.batches.store import BatchRecord, FileRecord, Progress, Store, new_id, now
 
 log = logging.getLogger("embedserve")
@@ -53,8 +53,10 @@ class BatchRunner:
         execute: Execute,
         workers: int = 1,
         on_request: Callable[[int, int], None] = lambda status, inputs: None,
+        max_inputs: int = MAX_INPUTS,
     ) -> None:
         self.store = store
+        self.max_inputs = max_inputs
         self.execute = execute
         self.workers = workers
         self.on_request = on_request
@@ -158,7 +160,7 @@ class BatchRunner:
                 "line": None,
             }
             return self._fail(batch, [error])
-        checked = await asyncio.to_thread(check, path, batch.endpoint)
+        checked = await asyncio.to_thread(check, path, batch.endpoint, self.max_inputs)
         if checked.errors:
             return self._fail(batch, checked.errors)
 

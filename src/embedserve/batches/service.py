@@ -42,6 +42,7 @@ class Batches:
                     self.execute,
                     self.settings.batch_workers,
                     on_request=self.metrics.batch_request,
+                    max_inputs=self.settings.batch_max_inputs,
                 )
                 self.runner.start()
         return self._store

@@ -119,6 +119,11 @@ class Settings:
         "still accepted)",
         bound=AT_LEAST_0,
     )
+    batch_max_inputs: int = setting(
+        50_000,
+        "embedding inputs one batch may carry over all its requests (OpenAI's limit by default)",
+        bound=AT_LEAST_1,
+    )
     file_retention_days: float | None = setting(
         None,
         "days an uploaded or output file is kept before it is deleted",
