@@ -15,7 +15,7 @@ from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError, body_error, from_domain, openai_error
 from embedserve.api.files_routes import find_file, owner, page, store_of
 from embedserve.api.openai_protocol import EmbeddingRequest
-from embedserve.api.openai_routes import embed_request, embeddings_body
+from embedserve.api.openai_routes import ERRORS, embed_request, embeddings_body
 from embedserve.api.wire import state_of, wire_router
 from embedserve.batches.runner import window_seconds
 from embedserve.batches.store import BatchRecord, new_id, now
@@ -78,7 +78,7 @@ def find_batch(request: Request, batch_id: str) -> BatchRecord:
     return batch
 
 
-@router.post("/v1/batches", summary="Create a batch of /v1/embeddings requests")
+@router.post("/v1/batches", responses=ERRORS, summary="Create a batch of /v1/embeddings requests")
 async def create_batch(body: BatchCreate, request: Request) -> JSONBytes:
     if body.endpoint not in ENDPOINTS:
         raise InvalidInput(
@@ -117,12 +117,12 @@ async def create_batch(body: BatchCreate, request: Request) -> JSONBytes:
     return JSONBytes(batch_object(batch))
 
 
-@router.get("/v1/batches/{batch_id}", summary="One batch")
+@router.get("/v1/batches/{batch_id}", responses=ERRORS, summary="One batch")
 async def retrieve_batch(batch_id: str, request: Request) -> JSONBytes:
     return JSONBytes(batch_object(find_batch(request, batch_id)))
 
 
-@router.get("/v1/batches", summary="List batches, newest first")
+@router.get("/v1/batches", responses=ERRORS, summary="List batches, newest first")
 async def list_batches(
     request: Request, limit: int = Query(20, ge=1, le=100), after: str | None = None
 ) -> JSONBytes:
@@ -130,7 +130,7 @@ async def list_batches(
     return JSONBytes(page([batch_object(b) for b in batches], limit))
 
 
-@router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch")
+@router.post("/v1/batches/{batch_id}/cancel", responses=ERRORS, summary="Cancel a batch")
 async def cancel_batch(batch_id: str, request: Request) -> JSONBytes:
     batch = find_batch(request, batch_id)
     if batch.status not in ("validating", "in_progress", "cancelling"):

@@ -15,7 +15,7 @@ from starlette.types import Scope
 
 from embedserve import errors
 from embedserve.api.encoding import JSONBytes
-from embedserve.api.routing import route_for
+from embedserve.api.routing import allowed_methods, route_for
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,10 @@ async def _http(request: Request, exc: HTTPException) -> JSONBytes:
     else:
         message = str(exc.detail)
     kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
-    error = ApiError(exc.status_code, message, kind, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method the path takes, not only the first route's
+        headers["Allow"] = ", ".join(allowed_methods(request.scope))
+    error = ApiError(exc.status_code, message, kind, headers=headers)
     return error_response(request.scope, error)
 
 

@@ -15,6 +15,7 @@ from starlette.types import Message, Receive
 
 from embedserve.api.auth import bearer
 from embedserve.api.encoding import JSONBytes
+from embedserve.api.openai_routes import ERRORS
 from embedserve.api.wire import state_of, wire_router
 from embedserve.batches.store import FileRecord, Store, new_id, now, owner_of
 from embedserve.errors import InvalidInput, NotFound, TooLarge
@@ -56,7 +57,7 @@ def find_file(request: Request, file_id: str) -> FileRecord:
     return record
 
 
-@router.post("/v1/files", summary="Upload a file (multipart: file, purpose)")
+@router.post("/v1/files", responses=ERRORS, summary="Upload a file (multipart: file, purpose)")
 async def upload_file(request: Request) -> JSONBytes:
     state = state_of(request)
     limit = state.settings.max_file_bytes
@@ -137,7 +138,7 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-@router.get("/v1/files", summary="List files")
+@router.get("/v1/files", responses=ERRORS, summary="List files")
 async def list_files(
     request: Request,
     purpose: str | None = None,
@@ -161,19 +162,19 @@ def page(objects: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/files/{file_id}", summary="One file")
+@router.get("/v1/files/{file_id}", responses=ERRORS, summary="One file")
 async def retrieve_file(file_id: str, request: Request) -> JSONBytes:
     return JSONBytes(file_object(find_file(request, file_id)))
 
 
-@router.get("/v1/files/{file_id}/content", summary="A file's content")
+@router.get("/v1/files/{file_id}/content", responses=ERRORS, summary="A file's content")
 async def file_content(file_id: str, request: Request) -> FileResponse:
     record = find_file(request, file_id)
     path = store_of(request).path_of(record.id)
     return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
 
 
-@router.delete("/v1/files/{file_id}", summary="Delete a file")
+@router.delete("/v1/files/{file_id}", responses=ERRORS, summary="Delete a file")
 async def delete_file(file_id: str, request: Request) -> JSONBytes:
     record = find_file(request, file_id)
     store_of(request).delete_file(record.id, record.owner)

@@ -22,15 +22,15 @@ from embedserve.engine.registry import ServedModel
 from embedserve.serving.requests import Embedded, EmbedRequest
 
 router = wire_router()  # OpenAI's error envelope
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 500, 503)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 429, 500, 503)
 }
 
 
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingResponse,
-    responses=_ERRORS,
+    responses=ERRORS,
     summary="Create embeddings (OpenAI-compatible)",
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -75,7 +75,7 @@ async def list_models(request: Request) -> JSONBytes:
 
 
 @router.get(
-    "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, summary="One model"
+    "/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="One model"
 )
 async def get_model(model_id: str, request: Request) -> JSONBytes:
     state = state_of(request)

@@ -28,3 +28,14 @@ def _flat(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
             yield from _flat(included.routes)
         else:
             yield route
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """The methods the routes of `scope`'s path take (several routes may share a path)."""
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", ())
+    methods: set[str] = set()
+    for route in _flat(routes):
+        if route.matches(scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

@@ -57,7 +57,10 @@ class Batches:
             self.metrics.count_batches(self._store.count_by_status())
 
     async def close(self) -> None:
+        """Stop the runner and close the store (an app started again opens them again)."""
         if self.runner is not None:
             await self.runner.close()
+            self.runner = None
         if self._store is not None:
             self._store.close()
+            self._store = None
