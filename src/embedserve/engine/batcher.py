@@ -210,38 +210,21 @@ class Batcher:
             return job.out
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         with self._cond:
-            if background:
-                self._background.extend(
-                    _Item(
-                        job,
-                        row,
-                        sequences[row],
-                        next(self._arrivals),
-                        unpooled[row] if unpooled else 0,
-                    )
-                    for row in order
-                )
-                self._cond.notify_all()
-            elif self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
+            if not background:
                 self._last_online = time.monotonic()
-                raise Overloaded(
-                    f"the server is at capacity ({len(self._pending)} inputs queued); "
-                    f"retry shortly",
-                    retry_after=self._drain_seconds(len(self._pending)),
-                )
-            else:
-                self._last_online = time.monotonic()
-                self._pending.extend(
-                    _Item(
-                        job,
-                        row,
-                        sequences[row],
-                        next(self._arrivals),
-                        unpooled[row] if unpooled else 0,
+                if self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
+                    raise Overloaded(
+                        f"the server is at capacity ({len(self._pending)} inputs queued); "
+                        f"retry shortly",
+                        retry_after=self._drain_seconds(len(self._pending)),
                     )
-                    for row in order
+            (self._background if background else self._pending).extend(
+                _Item(
+                    job, row, sequences[row], next(self._arrivals), unpooled[row] if unpooled else 0
                 )
-                self._cond.notify_all()
+                for row in order
+            )
+            self._cond.notify_all()
         try:
             return await (job.future if background else self._wait(job))
         except asyncio.CancelledError:
