@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError, body_error, from_domain, openai_error
-from embedserve.api.files_routes import find_file, owner, page, store_of
+from embedserve.api.files_routes import find_file, owned, owner, page, store_of
 from embedserve.api.openai_protocol import EmbeddingRequest
 from embedserve.api.openai_routes import ERRORS, embed_request, embeddings_body
 from embedserve.api.wire import state_of, wire_router
 from embedserve.batches.runner import window_seconds
 from embedserve.batches.store import BatchRecord, new_id, now
-from embedserve.errors import EmbedServeError, InvalidInput, NotFound
+from embedserve.errors import EmbedServeError, InvalidInput
 from embedserve.serving.embeddings import Serving
 
 log = logging.getLogger("embedserve")
@@ -72,10 +72,7 @@ def _published(batch: BatchRecord) -> bool:
 
 
 def find_batch(request: Request, batch_id: str) -> BatchRecord:
-    batch = store_of(request).batch(batch_id, owner(request))
-    if batch is None:
-        raise NotFound(f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
-    return batch
+    return owned(store_of(request).batch(batch_id, owner(request)), "batch", batch_id)
 
 
 @router.post("/v1/batches", responses=ERRORS, summary="Create a batch of /v1/embeddings requests")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import Query, Request
 from starlette.datastructures import UploadFile
@@ -22,6 +22,7 @@ from embedserve.errors import InvalidInput, NotFound, TooLarge
 
 router = wire_router()  # OpenAI's error envelope
 
+Found = TypeVar("Found")
 UPLOAD_PATH = "/v1/files"
 PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
 _MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
@@ -51,9 +52,13 @@ def file_object(record: FileRecord) -> dict[str, Any]:
 
 
 def find_file(request: Request, file_id: str) -> FileRecord:
-    record = store_of(request).file(file_id, owner(request))
+    return owned(store_of(request).file(file_id, owner(request)), "file", file_id)
+
+
+def owned(record: Found | None, kind: str, record_id: str) -> Found:
+    """The record the request's owner asked for; a 404 where it is missing or another's."""
     if record is None:
-        raise NotFound(f"no file {file_id!r}", param="file_id", code="file_not_found")
+        raise NotFound(f"no {kind} {record_id!r}", param=f"{kind}_id", code=f"{kind}_not_found")
     return record
 
 
