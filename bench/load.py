@@ -50,13 +50,17 @@ async def drive(
     clients: int,
     seconds: float,
     max_requests: int,
+    extra: dict[str, object] | None = None,
 ) -> Result:
     """POST `batches` (cycled) to `url` from `clients` concurrent clients; `tokens[i]` is the
-    model-token count of batch i, so every server is credited the same work. The clients share
+    model-token count of batch i, so every server is credited the same work; `extra`: more
+    body fields (an encoding_format). The clients share
     the server's cores, so they use aiohttp (a sixth of httpx's CPU per request here); one
     client uses a plain blocking connection, so latency carries as little overhead as can be."""
     if clients == 1:
-        return await asyncio.to_thread(_drive_one, url, batches, tokens, seconds, max_requests)
+        return await asyncio.to_thread(
+            _drive_one, url, batches, tokens, seconds, max_requests, extra or {}
+        )
     result = Result()
     deadline = time.perf_counter() + seconds
     counter = iter(range(max_requests))
@@ -69,7 +73,7 @@ async def drive(
                 if time.perf_counter() >= deadline:
                     return
                 i = n % len(batches)
-                body = json.dumps({"input": batches[i], "model": "bench"})
+                body = json.dumps({"input": batches[i], "model": "bench", **(extra or {})})
                 started = time.perf_counter()
                 try:
                     async with session.post(url, data=body, headers=_JSON) as response:
@@ -99,7 +103,12 @@ def _rows(payload: bytes) -> int:
 
 
 def _drive_one(
-    url: str, batches: list[list[str]], tokens: list[int], seconds: float, max_requests: int
+    url: str,
+    batches: list[list[str]],
+    tokens: list[int],
+    seconds: float,
+    max_requests: int,
+    extra: dict[str, object],
 ) -> Result:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
@@ -109,7 +118,7 @@ def _drive_one(
         if time.perf_counter() - started >= seconds:
             break
         i = n % len(batches)
-        body = json.dumps({"input": batches[i], "model": "bench"})
+        body = json.dumps({"input": batches[i], "model": "bench", **extra})
         sent = time.perf_counter()
         try:
             connection.request("POST", parts.path, body, _JSON)

@@ -137,7 +137,7 @@ BAD_REQUESTS = [
     ({"input": ["a", [1]]}, "input", "mixes strings"),
     ({"input": [[1, -4]]}, "input", "not a cl100k_base token id"),
     ({"input": [[1, 10**12]]}, "input", "not a cl100k_base token id"),
-    ({"input": "a", "encoding_format": "int8"}, "encoding_format", "'float' or 'base64'"),
+    ({"input": "a", "encoding_format": "float16"}, "encoding_format", "'binary' or 'ubinary'"),
     ({"input": "a", "dimensions": 0}, "dimensions", "between 1 and 384"),
     ({"input": "a", "dimensions": 385}, "dimensions", "between 1 and 384"),
     ({"input": "a", "dimensions": "many"}, "dimensions", "integer"),

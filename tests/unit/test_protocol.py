@@ -32,10 +32,13 @@ def test_rejects_bad_input_with_a_clear_message(value: object, fragment: str) ->
     assert fragment in info.value.errors()[0]["msg"]
 
 
-def test_encoding_format_is_float_or_base64() -> None:
+def test_encoding_format_is_float_base64_or_an_integer_encoding() -> None:
     assert EmbeddingRequest.model_validate({"input": "x"}).encoding_format == "float"
+    for encoding in ("int8", "uint8", "binary", "ubinary"):
+        body = {"input": "x", "encoding_format": encoding}
+        assert EmbeddingRequest.model_validate(body).encoding_format == encoding
     with pytest.raises(ValidationError):
-        EmbeddingRequest.model_validate({"input": "x", "encoding_format": "int8"})
+        EmbeddingRequest.model_validate({"input": "x", "encoding_format": "float16"})
 
 
 def test_unknown_fields_are_ignored_and_user_accepted() -> None:

@@ -15,7 +15,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import __version__
-from embedserve.api import batches_routes, errors, files_routes, openai_routes, probes
+from embedserve.api import (
+    batches_routes,
+    cohere_routes,
+    errors,
+    files_routes,
+    ollama_routes,
+    openai_routes,
+    probes,
+    tei_routes,
+)
 from embedserve.api.auth import ApiKeyAuth
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.limits import BodyLimit
@@ -78,6 +87,9 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(files_routes.router)
     app.include_router(batches_routes.router)
     app.include_router(probes.router)
+    app.include_router(tei_routes.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(cohere_routes.router)
 
 
 @asynccontextmanager

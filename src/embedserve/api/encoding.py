@@ -10,6 +10,8 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
+from embedserve.serving.requests import Embedded
+
 
 class JSONBytes(Response):
     """A JSON response serialized by orjson (numpy arrays included)."""
@@ -22,6 +24,13 @@ class JSONBytes(Response):
 
 def render_json(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encoded_rows(result: Embedded, encoding: str) -> list[Any]:
+    """The result's vectors as JSON rows in `encoding`: floats, base64 strings or integers."""
+    if encoding == "base64":
+        return base64_rows(result.vectors)
+    return list(result.rows(encoding))
 
 
 def base64_rows(vectors: np.ndarray) -> list[str]:

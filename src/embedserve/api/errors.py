@@ -54,6 +54,13 @@ class ApiError:
 ErrorShape = Callable[[ApiError], Any]
 """A wire format's error body for an ApiError."""
 
+ErrorStatus = Callable[[ApiError], int]
+"""A wire format's status for an ApiError (TEI answers a bad body with 422, not 400)."""
+
+
+def own_status(error: ApiError) -> int:
+    return error.status
+
 
 def openai_error(error: ApiError) -> dict[str, Any]:
     """OpenAI's envelope: {"error": {"message", "type", "param", "code"}}."""
@@ -69,14 +76,12 @@ def openai_error(error: ApiError) -> dict[str, Any]:
 
 def error_response(scope: Scope, error: ApiError) -> JSONBytes:
     """`error` in the shape of the wire format whose route `scope` reached (or would)."""
-    response = JSONBytes(shape_of(scope)(error), status_code=error.status)
+    route = route_for(scope)
+    shape: ErrorShape = getattr(route, "error_shape", openai_error)
+    status: ErrorStatus = getattr(route, "error_status", own_status)
+    response = JSONBytes(shape(error), status_code=status(error))
     response.headers.update(error.headers)
     return response
-
-
-def shape_of(scope: Scope) -> ErrorShape:
-    shape: ErrorShape = getattr(route_for(scope), "error_shape", openai_error)
-    return shape
 
 
 def from_domain(exc: errors.EmbedServeError) -> ApiError:
@@ -140,9 +145,14 @@ def body_error(problems: Sequence[Any]) -> ApiError:
         message = "the request body must be a JSON object"
     else:
         message = first.get("msg", "invalid value")
-        if first.get("type") != "invalid_input":
+        if first.get("type") not in _WHOLE_MESSAGES:
             message = f"'{'.'.join(loc)}': {message}"
-    return ApiError(400, message, param=param, code="invalid_value")
+    code = "empty_input" if first.get("type") == "empty_input" else "invalid_value"
+    return ApiError(400, message, param=param, code=code)
+
+
+_WHOLE_MESSAGES = ("invalid_input", "empty_input")
+"""Our validators' error types, whose messages name the field themselves."""
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONBytes:

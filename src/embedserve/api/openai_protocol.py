@@ -7,6 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
+from embedserve.serving.quantize import Encoding
+
+TruncationDirection = Literal["left", "right", "Left", "Right"]
+"""TEI's spelling and ours."""
+
 _INPUT_HELP = (
     "'input' must be a string, an array of strings, an array of token ids, "
     "or an array of token-id arrays"
@@ -38,9 +43,12 @@ class EmbeddingRequest(BaseModel):
         default=None,
         description="Served model name. With one served model any name is accepted.",
     )
-    encoding_format: Literal["float", "base64"] | None = Field(
+    encoding_format: Encoding | None = Field(
         default="float",
-        description='"float" (JSON numbers) or "base64" (little-endian float32 bytes).',
+        description='"float" (JSON numbers), "base64" (little-endian float32 bytes), or the '
+        'integer encodings: "int8"/"uint8" (each dimension\'s calibrated range in 256 steps, the '
+        'ranges in GET /v1/models/{id}), "binary"/"ubinary" (sign bits packed 8 per byte, as '
+        "signed/unsigned integers).",
     )
     dimensions: StrictInt | None = Field(
         default=None,
@@ -56,6 +64,14 @@ class EmbeddingRequest(BaseModel):
     truncate: StrictBool | None = Field(
         default=None,
         description="Truncate over-long inputs (default: the server's setting) or refuse them.",
+    )
+    truncation_direction: TruncationDirection | None = Field(
+        default=None,
+        description='Which end of an over-long input is cut: "right" (the default) or "left".',
+    )
+    normalize: StrictBool = Field(
+        default=True,
+        description="Unit-length vectors; false returns the model's pooled vector as it is.",
     )
 
     @field_validator("input", mode="before")
@@ -86,14 +102,33 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
+def text_list(value: Any, field: str, *, allow_empty: bool = False) -> list[str]:
+    """A string or an array of strings, for the wire formats that take only text (TEI's
+    `inputs`, Ollama's `input`, Cohere's `texts`), as a list; each checked for Unicode."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise PydanticCustomError(
+            "invalid_input", f"'{field}' must be a string or an array of strings"
+        )
+    if not texts and not allow_empty:
+        raise PydanticCustomError("empty_input", f"'{field}' must not be empty")
+    for index, text in enumerate(texts):
+        check_unicode(text, f"{field}[{index}]" if texts is value else f"'{field}'")
+    return texts
+
+
 def _check_unicode(text: str, index: int | None) -> None:
-    """JSON allows lone surrogates (\\ud800); they are not text and no tokenizer takes them."""
+    check_unicode(text, "'input'" if index is None else f"input[{index}]")
+
+
+def check_unicode(text: str, where: str) -> None:
+    """JSON allows lone surrogates (\\ud800); they are not text and no tokenizer takes them.
+    `where`: the field, as the message names it."""
     if text.isascii():
         return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        where = "'input'" if index is None else f"input[{index}]"
         raise PydanticCustomError(
             "invalid_input",
             f"{where} is not valid Unicode: it holds an unpaired surrogate at character "
@@ -117,7 +152,7 @@ def _is_token_id(value: Any) -> bool:
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str
     index: int
 
 
@@ -150,6 +185,11 @@ class ModelCard(BaseModel):
     )
     query_instruction: str = Field(description="Put before inputs with input_type=query.")
     document_instruction: str = Field(description="Put before documents.")
+    quantization_ranges: list[list[float]] | None = Field(
+        default=None,
+        description="The ranges int8/uint8 vectors map onto 256 steps: each dimension's "
+        "minimum, then its maximum (sentence-transformers' quantize_embeddings `ranges`).",
+    )
 
 
 class ModelList(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
-from embedserve.api.encoding import JSONBytes, base64_rows
+from embedserve.api.encoding import JSONBytes, encoded_rows
 from embedserve.api.openai_protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -50,12 +50,15 @@ def embed_request(body: EmbeddingRequest) -> EmbedRequest:
         model=body.model,
         input_type=body.input_type or "document",
         truncate=body.truncate,
+        truncate_left=(body.truncation_direction or "right").lower() == "left",
         dimensions=body.dimensions,
+        normalize=body.normalize,
+        encodings=(body.encoding_format or "float",),
     )
 
 
 def embeddings_body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
-    rows = base64_rows(result.vectors) if encoding_format == "base64" else list(result.vectors)
+    rows = encoded_rows(result, encoding_format or "float")
     tokens = result.prompt_tokens
     return {
         "object": "list",
@@ -84,6 +87,7 @@ async def get_model(model_id: str, request: Request) -> JSONBytes:
 
 def _card(model: ServedModel, created: int) -> dict[str, Any]:
     service = model.loaded
+    ranges = service.quantization_ranges() if service else None
     return {
         "id": model.id,
         "object": "model",
@@ -99,4 +103,5 @@ def _card(model: ServedModel, created: int) -> dict[str, Any]:
         "selection": getattr(service, "selection", None) or None,
         "query_instruction": model.instructions.query,
         "document_instruction": model.instructions.document,
+        "quantization_ranges": ranges.tolist() if ranges is not None else None,
     }

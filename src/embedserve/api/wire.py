@@ -9,19 +9,24 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 
-from embedserve.api.errors import ErrorShape, openai_error
+from embedserve.api.errors import ErrorShape, ErrorStatus, openai_error, own_status
 from embedserve.api.state import AppState
 
 
 class WireRoute(APIRoute):
-    """A route of one wire format: its errors take `error_shape`."""
+    """A route of one wire format: its errors take `error_shape`, with `error_status`."""
 
     error_shape: ClassVar[ErrorShape] = staticmethod(openai_error)
+    error_status: ClassVar[ErrorStatus] = staticmethod(own_status)
 
 
-def wire_router(error_shape: ErrorShape = openai_error, **options: Any) -> APIRouter:
-    """An APIRouter for a wire format whose errors are `error_shape(ApiError)`."""
-    route_class = type("WireRoute", (WireRoute,), {"error_shape": staticmethod(error_shape)})
+def wire_router(
+    error_shape: ErrorShape = openai_error, error_status: ErrorStatus = own_status, **options: Any
+) -> APIRouter:
+    """An APIRouter for a wire format whose errors are `error_shape(ApiError)`, answered with
+    `error_status(ApiError)`."""
+    shaped = {"error_shape": staticmethod(error_shape), "error_status": staticmethod(error_status)}
+    route_class = type("WireRoute", (WireRoute,), shaped)
     return APIRouter(route_class=route_class, **options)
 
 

@@ -1,12 +1,13 @@
 """Turn a sentence-transformers folder into an optimized ONNX model, once, and cache it.
 
-Steps (logged as they run, first start only): export the whole module stack (transformer,
-pooling, dense, normalize) with torch; fuse the graph for transformer inference with ONNX
-Runtime's optimizer, all but its Attention and SkipLayerNormalization operators (kept only if it
-reproduces the export exactly); for int8, quantize weights dynamically, per channel, keeping
-the FFN down-projections (fed by GELU, whose activations quantize worst) in fp32. The result
-lives under a folder named by a key of the model's content and every option; a manifest with
-the file's hash detects a corrupt or stale cache, which is rebuilt.
+Steps (logged as they run, first start only): export the module stack (transformer, pooling,
+dense; not a final normalize, which serving applies) with torch; fuse the graph for transformer
+inference with ONNX Runtime's optimizer, all but its Attention and SkipLayerNormalization
+operators (kept only if it reproduces the export exactly); for int8, quantize weights
+dynamically, per channel, keeping the FFN down-projections (fed by GELU, whose activations
+quantize worst) in fp32. The result lives under a folder named by a key of the model's content
+and every option; a manifest with the file's hash detects a corrupt or stale cache, which is
+rebuilt.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ExportFailed(RuntimeError):
     trace): every backend that runs the export would fail alike."""
 
 
-PIPELINE_VERSION = 2  # bump when the steps below change what they produce
+PIPELINE_VERSION = 3  # bump when the steps below change what they produce (3: no Normalize)
 _OPSET = 17
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -121,14 +122,15 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedserve.backends.torch import pool_apart
+    from embedserve.backends.torch import pool_apart, without_normalize
 
     model = SentenceTransformer(
         str(folder),
         device="cpu",
         local_files_only=True,
         model_kwargs={"attn_implementation": "eager"},
-    ).eval()
+    )
+    model = without_normalize(model).eval()
     names = [n for n in _INPUTS if n in getattr(model.tokenizer, "model_input_names", _INPUTS)]
 
     class Stack(torch.nn.Module):

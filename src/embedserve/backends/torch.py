@@ -1,5 +1,5 @@
 """PyTorch backend: the model's own sentence-transformers module stack (transformer, pooling,
-dense, normalize, as its modules.json says), fed pre-tokenized padded batches. Used on GPUs
+dense, as its modules.json says; serving normalizes), fed pre-tokenized padded batches. Used on GPUs
 (fp16/bf16), for bf16 on CPUs that support it, and for models that cannot be exported."""
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class TorchBackend:
             raise ModelUnavailable(
                 "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or int8"
             )
-        self._model = SentenceTransformer(str(folder), device=device, local_files_only=True).eval()
+        model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        self._model = without_normalize(model).eval()
         if on_gpu and precision != "fp32":
             self._model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
         self._autocast = precision == "bf16" and not on_gpu
@@ -100,10 +101,20 @@ class TorchBackend:
         return np.asarray(pooled.float().cpu().numpy(), dtype=np.float32)
 
 
+def without_normalize(model: Any) -> Any:
+    """The stack without its trailing Normalize module, if it has one: a backend returns the
+    pooled vector and serving normalizes it, so that `normalize: false` gets it as it is (TEI's
+    option; sentence-transformers' normalize_embeddings=False would still normalize)."""
+    last = len(model) - 1
+    if last > 0 and type(model[last]).__name__ == "Normalize":
+        del model[last]
+    return model
+
+
 def pool_apart(model: Any, features: dict[str, Any]) -> Any:
     """A sentence-transformers stack's embeddings, attending where the mask is > 0 but pooling
-    only where it is 1: the transformer runs first, then the rest (pooling, dense, normalize)
-    on a mask without the UNPOOLED tokens."""
+    only where it is 1: the transformer runs first, then the rest (pooling, dense) on a mask
+    without the UNPOOLED tokens."""
     mask = features["attention_mask"]
     modules = list(model)
     features = modules[0]({**features, "attention_mask": (mask > 0).to(mask.dtype)})

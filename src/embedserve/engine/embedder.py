@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from embedserve.engine.batcher import Batcher, BatchLimits, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
 from embedserve.errors import InvalidInput
 from embedserve.models.tokenizer import ModelTokenizer
+
+if TYPE_CHECKING:
+    from embedserve.engine.quantization import QuantizationRanges
 
 Item = str | Sequence[int]
 TokenIdMode = Literal["tiktoken", "native", "reject"]
@@ -79,6 +82,11 @@ class EmbeddingService(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True
+    ) -> np.ndarray | None:
+        """[2, dimension] minimums and maximums for int8/uint8 vectors (None: not calibrated)."""
+
 
 class Embedder:
     """A local model: tokenizer, batcher and backend."""
@@ -97,6 +105,7 @@ class Embedder:
         (INSTRUCTOR models). `selection`: why it got its backend and precision."""
         self.tokenizer = tokenizer
         self.selection = selection
+        self.ranges: QuantizationRanges | None = None  # calibrated by the loader
         self.pools_instruction = pools_instruction
         self.backend = backend
         self.token_ids = token_ids
@@ -139,6 +148,15 @@ class Embedder:
         pooled = await self.batcher.submit(sequences, unpooled, background=options.background)
         vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
         return Embeddings(vectors, sum(map(len, sequences)))
+
+    def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True
+    ) -> np.ndarray | None:
+        return self.ranges.ranges(dimensions, normalize) if self.ranges else None
+
+    def pooled_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """The backend's pooled vectors of `texts` (truncated), in one direct pass."""
+        return self.backend.embed(*pad(self.tokenizer.encode(texts), self.tokenizer.pad_id))
 
     def embed_sync(self, items: Sequence[Item], *, truncate: bool = True) -> Embeddings:
         """One direct forward pass, outside the batcher: for warm-up and start-up probes."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from embedserve import machine
 from embedserve.backends.base import Backend
-from embedserve.backends.onnx_build import ExportFailed
+from embedserve.backends.onnx_build import ExportFailed, export_key
 from embedserve.backends.registry import BACKENDS, Choice, choose, known, resolve_device
 from embedserve.backends.spec import BackendSpec
 from embedserve.config import Settings
@@ -29,6 +29,7 @@ from embedserve.engine.fidelity import (
     report,
 )
 from embedserve.engine.instructions import is_instructor
+from embedserve.engine.quantization import calibrated, calibration_key
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.sizing import batch_limits, max_padding_tokens
 from embedserve.errors import ModelUnavailable
@@ -108,6 +109,15 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
         selection=selection,
     )
     embedder.embed_sync(_WARM_UP)
+    key = calibration_key(
+        export_key(source.files, pools_instruction),
+        tokenizer_digest(source.files),
+        tokenizer.max_tokens,
+        choice.name,
+        choice.precision,
+        [importlib.metadata.version(p) for p in choice.entry.packages],
+    )
+    embedder.ranges = calibrated(embedder.pooled_sync, cache_root(settings), key)
     return embedder
 
 
@@ -211,8 +221,6 @@ def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -
     """What decides whether a mode is exact for a model: the fp32 graph it computes (our export
     and what made it), the tokenizer and the length the probe texts are cut to, the engines and
     their versions (the candidate's and its reference's), the CPU."""
-    from embedserve.backends.onnx_build import export_key
-
     entries = [choice.entry] + (
         [BACKENDS[choice.entry.reference]] if choice.entry.reference else []
     )

@@ -73,6 +73,11 @@ class UpstreamEmbedder:
             self.dimension = int(vectors.shape[1])
         return Embeddings(vectors, sum(a[1] for a in answers))
 
+    def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True
+    ) -> np.ndarray | None:
+        return None  # the upstream's vectors are not calibrated here
+
     async def aclose(self) -> None:
         """Close the pooled HTTP client, on the loop that used it."""
         if self._client is not None:

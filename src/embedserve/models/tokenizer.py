@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
@@ -26,6 +27,21 @@ def tokenize_on_calling_threads() -> None:
     Requests are tokenized in parallel already, each on a pool thread; spreading one request's
     few texts over rayon's spinning threads too only costs CPU."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a text, as TEI's /tokenize lists it."""
+
+    id: int
+    text: str
+    """The text it covers (a special token: its own name, "[CLS]")."""
+
+    special: bool
+    start: int | None
+    """Byte offsets in the UTF-8 text (None for a special token)."""
+
+    stop: int | None
 
 
 class ModelTokenizer:
@@ -110,6 +126,27 @@ class ModelTokenizer:
             spans.append(chunks)
         return spans
 
+    def tokens(self, text: str, *, special: bool = True) -> list[Token]:
+        """`text`'s tokens, with the model's special tokens unless not `special`."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=special)
+        data = text.encode("utf-8")
+        byte_at = _byte_offsets(text)
+        tokens = []
+        for token_id, name, (start, stop), mask in zip(
+            encoding.ids,
+            encoding.tokens,
+            encoding.offsets,
+            encoding.special_tokens_mask,
+            strict=True,
+        ):
+            if mask:
+                tokens.append(Token(token_id, name, True, None, None))
+                continue
+            first, last = byte_at[start], byte_at[stop]
+            covered = data[first:last].decode("utf-8", errors="replace")
+            tokens.append(Token(token_id, covered, False, first, last))
+        return tokens
+
     def unpooled_span(self, instruction: str) -> int:
         """Leading tokens an INSTRUCTOR model leaves out of pooling after `instruction`: the
         instruction's framed length less one, or none for an instruction of one token or less
@@ -146,6 +183,14 @@ class ModelTokenizer:
             if token_id is not None:
                 return token_id
         return 0
+
+
+def _byte_offsets(text: str) -> list[int]:
+    """The UTF-8 byte offset of each character offset of `text`, and of its end."""
+    offsets = [0]
+    for char in text:
+        offsets.append(offsets[-1] + len(char.encode("utf-8", errors="surrogatepass")))
+    return offsets
 
 
 def _tail(text: str, limit: int) -> str:

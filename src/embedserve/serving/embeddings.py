@@ -8,12 +8,16 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import numpy as np
+
 from embedserve.config import Settings
-from embedserve.engine.embedder import EmbedOptions
+from embedserve.engine.embedder import EmbeddingService, EmbedOptions
 from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
+from embedserve.models.tokenizer import ModelTokenizer, Token
 from embedserve.serving.metrics import Metrics
+from embedserve.serving.quantize import BIT_ENCODINGS, RANGED_ENCODINGS, quantized
 from embedserve.serving.requests import Embedded, EmbedRequest
 
 log = logging.getLogger("embedserve")
@@ -52,6 +56,35 @@ class Serving:
     async def close(self) -> None:
         await self.registry.aclose()
 
+    def check_count(self, count: int, field: str = "input") -> None:
+        """At most --max-inputs inputs a request."""
+        if count > self.settings.max_inputs:
+            raise InvalidInput(
+                f"'{field}' has {count} items, more than this server's limit of "
+                f"{self.settings.max_inputs} per request; split it into several requests",
+                param=field,
+                code="too_many_inputs",
+            )
+
+    async def tokenize(
+        self, name: str | None, texts: list[str], *, special: bool = True, input_type: str = ""
+    ) -> tuple[ServedModel, list[list[Token]]]:
+        """The tokens the model reads for each text (its instruction for `input_type` first)."""
+        model = self.model(name)
+        self.check_count(len(texts), "inputs")
+        service = await model.embedder()
+        tokenizer: ModelTokenizer | None = getattr(service, "tokenizer", None)
+        if tokenizer is None:
+            raise InvalidInput(
+                f"{model.id} is served by an upstream API: its tokenizer is not here",
+                code="no_tokenizer",
+            )
+        instruction = model.instructions.for_type(input_type) if input_type else ""
+        tokens = await asyncio.to_thread(
+            lambda: [tokenizer.tokens(instruction + text, special=special) for text in texts]
+        )
+        return model, tokens
+
     def model(self, name: str | None) -> ServedModel:
         """The served model a request names (ModelNotFound where none serves it)."""
         return self.registry.resolve(name)
@@ -61,15 +94,11 @@ class Serving:
         ModelNotReady, ...) that says why not."""
         model = self.model(request.model)
         count = len(request.inputs)
-        if count > self.settings.max_inputs:
-            raise InvalidInput(
-                f"'input' has {count} items, more than this server's limit of "
-                f"{self.settings.max_inputs} per request; split it into several requests",
-                param="input",
-                code="too_many_inputs",
-            )
+        self.check_count(count)
         service = await model.embedder()
         _check_dimensions(request.dimensions, service.dimension)
+        _check_bits(request.encodings, request.dimensions or service.dimension)
+        ranges = {name: _ranges(model, service, name, request) for name in request.encodings}
         options = EmbedOptions(
             truncate=self.settings.truncate if request.truncate is None else request.truncate,
             truncate_left=request.truncate_left,
@@ -86,7 +115,40 @@ class Serving:
             self.metrics.rejected.labels(model.id, reason).inc()
             raise
         self.metrics.embedded(model.id, count, result.prompt_tokens)
-        return Embedded(model.id, result.vectors, result.prompt_tokens)
+        encoded = {
+            name: quantized(result.vectors, name, ranges[name])
+            for name in request.encodings
+            if name not in ("float", "base64")
+        }
+        return Embedded(model.id, result.vectors, result.prompt_tokens, encoded)
+
+
+def _check_bits(encodings: tuple[str, ...], dimension: int | None) -> None:
+    """Packed bits need whole bytes: a dimension that is a multiple of 8."""
+    bits = [name for name in encodings if name in BIT_ENCODINGS]
+    if bits and dimension and dimension % 8:
+        raise InvalidInput(
+            f"'{bits[0]}' packs 8 dimensions per byte: 'dimensions' must be a multiple of 8, "
+            f"got {dimension}",
+            param="dimensions",
+            code="invalid_dimensions",
+        )
+
+
+def _ranges(
+    model: ServedModel, service: EmbeddingService, encoding: str, request: EmbedRequest
+) -> np.ndarray | None:
+    """The calibrated ranges `encoding` needs, for the request's dimensions and normalization."""
+    if encoding not in RANGED_ENCODINGS:
+        return None
+    ranges = service.quantization_ranges(request.dimensions, request.normalize)
+    if ranges is None:
+        raise InvalidInput(
+            f"{model.id} has no calibrated ranges for '{encoding}' (an upstream model's vectors "
+            f"are not calibrated here); ask for float, base64, binary or ubinary",
+            code="unsupported_encoding",
+        )
+    return ranges
 
 
 def _check_dimensions(dimensions: int | None, dimension: int | None) -> None:

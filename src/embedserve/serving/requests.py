@@ -3,8 +3,8 @@ one result."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -40,6 +40,9 @@ class EmbedRequest:
     background: bool = False
     """Batch work (the Batch API's): behind every online request."""
 
+    encodings: tuple[str, ...] = ()
+    """Integer encodings to return besides the floats (int8, uint8, binary, ubinary)."""
+
 
 @dataclass(frozen=True)
 class Embedded:
@@ -53,3 +56,10 @@ class Embedded:
 
     prompt_tokens: int
     """Tokens the model processed (after truncation, special tokens included), summed."""
+
+    encoded: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """The vectors in each integer encoding the request asked for."""
+
+    def rows(self, encoding: str) -> np.ndarray:
+        """The vectors in `encoding` ("float" and "base64": the floats)."""
+        return self.encoded.get(encoding, self.vectors)

@@ -1,0 +1,190 @@
+"""Ollama's wire format: POST /api/embed, the legacy POST /api/embeddings, GET /api/tags and
+/api/version, with Ollama's error shape {"error"}. Ollama's model names carry a tag
+("all-minilm:latest"); ":latest" names the model without it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import Request
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from starlette.responses import Response
+
+from embedserve import __version__
+from embedserve.api.calls import json_response, unless_client_leaves
+from embedserve.api.encoding import JSONBytes
+from embedserve.api.errors import ApiError
+from embedserve.api.openai_protocol import check_unicode, text_list
+from embedserve.api.wire import state_of, wire_router
+from embedserve.engine.registry import ServedModel
+from embedserve.serving.embeddings import Serving
+from embedserve.serving.requests import Embedded, EmbedRequest
+
+
+def ollama_error(error: ApiError) -> dict[str, Any]:
+    return {"error": error.message}
+
+
+class OllamaError(BaseModel):
+    error: str
+
+
+router = wire_router(ollama_error, tags=["Ollama"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OllamaError} for code in (400, 401, 404, 413, 415, 429, 500, 503)
+}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(default=None, description="Served model name (tag optional).")
+    keep_alive: StrictStr | StrictInt | StrictFloat | None = Field(
+        default=None, description="Accepted, ignored."
+    )
+    options: dict[str, Any] | None = Field(default=None, description="Accepted, ignored.")
+
+
+class EmbedBody(_Request):
+    """Body of POST /api/embed."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"example": {"model": "all-minilm", "input": "hi"}}
+    )
+
+    input: str | list[str] = Field(description="A text or a list of texts.")
+    truncate: StrictBool = Field(default=True, description="Truncate over-long inputs.")
+    dimensions: StrictInt | None = Field(
+        default=None, json_schema_extra={"minimum": 1}, description="Keep the first N."
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_input(cls, value: Any) -> Any:
+        return text_list(value, "input", allow_empty=True)
+
+
+class EmbeddingsBody(_Request):
+    """Body of the legacy POST /api/embeddings."""
+
+    prompt: str = Field(description="One text.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str) -> str:
+        check_unicode(value, "'prompt'")
+        return value
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int = Field(description="Nanoseconds.")
+    load_duration: int
+    prompt_eval_count: int
+
+
+class EmbeddingsResponse(BaseModel):
+    embedding: list[float]
+
+
+@router.post(
+    "/api/embed",
+    response_model=EmbedResponse,
+    responses=ERRORS,
+    summary="Embed (Ollama's shape)",
+)
+async def embed(body: EmbedBody, request: Request) -> Response:
+    started = time.perf_counter_ns()
+    serving = state_of(request).serving
+    model = _model(serving, body.model)
+    texts: list[str] = body.input  # type: ignore[assignment]  # the validator made it a list
+    loaded = model.loaded is not None
+    result = await _embed(request, serving, model, texts, body.truncate, body.dimensions)
+    total = time.perf_counter_ns() - started
+    content = {
+        "model": body.model or model.id,
+        "embeddings": list(result.vectors) if result else [],
+        "total_duration": total,
+        "load_duration": 0 if loaded else total,
+        "prompt_eval_count": result.prompt_tokens if result else 0,
+    }
+    return await json_response(content, result.vectors.size if result else 0)
+
+
+@router.post(
+    "/api/embeddings",
+    response_model=EmbeddingsResponse,
+    responses=ERRORS,
+    summary="Embed one text (Ollama's legacy shape)",
+)
+async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
+    serving = state_of(request).serving
+    model = _model(serving, body.model)
+    texts = [body.prompt] if body.prompt else []  # Ollama answers an empty prompt with []
+    result = await _embed(request, serving, model, texts, truncate=True, dimensions=None)
+    vector = result.vectors[0] if result else []
+    return await json_response({"embedding": vector}, len(vector))
+
+
+async def _embed(
+    request: Request,
+    serving: Serving,
+    model: ServedModel,
+    texts: list[str],
+    truncate: bool,
+    dimensions: int | None,
+) -> Embedded | None:
+    if not texts:
+        return None
+    embed_request = EmbedRequest(
+        inputs=texts, model=model.id, truncate=truncate, dimensions=dimensions
+    )
+    return await unless_client_leaves(request, serving.embed(embed_request))
+
+
+def _model(serving: Serving, name: str | None) -> ServedModel:
+    """The model `name` names, with or without Ollama's ":latest" tag."""
+    known = {known for model in serving.registry.models for known in model.names}
+    if name and name.endswith(":latest") and name not in known:
+        name = name.removesuffix(":latest")
+    return serving.model(name)
+
+
+@router.get("/api/tags", summary="The served models (Ollama's shape)")
+async def tags(request: Request) -> JSONBytes:
+    state = state_of(request)
+    modified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started))
+    models = [
+        {
+            "name": model.id,
+            "model": model.id,
+            "modified_at": modified,
+            "size": 0,
+            "digest": "",
+            "details": {
+                "format": model.loaded.kind if model.loaded else "",
+                "family": "",
+                "families": None,
+                "parameter_size": "",
+                "quantization_level": (model.loaded.precision or "") if model.loaded else "",
+            },
+        }
+        for model in state.serving.registry.models
+    ]
+    return JSONBytes({"models": models})
+
+
+@router.get("/api/version", summary="The server's version (Ollama's shape)")
+async def version() -> JSONBytes:
+    return JSONBytes({"version": __version__})

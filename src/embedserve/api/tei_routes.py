@@ -1,0 +1,193 @@
+"""Hugging Face text-embeddings-inference's wire format: POST /embed (and POST /, where TEI
+answers an embedding model's requests too), /tokenize and GET /info, with TEI's error shape
+{"error", "error_type"}. TEI's bodies name no model: the default model serves them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.responses import Response
+
+from embedserve import __version__
+from embedserve.api.calls import json_response, unless_client_leaves
+from embedserve.api.encoding import JSONBytes
+from embedserve.api.errors import ApiError
+from embedserve.api.openai_protocol import TruncationDirection, text_list
+from embedserve.api.wire import state_of, wire_router
+from embedserve.serving.requests import EmbedRequest, InputType
+
+PROMPTS: dict[str, InputType] = {"query": "query", "document": "document", "passage": "document"}
+"""TEI's `prompt_name`s and the instruction each takes."""
+
+
+def tei_error(error: ApiError) -> dict[str, Any]:
+    return {"error": error.message, "error_type": _error_type(error)}
+
+
+def _error_type(error: ApiError) -> str:
+    if error.code == "empty_input":
+        return "Empty"
+    if error.status == 429:
+        return "Overloaded"
+    if error.status == 503:
+        return "Unhealthy"
+    return "Backend" if error.status >= 500 else "Validation"
+
+
+def tei_status(error: ApiError) -> int:
+    """TEI answers a body it cannot use with 422 (an empty one with 400)."""
+    return 422 if error.status == 400 and error.code != "empty_input" else error.status
+
+
+class TeiError(BaseModel):
+    error: str
+    error_type: Literal["Validation", "Empty", "Overloaded", "Unhealthy", "Backend"]
+
+
+router = wire_router(tei_error, tei_status, tags=["TEI"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": TeiError} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503)
+}
+
+
+class _Texts(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: str | list[str] = Field(description="A text or a list of texts.")
+    prompt_name: str | None = Field(
+        default=None,
+        description='"query" puts the model\'s query instruction first; "document" or '
+        '"passage" its document instruction.',
+    )
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _check_inputs(cls, value: Any) -> Any:
+        return text_list(value, "inputs")
+
+    @field_validator("prompt_name")
+    @classmethod
+    def _check_prompt(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROMPTS:
+            names = ", ".join(PROMPTS)
+            raise PydanticCustomError(
+                "invalid_input", f"'prompt_name' must be one of {names}, got {value!r}"
+            )
+        return value
+
+
+class EmbedBody(_Texts):
+    """Body of POST /embed."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"example": {"inputs": "What is Deep Learning?"}}
+    )
+
+    normalize: StrictBool = Field(default=True, description="Unit-length vectors.")
+    truncate: StrictBool | None = Field(
+        default=None, description="Truncate over-long inputs (default: the server's setting)."
+    )
+    truncation_direction: TruncationDirection = Field(
+        default="Right", description="Which end of an over-long input is cut."
+    )
+    dimensions: StrictInt | None = Field(
+        default=None, json_schema_extra={"minimum": 1}, description="Keep the first N."
+    )
+
+
+class TokenizeBody(_Texts):
+    """Body of POST /tokenize."""
+
+    add_special_tokens: StrictBool = Field(default=True, description="Frame with [CLS] ... [SEP].")
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    special: bool
+    start: int | None = Field(description="Byte offset in the UTF-8 text; null when special.")
+    stop: int | None
+
+
+@router.post(
+    "/embed",
+    response_model=list[list[float]],
+    responses=ERRORS,
+    summary="Embed (text-embeddings-inference's shape)",
+)
+async def embed(body: EmbedBody, request: Request) -> Response:
+    return await _embed(body, request)
+
+
+@router.post(
+    "/",
+    response_model=list[list[float]],
+    responses=ERRORS,
+    summary="Embed at the root, as TEI serves an embedding model",
+)
+async def embed_at_root(body: EmbedBody, request: Request) -> Response:
+    return await _embed(body, request)
+
+
+async def _embed(body: EmbedBody, request: Request) -> Response:
+    serving = state_of(request).serving
+    texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
+    embed_request = EmbedRequest(
+        inputs=texts,
+        input_type=PROMPTS[body.prompt_name] if body.prompt_name else "document",
+        truncate=body.truncate,
+        truncate_left=body.truncation_direction.lower() == "left",
+        dimensions=body.dimensions,
+        normalize=body.normalize,
+    )
+    result = await unless_client_leaves(request, serving.embed(embed_request))
+    return await json_response(list(result.vectors), result.vectors.size)
+
+
+@router.post(
+    "/tokenize",
+    response_model=list[list[SimpleToken]],
+    responses=ERRORS,
+    summary="Tokenize (text-embeddings-inference's shape)",
+)
+async def tokenize(body: TokenizeBody, request: Request) -> JSONBytes:
+    texts: list[str] = body.inputs  # type: ignore[assignment]
+    input_type = PROMPTS[body.prompt_name] if body.prompt_name else ""
+    _, tokens = await state_of(request).serving.tokenize(
+        None, texts, special=body.add_special_tokens, input_type=input_type
+    )
+    return JSONBytes([[token.__dict__ for token in text] for text in tokens])
+
+
+@router.get(
+    "/info", responses=ERRORS, summary="The served model (text-embeddings-inference's shape)"
+)
+async def info(request: Request) -> JSONBytes:
+    state = state_of(request)
+    settings = state.settings
+    model = state.serving.model(None)
+    service = model.loaded
+    return JSONBytes(
+        {
+            "model_id": model.id,
+            "model_sha": None,
+            "model_dtype": _DTYPES.get(service.precision or "", "float32") if service else None,
+            "model_type": {"embedding": {"pooling": model.metadata.pooling or "mean"}},
+            "max_concurrent_requests": settings.max_queued or 512,
+            "max_input_length": service.max_tokens if service else model.metadata.max_tokens,
+            "max_batch_tokens": settings.max_request_tokens or settings.max_batch_tokens,
+            "max_batch_requests": settings.max_batch_size,
+            "max_client_batch_size": settings.max_inputs,
+            "auto_truncate": settings.truncate,
+            "tokenization_workers": 1,
+            "version": __version__,
+            "sha": None,
+            "docker_label": None,
+        }
+    )
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
