@@ -164,3 +164,24 @@ def tiny_instructor_model(target: Path, corpus: list[str]) -> Path:
     dense = torch.nn.Linear(32, 24, bias=False)
     torch.save({"linear.weight": dense.weight.detach()}, folder / "2_Dense" / "pytorch_model.bin")
     return folder
+
+
+def minilm_cross_encoder(target: Path, minilm: Path) -> Path:
+    """A cross-encoder in sentence-transformers' format, one label: the packaged MiniLM's
+    encoder under a seeded classification head, saved by CrossEncoder.save. Real structure and
+    tokenization (pairs, token types); its scores rank nothing in particular."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    hf = target / "hf-cross-encoder"
+    classifier = BertForSequenceClassification.from_pretrained(str(minilm), num_labels=1)
+    torch.nn.init.normal_(classifier.classifier.weight, std=0.5)  # scores spread over (0, 1)
+    classifier.save_pretrained(hf)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm / name, hf / name)
+    folder = target / "minilm-cross-encoder"
+    CrossEncoder(str(hf), num_labels=1).save(str(folder))
+    shutil.rmtree(hf)
+    return folder

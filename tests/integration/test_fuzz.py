@@ -44,7 +44,7 @@ def error_message(path: str, body: dict[str, Any]) -> str:
         assert set(body) == {"error"}
         assert isinstance(body["error"], str)
         return body["error"]
-    if path in ("/", "/embed", "/tokenize", "/info"):  # TEI
+    if path in ("/", "/embed", "/tokenize", "/info", "/rerank"):  # TEI
         assert body["error_type"] in ("Validation", "Empty", "Overloaded", "Unhealthy", "Backend")
         return str(body["error"])
     error = body["error"]

@@ -23,6 +23,7 @@ from embedserve.api import (
     ollama_routes,
     openai_routes,
     probes,
+    rerank_routes,
     tei_routes,
 )
 from embedserve.api.auth import ApiKeyAuth
@@ -87,6 +88,7 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(files_routes.router)
     app.include_router(batches_routes.router)
     app.include_router(probes.router)
+    app.include_router(rerank_routes.router)
     app.include_router(tei_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(cohere_routes.router)

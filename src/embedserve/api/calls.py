@@ -8,13 +8,17 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from embedserve.api.encoding import JSONBytes, render_json
 from embedserve.errors import ClientGone
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 _INLINE_FLOATS = 32_768  # bodies with more numbers than this are serialized on a thread
 
 
@@ -43,3 +47,20 @@ async def json_response(content: Any, numbers: int, status_code: int = 200) -> R
         return JSONBytes(content, status_code=status_code)
     body = await asyncio.to_thread(render_json, content)
     return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body, for a route that chooses its body model by the body's fields."""
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        problem = {"type": "json_invalid", "loc": ("body",), "msg": "", "ctx": {"error": str(exc)}}
+        raise RequestValidationError([problem]) from None
+
+
+def validated(model: type[M], payload: Any) -> M:
+    """`payload` as `model`, its problems answered as FastAPI's own body validation is."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None

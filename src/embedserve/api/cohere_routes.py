@@ -13,12 +13,13 @@ from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
-from embedserve.api.encoding import encoded_rows
+from embedserve.api.encoding import JSONBytes, encoded_rows
 from embedserve.api.errors import ApiError
 from embedserve.api.openai_protocol import text_list
+from embedserve.api.rerank_routes import RerankDocuments
 from embedserve.api.wire import state_of, wire_router
 from embedserve.serving.quantize import ENCODINGS
-from embedserve.serving.requests import EmbedRequest, InputType
+from embedserve.serving.requests import EmbedRequest, InputType, RerankRequest
 
 
 def cohere_error(error: ApiError) -> dict[str, Any]:
@@ -71,9 +72,7 @@ class EmbedBody(BaseModel):
     @field_validator("texts", mode="before")
     @classmethod
     def _check_texts(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise PydanticCustomError("invalid_input", "'texts' must be an array of strings")
-        return text_list(value, "texts")
+        return text_list(value, "texts", one=False)
 
     @field_validator("embedding_types")
     @classmethod
@@ -122,3 +121,33 @@ async def embed(body: EmbedBody, request: Request) -> Response:
         "response_type": "embeddings_by_type",
     }
     return await json_response(content, result.vectors.size * len(body.embedding_types))
+
+
+class RerankBody(RerankDocuments):
+    """Body of POST /v2/rerank."""
+
+    max_tokens_per_doc: StrictInt | None = Field(
+        default=None, description="Accepted; pairs are cut to the model's maximum."
+    )
+
+
+class RerankResponse(BaseModel):
+    id: str
+    results: list[dict[str, Any]]
+    meta: dict[str, Any]
+
+
+@router.post(
+    "/v2/rerank",
+    response_model=RerankResponse,
+    responses=ERRORS,
+    summary="Rerank (Cohere v2's shape)",
+)
+async def rerank(body: RerankBody, request: Request) -> JSONBytes:
+    asked = RerankRequest(body.query, body.texts, model=body.model, top_n=body.top_n)
+    result = await unless_client_leaves(request, state_of(request).serving.rerank(asked))
+    results = [
+        {"index": index, "relevance_score": float(result.scores[index])} for index in result.order
+    ]
+    meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+    return JSONBytes({"id": str(uuid.uuid4()), "results": results, "meta": meta})

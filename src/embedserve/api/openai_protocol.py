@@ -102,14 +102,14 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-def text_list(value: Any, field: str, *, allow_empty: bool = False) -> list[str]:
-    """A string or an array of strings, for the wire formats that take only text (TEI's
-    `inputs`, Ollama's `input`, Cohere's `texts`), as a list; each checked for Unicode."""
-    texts = [value] if isinstance(value, str) else value
+def text_list(value: Any, field: str, *, allow_empty: bool = False, one: bool = True) -> list[str]:
+    """A string (unless not `one`) or an array of strings, for the wire formats that take only
+    text (TEI's `inputs`, Ollama's `input`, Cohere's `texts`), as a list; each checked for
+    Unicode."""
+    texts = [value] if isinstance(value, str) and one else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise PydanticCustomError(
-            "invalid_input", f"'{field}' must be a string or an array of strings"
-        )
+        kinds = "a string or an array of strings" if one else "an array of strings"
+        raise PydanticCustomError("invalid_input", f"'{field}' must be {kinds}")
     if not texts and not allow_empty:
         raise PydanticCustomError("empty_input", f"'{field}' must not be empty")
     for index, text in enumerate(texts):
@@ -177,6 +177,7 @@ class ModelCard(BaseModel):
     max_tokens: int = Field(description="Longest input the model reads, in its own tokens.")
     ready: bool = Field(description="Whether the model is loaded.")
     aliases: list[str] = Field(description="Other names requests may use.")
+    task: str = Field(default="embed", description='"embed", or "rerank" for a cross-encoder.')
     pooling: str | None = Field(description="How token vectors are pooled.")
     backend: str | None = Field(description="onnx, openvino or torch, once loaded.")
     precision: str | None = Field(description="fp32, int8, bf16 or fp16, once loaded.")

@@ -97,6 +97,7 @@ def _card(model: ServedModel, created: int) -> dict[str, Any]:
         "max_tokens": service.max_tokens if service else model.metadata.max_tokens,
         "ready": service is not None,
         "aliases": list(model.aliases),
+        "task": model.task,
         "pooling": model.metadata.pooling,
         "backend": service.kind if service else None,
         "precision": service.precision if service else None,

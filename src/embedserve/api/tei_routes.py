@@ -12,12 +12,14 @@ from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from embedserve import __version__
-from embedserve.api.calls import json_response, unless_client_leaves
+from embedserve.api.calls import json_body, json_response, unless_client_leaves, validated
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError
 from embedserve.api.openai_protocol import TruncationDirection, text_list
+from embedserve.api.rerank_routes import RerankBody, RerankQuery, reranked
 from embedserve.api.wire import state_of, wire_router
-from embedserve.serving.requests import EmbedRequest, InputType
+from embedserve.engine.registry import ServedModel
+from embedserve.serving.requests import EmbedRequest, InputType, RerankRequest
 
 PROMPTS: dict[str, InputType] = {"query": "query", "document": "document", "passage": "document"}
 """TEI's `prompt_name`s and the instruction each takes."""
@@ -118,21 +120,13 @@ class SimpleToken(BaseModel):
     responses=ERRORS,
     summary="Embed (text-embeddings-inference's shape)",
 )
-async def embed(body: EmbedBody, request: Request) -> Response:
-    return await _embed(body, request)
-
-
 @router.post(
     "/",
     response_model=list[list[float]],
     responses=ERRORS,
     summary="Embed at the root, as TEI serves an embedding model",
 )
-async def embed_at_root(body: EmbedBody, request: Request) -> Response:
-    return await _embed(body, request)
-
-
-async def _embed(body: EmbedBody, request: Request) -> Response:
+async def embed(body: EmbedBody, request: Request) -> Response:
     serving = state_of(request).serving
     texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
     embed_request = EmbedRequest(
@@ -175,7 +169,7 @@ async def info(request: Request) -> JSONBytes:
             "model_id": model.id,
             "model_sha": None,
             "model_dtype": _DTYPES.get(service.precision or "", "float32") if service else None,
-            "model_type": {"embedding": {"pooling": model.metadata.pooling or "mean"}},
+            "model_type": _model_type(model),
             "max_concurrent_requests": settings.max_queued or 512,
             "max_input_length": service.max_tokens if service else model.metadata.max_tokens,
             "max_batch_tokens": settings.max_request_tokens or settings.max_batch_tokens,
@@ -190,4 +184,64 @@ async def info(request: Request) -> JSONBytes:
     )
 
 
+def _model_type(model: ServedModel) -> dict[str, Any]:
+    if model.task == "rerank":
+        labels = {"0": "LABEL_0"}
+        return {"reranker": {"id2label": labels, "label2id": {"LABEL_0": 0}}}
+    return {"embedding": {"pooling": model.metadata.pooling or "mean"}}
+
+
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
+
+
+class TeiRerankBody(RerankQuery):
+    """Body of POST /rerank in TEI's shape (with `texts`)."""
+
+    texts: list[str] = Field(description="The texts to score.", min_length=1)
+    raw_scores: StrictBool = Field(default=False, description="The logits, not the sigmoid.")
+    return_text: StrictBool = Field(default=False, description="Echo each text.")
+    truncate: StrictBool | None = Field(default=None, description="Cut over-long pairs.")
+    truncation_direction: TruncationDirection = Field(default="Right")
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _check_texts(cls, value: Any) -> Any:
+        return text_list(value, "texts", one=False)
+
+
+_RERANK_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [TeiRerankBody.model_json_schema(), RerankBody.model_json_schema()]}
+        }
+    },
+}
+
+
+@router.post(
+    "/rerank",
+    responses=ERRORS,
+    summary="Rerank: TEI's shape with `texts`, Cohere's / Jina's with `documents`",
+    openapi_extra={"requestBody": _RERANK_BODY},
+)
+async def rerank(request: Request) -> JSONBytes:
+    payload = await json_body(request)
+    if not (isinstance(payload, dict) and "texts" in payload):
+        return await reranked(validated(RerankBody, payload), request)
+    body = validated(TeiRerankBody, payload)
+    asked = RerankRequest(
+        query=body.query,
+        documents=body.texts,
+        raw=body.raw_scores,
+        truncate=body.truncate,
+        truncate_left=body.truncation_direction.lower() == "left",
+    )
+    result = await unless_client_leaves(request, state_of(request).serving.rerank(asked))
+    rows = []
+    for index in result.order:
+        row: dict[str, Any] = {"index": index, "score": float(result.scores[index])}
+        if body.return_text:
+            row["text"] = body.texts[index]
+        rows.append(row)
+    return JSONBytes(rows)

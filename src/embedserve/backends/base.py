@@ -13,6 +13,10 @@ UNPOOLED = 2
 """Attention-mask value of a token the model reads but leaves out of pooling: an INSTRUCTOR
 model's instruction. Backends attend where mask > 0 and pool where mask == 1."""
 
+SECOND_TEXT = 3
+"""Attention-mask value of a token of a pair's second text (a cross-encoder's document): its
+token type is 1."""
+
 
 class Backend(Protocol):
     """Runs a model's forward pass. Knows nothing of HTTP, requests or tokenization."""
@@ -40,7 +44,7 @@ class Backend(Protocol):
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Pooled embeddings, float32 [batch, dimension], for int64 [batch, seq] inputs; the mask
-        holds 0 (padding), 1 or UNPOOLED."""
+        holds 0 (padding), 1, UNPOOLED or SECOND_TEXT."""
         ...
 
     @property
@@ -53,10 +57,14 @@ class Backend(Protocol):
 def graph_feeds(
     names: Collection[str], input_ids: np.ndarray, attention_mask: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The encoder inputs a graph declares among ids, mask and token types (all 0)."""
+    """The encoder inputs a graph declares among ids, mask and token types (1 where the mask
+    marks a pair's SECOND_TEXT, else 0)."""
     feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    second = attention_mask == SECOND_TEXT
+    if second.any():
+        feeds["attention_mask"] = np.minimum(attention_mask, 1)
     if "token_type_ids" in names:
-        feeds["token_type_ids"] = np.zeros_like(input_ids)
+        feeds["token_type_ids"] = second.astype(np.int64)
     return {name: value for name, value in feeds.items() if name in names}
 
 

@@ -19,12 +19,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from embedserve.backends.build_steps import run_apart, step
 from embedserve.models.cache import build_owner, cached_build, graph_digest
+from embedserve.models.metadata import read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +121,11 @@ def _without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> 
 
 def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    from embedserve.backends.torch import pool_apart, without_normalize
-
-    model = SentenceTransformer(
-        str(folder),
-        device="cpu",
-        local_files_only=True,
-        model_kwargs={"attn_implementation": "eager"},
-    )
-    model = without_normalize(model).eval()
-    names = [n for n in _INPUTS if n in getattr(model.tokenizer, "model_input_names", _INPUTS)]
+    if read_metadata(folder).task == "rerank":
+        model, names = _cross_encoder(folder)
+    else:
+        model, names = _sentence_transformer(folder)
 
     class Stack(torch.nn.Module):
         def __init__(self) -> None:
@@ -140,9 +134,13 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             features = dict(zip(names, inputs, strict=True))
+            if model.__class__.__name__.endswith("ForSequenceClassification"):
+                return self.model(**features).logits  # type: ignore[no-any-return]
             if not pools_instruction:
                 return pool_apart(self.model, features)  # type: ignore[no-any-return]
             return self.model(features)["sentence_embedding"]  # type: ignore[no-any-return]
+
+    from embedserve.backends.torch import pool_apart
 
     vocab = _vocab_size(folder)
     sample = torch.randint(vocab // 2, vocab, (2, 16))
@@ -160,6 +158,35 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
             opset_version=_OPSET,
             dynamo=False,
         )
+
+
+def _sentence_transformer(folder: Path) -> tuple[Any, list[str]]:
+    """The module stack, without a final Normalize (serving normalizes), and its inputs."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedserve.backends.torch import without_normalize
+
+    model = SentenceTransformer(
+        str(folder),
+        device="cpu",
+        local_files_only=True,
+        model_kwargs={"attn_implementation": "eager"},
+    )
+    names = [n for n in _INPUTS if n in getattr(model.tokenizer, "model_input_names", _INPUTS)]
+    return without_normalize(model).eval(), names
+
+
+def _cross_encoder(folder: Path) -> tuple[Any, list[str]]:
+    """A cross-encoder's classification model (its logits: CrossEncoder.predict's activation is
+    applied by serving), and its inputs: token types mark the pair's second text."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True, attn_implementation="eager"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    names = [n for n in _INPUTS if n in getattr(tokenizer, "model_input_names", _INPUTS)]
+    return model.eval(), names
 
 
 def _optimize(folder: Path, exported: Path, out: Path) -> None:
@@ -216,6 +243,8 @@ def _same_outputs(a: Path, b: Path, vocab: int) -> bool:
     ids = np.random.default_rng(0).integers(vocab // 2, vocab, (3, 24))
     mask = np.ones_like(ids)
     x, y = (OnnxBackend(path, threads=1).embed(ids, mask) for path in (a, b))
+    if x.shape[1] == 1:  # a cross-encoder's scores: a cosine of one number is only its sign
+        return bool(np.allclose(x, y, rtol=1e-4, atol=1e-5))
     cos = (x * y).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
     return bool((cos >= 0.99999).all())
 

@@ -64,7 +64,13 @@ class Settings:
         shown_default="the packaged all-MiniLM-L6-v2",
     )
     default_model: str | None = setting(
-        None, "with several models, the one serving requests that name none of them (else 404)"
+        None,
+        "with several embedding models, the one serving requests that name none of them (else 404)",
+    )
+    default_reranker: str | None = setting(
+        None,
+        "with several rerankers, the one serving rerank requests that name none of them (else "
+        "the only reranker, else the default embedding model, scoring by cosine)",
     )
     host: str = setting("127.0.0.1", "interface to bind; the default keeps the server private")
     port: int = setting(DEFAULT_PORT, "TCP port to listen on", flags=("--port", "--openai_port"))

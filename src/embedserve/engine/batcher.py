@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedserve.backends.base import UNPOOLED
+from embedserve.backends.base import SECOND_TEXT, UNPOOLED, Backend
 from embedserve.errors import Overloaded, QueueTimeout
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ class _Item:
     tokens: list[int]
     arrival: int = field(default=0)
     unpooled: int = 0  # leading tokens attended to but left out of pooling
+    second: int = 0  # where a pair's second text starts (a cross-encoder's document), or 0
 
 
 class Batcher:
@@ -192,9 +193,11 @@ class Batcher:
         sequences: list[list[int]],
         unpooled: Sequence[int] | None = None,
         background: bool = False,
+        second: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Pooled vectors for `sequences`, in order, once every batch holding them has run.
-        `unpooled[i]` leading tokens of sequence i are read but not pooled (INSTRUCTOR models).
+        `unpooled[i]` leading tokens of sequence i are read but not pooled (INSTRUCTOR models);
+        `second[i]`: where the second text of pair i starts (cross-encoders).
         `background`: computed only when no online sequence waits (never refused or timed out:
         its caller bounds what it submits)."""
         loop = asyncio.get_running_loop()
@@ -220,7 +223,12 @@ class Batcher:
                     )
             (self._background if background else self._pending).extend(
                 _Item(
-                    job, row, sequences[row], next(self._arrivals), unpooled[row] if unpooled else 0
+                    job,
+                    row,
+                    sequences[row],
+                    next(self._arrivals),
+                    unpooled[row] if unpooled else 0,
+                    second[row] if second else 0,
                 )
                 for row in order
             )
@@ -279,7 +287,8 @@ class Batcher:
                 return
             sequences = [item.tokens for item in batch]
             width = self._padded_width(max(map(len, sequences)))
-            ids, mask = pad(sequences, self._pad_id, [item.unpooled for item in batch], width)
+            unpooled, second = [item.unpooled for item in batch], [item.second for item in batch]
+            ids, mask = pad(sequences, self._pad_id, unpooled, width, second)
             self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
 
     def _next_batch(self) -> list[_Item] | None:
@@ -461,14 +470,32 @@ def coarse_width(width: int, limit: int | None = None) -> int:
     return min(grid, limit) if limit else grid
 
 
+def batcher_for(
+    backend: Backend, pad_id: int, limits: BatchLimits | None, max_width: int
+) -> Batcher:
+    """A batcher over `backend`'s passes: one worker a stream, its every-core pass for a lone
+    batch."""
+    return Batcher(
+        backend.embed,
+        backend.dimension,
+        pad_id,
+        limits or BatchLimits(),
+        workers=backend.streams,
+        every_core_pass=backend.every_core_pass,
+        max_width=max_width,
+    )
+
+
 def pad(
     sequences: list[list[int]],
     pad_id: int,
     unpooled: Sequence[int] | None = None,
     width: int = 0,
+    second: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Padded ids and their attention mask: 1 for tokens, 0 for padding, and UNPOOLED for
-    tokens the model reads but leaves out of pooling. At least `width` wide."""
+    """Padded ids and their attention mask: 1 for tokens, 0 for padding, UNPOOLED for tokens
+    the model reads but leaves out of pooling, SECOND_TEXT from where `second[row]` says a
+    pair's second text starts. At least `width` wide."""
     width = max(width, *map(len, sequences))
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
@@ -477,4 +504,6 @@ def pad(
         mask[row, : len(seq)] = 1
         if unpooled:
             mask[row, : min(unpooled[row], len(seq))] = UNPOOLED
+        if second and second[row]:
+            mask[row, second[row] : len(seq)] = SECOND_TEXT
     return ids, mask

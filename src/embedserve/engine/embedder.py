@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from embedserve.backends.base import Backend
-from embedserve.engine.batcher import Batcher, BatchLimits, pad
+from embedserve.engine.batcher import BatchLimits, batcher_for, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
 from embedserve.errors import InvalidInput
 from embedserve.models.tokenizer import ModelTokenizer
@@ -112,15 +112,7 @@ class Embedder:
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
         self.kind = backend.kind
         self.precision: str | None = backend.precision
-        self.batcher = Batcher(
-            backend.embed,
-            backend.dimension,
-            tokenizer.pad_id,
-            limits or BatchLimits(),
-            workers=backend.streams,
-            every_core_pass=backend.every_core_pass,
-            max_width=tokenizer.max_tokens,
-        )
+        self.batcher = batcher_for(backend, tokenizer.pad_id, limits, tokenizer.max_tokens)
 
     @property
     def dimension(self) -> int:
@@ -141,7 +133,7 @@ class Embedder:
         sequences = await loop.run_in_executor(
             None, self.tokenize, items, options.truncate, options.instruction, options.truncate_left
         )
-        _check_request_tokens(sequences, options.max_tokens)
+        check_request_tokens(sequences, options.max_tokens)
         unpooled = None
         if options.instruction and not self.pools_instruction:
             unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
@@ -217,13 +209,16 @@ class Embedder:
         return instruction + (text if self.pools_instruction else text.strip())
 
 
-def _check_request_tokens(sequences: list[list[int]], limit: int | None) -> None:
+def check_request_tokens(
+    sequences: list[list[int]], limit: int | None, field: str = "input"
+) -> None:
+    """At most --max-request-tokens tokens a request."""
     total = sum(map(len, sequences))
     if limit is not None and total > limit:
         raise InvalidInput(
             f"the request holds {total} tokens, more than this server's limit of {limit} per "
             f"request; split it into several requests",
-            param="input",
+            param=field,
             code="too_many_tokens",
         )
 

@@ -31,10 +31,12 @@ from embedserve.engine.fidelity import (
 from embedserve.engine.instructions import is_instructor
 from embedserve.engine.quantization import calibrated, calibration_key
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
+from embedserve.engine.reranker import Reranker
 from embedserve.engine.sizing import batch_limits, max_padding_tokens
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir, tokenizer_digest
 from embedserve.models.metadata import read_metadata
+from embedserve.models.pair_tokenizer import PairTokenizer
 from embedserve.models.source import ModelSource, onnx_file, resolve
 from embedserve.models.tokenizer import ModelTokenizer, tokenize_on_calling_threads
 
@@ -50,7 +52,12 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
     cache = cache_root(settings)
     load = loader or partial(load_service, settings=settings)
     models = [ServedModel(resolve(spec.ref, cache), load, spec) for spec in settings.models]
-    return ModelRegistry(models, strict=settings.strict_model, default=settings.default_model)
+    return ModelRegistry(
+        models,
+        strict=settings.strict_model,
+        default=settings.default_model,
+        default_reranker=settings.default_reranker,
+    )
 
 
 def cache_root(settings: Settings) -> Path:
@@ -58,7 +65,10 @@ def cache_root(settings: Settings) -> Path:
 
 
 def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
-    """A served model: an upstream API for "openai:<model>", else the local model."""
+    """A served model: an upstream API for "openai:<model>", else the local model (an embedder,
+    or a reranker for a cross-encoder)."""
+    if source.upstream is None and read_metadata(source.files).task == "rerank":
+        return load_reranker(source, settings)
     if source.upstream is None:
         return load_embedder(source, settings)
     from embedserve.engine.upstream import UpstreamEmbedder
@@ -119,6 +129,54 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
     )
     embedder.ranges = calibrated(embedder.pooled_sync, cache_root(settings), key)
     return embedder
+
+
+def load_reranker(source: ModelSource, settings: Settings, cores: int | None = None) -> Reranker:
+    """A cross-encoder with one label, exported to ONNX and served in fp32 by ONNX Runtime
+    (its scores are checked against the export's at build; other precisions are not proven
+    for scores)."""
+    cores = cores or machine.cores()
+    metadata = read_metadata(source.files)
+    if metadata.labels > 1:
+        raise ModelUnavailable(
+            f"{source.id} is a classifier with {metadata.labels} labels; a reranker has one "
+            f"(a relevance score)"
+        )
+    if settings.precision not in ("auto", "fp32") or settings.backend not in ("auto", "onnx"):
+        raise ModelUnavailable(
+            f"{source.id} is a reranker: it is served in fp32 by ONNX Runtime (drop "
+            f"--precision {settings.precision} / --backend {settings.backend} for it)"
+        )
+    tokenizer = PairTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
+    spec = BackendSpec(
+        files=source.files,
+        model_id=source.id,
+        precision="fp32",
+        device="cpu",
+        cores=cores,
+        streams=settings.streams or machine.default_streams(cores),
+        cache_root=cache_root(settings),
+        kernel_cache=settings.kernel_cache,
+    )
+    try:
+        backend = BACKENDS["onnx"].build(spec)
+    except ExportFailed as exc:
+        raise ModelUnavailable(f"cannot export the reranker {source.id}: {exc}") from exc
+    limits = batch_limits(
+        settings,
+        on_gpu=False,
+        cores=cores,
+        streams=backend.streams,
+        max_padding_tokens=max_padding_tokens(source.id, backend, settings, on_gpu=False),
+    )
+    selection = "a reranker (cross-encoder): fp32 on ONNX Runtime"
+    log.info("%s: %s", source.id, selection)
+    reranker = Reranker(
+        tokenizer, backend, model_id=source.id, limits=limits, selection=selection,
+        raw=metadata.activation == "identity",
+    )  # fmt: skip
+    reranker.rerank_sync("warm-up", ["a warm-up document"])
+    return reranker
 
 
 def build_backend(

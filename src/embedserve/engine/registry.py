@@ -28,6 +28,8 @@ class ServedModel:
             read_metadata(source.folder) if source.folder else ModelMetadata(8191, None)
         )
         self.served_name = spec.name or source.id
+        self.task = self.metadata.task
+        """"embed", or "rerank" for a cross-encoder."""
         self.aliases = spec.aliases
         self.instructions = instructions_for(
             source.id, self.metadata.prompts, spec.query_instruction, spec.document_instruction
@@ -122,25 +124,42 @@ class ServedModel:
 
 class ModelRegistry:
     def __init__(
-        self, models: list[ServedModel], *, strict: bool = False, default: str | None = None
+        self,
+        models: list[ServedModel],
+        *,
+        strict: bool = False,
+        default: str | None = None,
+        default_reranker: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("at least one model must be served")
         self.models = models
         self.strict = strict
         self._check_names()
-        if default and not any(default in m.names for m in models):
-            raise ConfigError(f"--default-model '{default}' is not one of the served models")
-        self.default = self.get(default) if default else (models[0] if len(models) == 1 else None)
+        self.default = self._default("embed", default, "--default-model")
+        self.default_reranker = self._default("rerank", default_reranker, "--default-reranker")
 
-    def resolve(self, name: str | None) -> ServedModel:
-        """The model a request names. Unknown names (and none) reach the default model: the only
-        one, or the configured one; with --strict-model an unknown name is always a 404."""
+    def _default(self, task: str, configured: str | None, flag: str) -> ServedModel | None:
+        """The configured model, else the only model of `task` (else the only model)."""
+        if configured:
+            if not any(configured in m.names for m in self.models):
+                raise ConfigError(f"{flag} '{configured}' is not one of the served models")
+            return self.get(configured)
+        of_task = [m for m in self.models if m.task == task]
+        if len(of_task) == 1:
+            return of_task[0]
+        return self.models[0] if len(self.models) == 1 and task == "embed" else None
+
+    def resolve(self, name: str | None, task: str = "embed") -> ServedModel:
+        """The model a request names. Unknown names (and none) reach the default model of the
+        request's task: the only one, or the configured one (a rerank request, else the default
+        embedding model); with --strict-model an unknown name is always a 404."""
         for model in self.models:
             if name in model.names:
                 return model
-        if self.default is not None and (name is None or not self.strict):
-            return self.default
+        default = (self.default_reranker or self.default) if task == "rerank" else self.default
+        if default is not None and (name is None or not self.strict):
+            return default
         served = ", ".join(m.id for m in self.models)
         raise ModelNotFound(
             f"the model '{name}' does not exist on this server; served models: {served}",

@@ -28,6 +28,16 @@ class ModelMetadata:
     pools_prompt: bool = True
     """False when pooling must skip the instruction's tokens (INSTRUCTOR-style models)."""
 
+    task: str = "embed"
+    """"embed", or "rerank" for a cross-encoder (a *ForSequenceClassification model)."""
+
+    labels: int = 0
+    """A cross-encoder's output labels (one: a relevance score)."""
+
+    activation: str = "sigmoid"
+    """What a cross-encoder's CrossEncoder.predict applies to its logit: "sigmoid" (the
+    default for one label) or "identity", as its configuration says."""
+
 
 def read_metadata(folder: Path) -> ModelMetadata:
     st_config = _json(folder / "sentence_bert_config.json")
@@ -40,6 +50,8 @@ def read_metadata(folder: Path) -> ModelMetadata:
         or 512
     )
     prompts = _json(folder / "config_sentence_transformers.json").get("prompts") or None
+    architectures = hf_config.get("architectures") or []
+    reranks = any(str(a).endswith("ForSequenceClassification") for a in architectures)
     return ModelMetadata(
         max_tokens=int(max_tokens),
         dimension=_dimension(folder),
@@ -47,7 +59,19 @@ def read_metadata(folder: Path) -> ModelMetadata:
         prompts={str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else None,
         modules=tuple(str(m.get("type", "")) for m in _modules(folder)),
         pools_prompt=_pools_prompt(folder),
+        task="rerank" if reranks else "embed",
+        labels=len(hf_config.get("id2label") or {}) or int(hf_config.get("num_labels", 0) or 0),
+        activation=_activation(hf_config),
     )
+
+
+def _activation(hf_config: dict[str, Any]) -> str:
+    """sentence-transformers keeps a cross-encoder's activation in its config.json (before v4
+    under another key); only the identity changes the default sigmoid."""
+    saved = (hf_config.get("sentence_transformers") or {}).get("activation_fn") or hf_config.get(
+        "sbert_ce_default_activation_function"
+    )
+    return "identity" if saved and "Identity" in str(saved) else "sigmoid"
 
 
 def _pools_prompt(folder: Path) -> bool:

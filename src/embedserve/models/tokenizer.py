@@ -55,7 +55,7 @@ class ModelTokenizer:
         self._enough = self.max_content + _MARGIN_TOKENS
         self._head_chars = self._enough * _HEAD_CHARS_PER_TOKEN
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        self.pad_id = self._pad_id()
+        self.pad_id = pad_id_of(self._tokenizer)
         self._spans: dict[str, int] = {}
 
     def content_ids(self, texts: Sequence[str], *, left: bool = False) -> list[list[int]]:
@@ -174,15 +174,17 @@ class ModelTokenizer:
         first, last = (content[0], content[-1]) if content else (len(probe.ids), len(probe.ids))
         return list(probe.ids[:first]), list(probe.ids[last + 1 :])
 
-    def _pad_id(self) -> int:
-        padding = Tokenizer.from_str(self._tokenizer.to_str()).padding
-        if padding:
-            return int(padding["pad_id"])
-        for token in ("[PAD]", "<pad>", "<|pad|>"):
-            token_id = self._tokenizer.token_to_id(token)
-            if token_id is not None:
-                return token_id
-        return 0
+
+def pad_id_of(tokenizer: Tokenizer) -> int:
+    """The padding token's id: the tokenizer's padding setting, else a [PAD]-like token."""
+    padding = Tokenizer.from_str(tokenizer.to_str()).padding
+    if padding:
+        return int(padding["pad_id"])
+    for token in ("[PAD]", "<pad>", "<|pad|>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return 0
 
 
 def _byte_offsets(text: str) -> list[int]:

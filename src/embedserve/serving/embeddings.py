@@ -14,11 +14,12 @@ from embedserve.config import Settings
 from embedserve.engine.embedder import EmbeddingService, EmbedOptions
 from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.engine.reranker import Reranker
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
 from embedserve.models.tokenizer import ModelTokenizer, Token
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.quantize import BIT_ENCODINGS, RANGED_ENCODINGS, quantized
-from embedserve.serving.requests import Embedded, EmbedRequest
+from embedserve.serving.requests import Embedded, EmbedRequest, Reranked, RerankRequest
 
 log = logging.getLogger("embedserve")
 
@@ -85,9 +86,42 @@ class Serving:
         )
         return model, tokens
 
-    def model(self, name: str | None) -> ServedModel:
-        """The served model a request names (ModelNotFound where none serves it)."""
-        return self.registry.resolve(name)
+    async def rerank(self, request: RerankRequest) -> Reranked:
+        """The documents scored against the query: by a reranker (a cross-encoder), or by an
+        embedding model as the cosine of the query (embedded as a query) and each document."""
+        model = self.model(request.model, "rerank")
+        self.check_count(len(request.documents), "documents")
+        service = await model.embedder()
+        if isinstance(service, Reranker):
+            truncate = self.settings.truncate if request.truncate is None else request.truncate
+            scored = await service.rerank(
+                request.query,
+                request.documents,
+                raw=request.raw,
+                truncate=truncate,
+                left=request.truncate_left,
+                max_tokens=self.settings.max_request_tokens,
+            )
+            scores, tokens, by = scored.scores, scored.prompt_tokens, "cross-encoder"
+        else:
+            options = {"truncate": request.truncate, "truncate_left": request.truncate_left}
+            query = await self.embed(
+                EmbedRequest([request.query], model.id, "query", **options)  # type: ignore[arg-type]
+            )
+            documents = await self.embed(
+                EmbedRequest(request.documents, model.id, "document", **options)  # type: ignore[arg-type]
+            )
+            scores = documents.vectors @ query.vectors[0]
+            tokens, by = query.prompt_tokens + documents.prompt_tokens, "cosine"
+        if by == "cross-encoder":
+            self.metrics.embedded(model.id, len(request.documents), tokens)
+        order = np.argsort(-scores, kind="stable").tolist()[: request.top_n]
+        return Reranked(model.id, scores, order, tokens, by)  # type: ignore[arg-type]
+
+    def model(self, name: str | None, task: str = "embed") -> ServedModel:
+        """The served model a request names (ModelNotFound where none serves it), or the default
+        model of the request's task."""
+        return self.registry.resolve(name, task)
 
     async def embed(self, request: EmbedRequest) -> Embedded:
         """The request's vectors, or the domain error (InvalidInput, ModelNotFound, Overloaded,

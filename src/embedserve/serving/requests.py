@@ -63,3 +63,40 @@ class Embedded:
     def rows(self, encoding: str) -> np.ndarray:
         """The vectors in `encoding` ("float" and "base64": the floats)."""
         return self.encoded.get(encoding, self.vectors)
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """What one rerank request asks, whatever its wire format."""
+
+    query: str
+    documents: Sequence[str]
+    model: str | None = None
+    """The model the request names; None: the default reranker (else embedding model)."""
+
+    top_n: int | None = None
+    """Keep the N best."""
+
+    raw: bool = False
+    """A cross-encoder's logits instead of its activation's scores."""
+
+    truncate: bool | None = None
+    """Cut over-long pairs (None: the server's --truncate) or refuse them."""
+
+    truncate_left: bool = False
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """The answer to a RerankRequest."""
+
+    model: str
+    scores: np.ndarray
+    """float32 [documents], in document order."""
+
+    order: list[int]
+    """Document indices, best first (the top_n best where asked)."""
+
+    prompt_tokens: int
+    scored_by: Literal["cross-encoder", "cosine"]
+    """A reranker's scores, or an embedding model's cosine of query and document."""
