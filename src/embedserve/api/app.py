@@ -22,6 +22,7 @@ from embedserve.api import (
     files_routes,
     ollama_routes,
     openai_routes,
+    page_routes,
     probes,
     rerank_routes,
     tei_routes,
@@ -92,6 +93,7 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(tei_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(cohere_routes.router)
+    app.include_router(page_routes.router)
 
 
 @asynccontextmanager

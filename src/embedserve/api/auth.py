@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedserve.api.errors import ApiError, error_response
+from embedserve.api.page_routes import is_page
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 
@@ -22,7 +23,7 @@ class ApiKeyAuth:
         self._open = PROBES if public_probes else frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._digests or scope["path"] in self._open:
+        if scope["type"] != "http" or not self._digests or self._is_open(scope):
             await self.app(scope, receive, send)
             return
         key = bearer(scope)
@@ -38,6 +39,9 @@ class ApiKeyAuth:
             401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
         )
         await error_response(scope, error)(scope, receive, send)
+
+    def _is_open(self, scope: Scope) -> bool:
+        return scope["path"] in self._open or is_page(scope["method"], scope["path"])
 
     def accepts(self, key: str) -> bool:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

@@ -104,6 +104,10 @@ class TokenizeBody(_Texts):
     """Body of POST /tokenize."""
 
     add_special_tokens: StrictBool = Field(default=True, description="Frame with [CLS] ... [SEP].")
+    model: str | None = Field(
+        default=None,
+        description="Which served model's tokenizer (an extension; default: the default model).",
+    )
 
 
 class SimpleToken(BaseModel):
@@ -151,7 +155,7 @@ async def tokenize(body: TokenizeBody, request: Request) -> JSONBytes:
     texts: list[str] = body.inputs  # type: ignore[assignment]
     input_type = PROMPTS[body.prompt_name] if body.prompt_name else ""
     _, tokens = await state_of(request).serving.tokenize(
-        None, texts, special=body.add_special_tokens, input_type=input_type
+        body.model, texts, special=body.add_special_tokens, input_type=input_type
     )
     return JSONBytes([[token.__dict__ for token in text] for text in tokens])
 
