@@ -55,7 +55,9 @@ PHONE = {"width": 390, "height": 844}
 def server(tmp_path_factory: pytest.TempPathFactory, minilm: ModelSource) -> Iterator[str]:
     cross_encoder = minilm_cross_encoder(tmp_path_factory.mktemp("cross-encoder"), minilm.files)
     args = ["--model", "all-MiniLM-L6-v2", "--model", str(cross_encoder), "--name", "ce"]
-    process, base, log = start(tmp_path_factory.mktemp("server"), *args, "--api-key", KEY)
+    tmp = tmp_path_factory.mktemp("server")
+    args += ["--api-key", KEY, "--data-dir", str(tmp / "data")]
+    process, base, log = start(tmp, *args)
     wait_until_listening(process, base, log)
     yield base
     stop(process)
@@ -327,6 +329,42 @@ def test_server_view_shows_the_models_and_its_figures_move_under_load(
     assert before in (None, "NaN") or float(before) == 0
     assert figure("inputs/s") == pytest.approx(4 * figure("requests/s"), rel=0.35)
     assert 0 < figure("p50 latency") <= figure("p99 latency") < 5_000
+
+
+def test_server_view_shows_a_running_batch_with_its_progress(page: Any, server: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    lines = [
+        {
+            "custom_id": f"r{n}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"input": [f"{n} {TEXTS[2]}"] * 4},
+        }
+        for n in range(300)
+    ]
+    content = "\n".join(json.dumps(line) for line in lines).encode()
+    upload = client.files.create(file=("page.jsonl", content), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    try:
+        open_page(page, server)
+        page.click("#tab-server")
+        item = f'#batches li[data-batch="{batch.id}"]'
+        page.wait_for_function(
+            f"""() => {{ const bar = document.querySelector('{item} progress');
+                return bar && +bar.value > 0 && +bar.value < +bar.max; }}""",
+            timeout=60_000,
+        )
+        assert page.get_attribute(f"{item} progress", "max") == "300"
+        assert "in_progress" in page.inner_text(item)
+        assert page.is_hidden("#batches-none")
+    finally:
+        client.batches.cancel(batch.id)
+    page.wait_for_selector(item, state="detached", timeout=30_000)  # gone once it stops
+    assert page.is_visible("#batches-none")
 
 
 @pytest.mark.parametrize(

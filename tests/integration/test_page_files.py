@@ -64,6 +64,19 @@ async def test_files_revalidate_by_etag_and_unknown_names_are_404_envelopes(
             assert "error" in missing.json()
 
 
+async def test_no_web_page_leaves_the_api_only(minilm: ModelSource) -> None:
+    _, client = app_client(minilm, api_keys=(KEY,), web_page=False)
+    async with client:
+        for path in ("/", "/ui/main.js"):
+            refused = await client.get(path)
+            assert refused.status_code == 401, path  # no longer open: no page to open
+            shown = await client.get(path, headers={"Authorization": f"Bearer {KEY}"})
+            assert shown.status_code in (404, 405), path
+        assert (
+            await client.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        ).is_success
+
+
 def test_every_file_the_page_names_is_shipped_and_the_whole_is_light() -> None:
     files = page_files()
     named = set()

@@ -55,6 +55,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.state.embedserve = AppState(settings, serving, batches)
     errors.install(app)
     _include_routes(app)
+    if settings.web_page:
+        app.include_router(page_routes.router)
     # Outermost last: request id and metrics see everything, CORS answers preflights before
     # the key check, and the key check runs before the body is read.
     app.add_middleware(
@@ -62,7 +64,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         max_bytes=settings.max_body_bytes,
         streamed=frozenset({files_routes.UPLOAD_PATH}),  # to disk, under --max-file-bytes
     )
-    app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_probes=settings.public_probes)
+    app.add_middleware(
+        ApiKeyAuth,
+        keys=settings.api_keys,
+        public_probes=settings.public_probes,
+        public_page=settings.web_page,
+    )
     if settings.cors_origins:
         app.add_middleware(
             EnvelopeCORS,
@@ -93,7 +100,6 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(tei_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(cohere_routes.router)
-    app.include_router(page_routes.router)
 
 
 @asynccontextmanager

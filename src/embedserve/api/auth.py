@@ -1,6 +1,7 @@
 """API keys: `Authorization: Bearer <key>` on every route (health, readiness and metrics too
-with --private-probes). Keys are compared as SHA-256 digests with hmac.compare_digest against
-every configured key, so neither a key's content nor its length shows in the timing."""
+with --private-probes; the web page's own files excepted, which carry no data). Keys are
+compared as SHA-256 digests with hmac.compare_digest against every configured key, so neither a
+key's content nor its length shows in the timing."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_probes: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        public_probes: bool = True,
+        public_page: bool = True,
+    ) -> None:
         self.app = app
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
         self._open = PROBES if public_probes else frozenset()
+        self._page = public_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._digests or self._is_open(scope):
@@ -41,7 +49,8 @@ class ApiKeyAuth:
         await error_response(scope, error)(scope, receive, send)
 
     def _is_open(self, scope: Scope) -> bool:
-        return scope["path"] in self._open or is_page(scope["method"], scope["path"])
+        path = scope["path"]
+        return path in self._open or (self._page and is_page(scope["method"], path))
 
     def accepts(self, key: str) -> bool:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

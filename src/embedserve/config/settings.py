@@ -217,6 +217,12 @@ class Settings:
         "/health, /ready and /metrics answer without a key (--private-probes: they ask too)",
         negative="--private-probes",
     )
+    web_page: bool = setting(
+        True,
+        "serve the web page (the playground and the server view) at GET / (--no-web-page: "
+        "the API only)",
+        negative="--no-web-page",
+    )
     cors_origins: tuple[str, ...] = setting(
         (),
         "a browser origin allowed to call the API, or * (repeatable)",
