@@ -77,7 +77,7 @@ def first_paint(base: str, loads: int = 5) -> float:
             )
             page.close()
         browser.close()
-    return statistics.median(paints)
+    return float(statistics.median(paints))
 
 
 def main() -> None:

@@ -220,4 +220,33 @@ def test_the_openai_client_asks_for_integer_encodings(server: str) -> None:
         f"{server}/v1/embeddings",
         json={"input": TEXTS, "encoding_format": "int8", "dimensions": 64},
     ).json()
-    assert np.array(short["data"][0]["embedding"]).shape == (64,)
+    cut = openai_vectors(server, TEXTS, dimensions=64)
+    cut_ranges = httpx.get(f"{server}/v1/models/{MODEL}", params={"dimensions": 64}).json()
+    cut_ranges = np.array(cut_ranges["quantization_ranges"])
+    assert cut_ranges.shape == (2, 64)
+    assert not np.allclose(cut_ranges, ranges[:, :64])  # the cut vectors are renormalized
+    short_int8 = np.array([d["embedding"] for d in short["data"]])
+    assert np.array_equal(short_int8, quantize_embeddings(cut, "int8", cut_ranges))
+    too_many = httpx.get(f"{server}/v1/models/{MODEL}", params={"dimensions": 385})
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["param"] == "dimensions"
+
+
+def test_cohere_truncate_none_refuses_and_start_keeps_the_end(server: str) -> None:
+    long = "filler words that go on. " * 120 + "The ending names a cathedral in Cologne."
+    body = {"texts": [long], "model": MODEL, "input_type": "search_document"}
+    refused = httpx.post(f"{server}/v2/embed", json={**body, "truncate": "NONE"})
+    assert refused.status_code == 400
+    assert set(refused.json()) == {"message"}
+    assert "tokens" in refused.json()["message"]
+    start = httpx.post(f"{server}/v2/embed", json={**body, "truncate": "START"})
+    end = httpx.post(f"{server}/v2/embed", json={**body, "truncate": "END"})
+    vectors = {
+        name: np.array(answer.json()["embeddings"]["float"], dtype=np.float32)
+        for name, answer in (("start", start), ("end", end))
+    }
+    assert np.allclose(
+        vectors["start"], openai_vectors(server, [long], truncation_direction="left"), atol=1e-6
+    )
+    assert np.allclose(vectors["end"], openai_vectors(server, [long]), atol=1e-6)
+    assert cosines(vectors["start"], vectors["end"]).max() < 0.99

@@ -165,3 +165,18 @@ def test_routing_by_task_and_a_reranker_asked_to_embed(server: str) -> None:
     bad = httpx.post(f"{server}/v1/rerank", json={"query": QUERY, "documents": [1]})
     assert bad.status_code == 400
     assert "documents[0] must be a string" in bad.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "options", [{"precision": "int8"}, {"precision": "bf16"}, {"backend": "openvino"}]
+)
+def test_a_reranker_refuses_what_its_scores_are_not_proven_in(
+    cross_encoder: Path, options: dict[str, str]
+) -> None:
+    from embedserve.config import Settings
+    from embedserve.engine.loading import load_reranker
+    from embedserve.errors import ModelUnavailable
+    from embedserve.models.source import resolve
+
+    with pytest.raises(ModelUnavailable, match="it is served in fp32 by ONNX Runtime"):
+        load_reranker(resolve(str(cross_encoder)), Settings(**options))  # type: ignore[arg-type]

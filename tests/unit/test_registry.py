@@ -4,8 +4,9 @@ import time
 
 import pytest
 
+from embedserve.config import ModelSpec
 from embedserve.engine.registry import ModelRegistry, ServedModel
-from embedserve.errors import ModelNotFound, ModelNotReady
+from embedserve.errors import ConfigError, ModelNotFound, ModelNotReady
 from embedserve.models.source import ModelSource
 from tests.fakes import EchoBackend, fake_embedder
 
@@ -50,3 +51,26 @@ async def test_a_failed_load_is_reported_not_retried_silently(minilm: ModelSourc
         await model.embedder()
     assert model.error is not None
     assert "weights are corrupt" in model.error
+
+
+def test_rerank_requests_reach_the_default_reranker_among_several(minilm: ModelSource) -> None:
+    def served(name: str, task: str) -> ServedModel:
+        model = ServedModel(minilm, lambda s: fake_embedder(s, EchoBackend()), ModelSpec(name=name))
+        model.task = task
+        return model
+
+    embedder, first, second = (
+        served("e", "embed"),
+        served("ce-1", "rerank"),
+        served("ce-2", "rerank"),
+    )
+    models = [embedder, first, second]
+    # Two rerankers and no choice: a rerank request goes to the default embedding model.
+    assert ModelRegistry(models, default="e").resolve(None, "rerank") is embedder
+    chosen = ModelRegistry(models, default="e", default_reranker="ce-2")
+    assert chosen.resolve(None, "rerank") is second
+    assert chosen.resolve("unknown", "rerank") is second
+    assert chosen.resolve("ce-1", "rerank") is first
+    assert chosen.resolve(None) is embedder  # embedding requests keep their own default
+    with pytest.raises(ConfigError, match="--default-reranker 'ce-9'"):
+        ModelRegistry(models, default_reranker="ce-9")

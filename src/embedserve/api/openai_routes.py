@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
@@ -19,6 +19,7 @@ from embedserve.api.openai_protocol import (
 )
 from embedserve.api.wire import state_of, wire_router
 from embedserve.engine.registry import ServedModel
+from embedserve.errors import InvalidInput
 from embedserve.serving.requests import Embedded, EmbedRequest
 
 router = wire_router()  # OpenAI's error envelope
@@ -80,14 +81,28 @@ async def list_models(request: Request) -> JSONBytes:
 @router.get(
     "/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="One model"
 )
-async def get_model(model_id: str, request: Request) -> JSONBytes:
+async def get_model(
+    model_id: str,
+    request: Request,
+    dimensions: int | None = Query(
+        None, ge=1, description="Give quantization_ranges for vectors cut to this many."
+    ),
+) -> JSONBytes:
     state = state_of(request)
-    return JSONBytes(_card(state.serving.registry.get(model_id), state.started))
+    model = state.serving.registry.get(model_id)
+    served = model.loaded.dimension if model.loaded else None
+    if dimensions is not None and (served is None or dimensions > served):
+        raise InvalidInput(
+            f"'dimensions' must be at most the model's {served} (loaded)",
+            param="dimensions",
+        )
+    return JSONBytes(_card(model, state.started, dimensions))
 
 
-def _card(model: ServedModel, created: int) -> dict[str, Any]:
+def _card(model: ServedModel, created: int, dimensions: int | None = None) -> dict[str, Any]:
     service = model.loaded
-    ranges = service.quantization_ranges() if service else None
+    # int8/uint8 ranges of vectors cut to `dimensions` (and renormalized), as requests get them.
+    ranges = service.quantization_ranges(dimensions) if service else None
     return {
         "id": model.id,
         "object": "model",

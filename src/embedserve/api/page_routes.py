@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 
 from fastapi import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from embedserve.api.wire import wire_router
 from embedserve.errors import NotFound
@@ -29,7 +29,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 
-router = wire_router(include_in_schema=False)
+router = wire_router(tags=["Web page"])
 
 
 def is_page(method: str, path: str) -> bool:
@@ -38,12 +38,16 @@ def is_page(method: str, path: str) -> bool:
     return method in ("GET", "HEAD") and (path == PAGE_PATH or path.startswith(ASSETS))
 
 
-@router.get(PAGE_PATH)
+@router.get(
+    PAGE_PATH,
+    response_class=HTMLResponse,
+    summary="The web page: the embeddings playground and the server view",
+)
 async def page(request: Request) -> Response:
     return _file_response("index.html", request)
 
 
-@router.get(ASSETS + "{name}")
+@router.get(ASSETS + "{name}", include_in_schema=False)
 async def asset(name: str, request: Request) -> Response:
     return _file_response(name, request)
 
