@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import documents, short_texts
 from load import Result, drive
-from run import free_port, machine, wait_ready
+from run import default_server, machine
 
 HERE = Path(__file__).resolve().parent
 ENCODINGS = ["float", "base64", "int8", "binary", "ubinary"]
@@ -101,15 +100,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (HERE / "results").joinpath("encodings-server.log")
-    log.parent.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), "--no-access-log"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(process, base)
+    with default_server("encodings-server.log") as base:
         texts = short_texts(4096)
         batches = [texts[i : i + 8] for i in range(0, len(texts), 8)]
         tokens = [0] * len(batches)
@@ -136,9 +127,6 @@ def main() -> None:
                 totals[encoding].add(load(encoding, args.seconds / args.rounds))
         wire = {e: wire_bytes(base, texts[:64], e) for e in ENCODINGS}
         quality = retrieval(base, args.documents)
-    finally:
-        process.terminate()
-        process.wait(30)
     float_rate = totals["float"].rate
     lines = [
         f"Machine: {machine()}. Default command, all-MiniLM-L6-v2 (384 dimensions).",

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 from importlib import resources
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpus import short_texts
 from load import Result, drive
-from run import free_port, machine, wait_ready
+from run import default_server, machine
 from tests.browser import ARGS
 
 HERE = Path(__file__).resolve().parent
@@ -86,15 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--viewers", type=int, default=5)
     args = parser.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (HERE / "results").joinpath("page-server.log")
-    log.parent.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), "--no-access-log"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(process, base)
+    with default_server("page-server.log") as base:
         texts = short_texts(4096)
         url = f"{base}/v1/embeddings"
 
@@ -117,9 +108,6 @@ def main() -> None:
                     busy[case].add(load(16, 8, each))
                     lone[case].add(load(1, 1, each / 2))
         paint = first_paint(base)
-    finally:
-        process.terminate()
-        process.wait(30)
     files = resources.files("embedserve.web")
     shipped = [f for f in files.iterdir() if f.name.endswith((".html", ".js", ".css"))]
     weight = sum(len(f.read_bytes()) for f in shipped)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +186,25 @@ def wait_ready(process: subprocess.Popen[bytes], base: str, timeout: float = 600
             pass
         time.sleep(0.5)
     raise RuntimeError("did not become ready")
+
+
+@contextmanager
+def default_server(log_name: str) -> Iterator[str]:
+    """The default command (`embedserve serve`) on a free port, its log in results/: its base
+    URL once ready; stopped after."""
+    port = free_port()
+    log = HERE / "results" / log_name
+    log.parent.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), "--no-access-log"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(process, base)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def start(server: Server) -> Running | None:
