@@ -200,6 +200,10 @@ def test_heatmap_ranking_tokens_and_rerank_are_the_apis_own(
     assert re.search(
         rf"Text 1 \u00d7 text 3: {cosine(docs[0], docs[2]):.4f}", page.inner_text("#cell-value")
     )
+    page.focus('#heatmap rect.cell[data-row="4"][data-col="1"]')  # and on keyboard focus
+    assert re.search(
+        rf"Text 5 \u00d7 text 2: {cosine(docs[4], docs[1]):.4f}", page.inner_text("#cell-value")
+    )
 
     query = vectors(server, [QUERY], "query", encoding)[0]
     scores = [cosine(query, d) for d in docs]
