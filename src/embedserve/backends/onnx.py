@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -82,10 +83,27 @@ class OnnxBackend:
         return vectors
 
 
+@functools.cache
+def _shared_arena() -> None:
+    """One CPU memory arena for every session in the process (a model's two sessions, every
+    model), instead of one each: each arena keeps the largest buffers it ever needed."""
+    import onnxruntime as ort
+
+    memory = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+
+
 def _session(model: Path, threads: int) -> Any:
     import onnxruntime as ort
 
+    _shared_arena()
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    # A memory pattern plans one block per input shape; batch shapes vary without end here, and
+    # the blocks fragmented the arena: 10x the corpus kept ~100 MiB more. Off, no slower.
+    options.enable_mem_pattern = False
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
