@@ -63,5 +63,55 @@ def test_ray_data_path_writes_the_local_runs_folder(tmp_path: Path, ray_dir: Pat
     assert sorted(p.name for p in (tmp_path / "ray").glob("part-*")) == [
         f"part-{i:05d}.parquet" for i in range(6)
     ]
-    assert json.loads((tmp_path / "ray" / "_manifest.json").read_text())["complete"] is True
+    manifest = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert (
+        manifest["engine"]
+        == json.loads((tmp_path / "local" / "_manifest.json").read_text())["engine"]
+    )  # the actors' engine, as the local run records its own
+    assert not ray_processes(ray_dir), "Ray processes outlived the job"
+
+
+def test_a_local_folder_resumed_on_ray_keeps_its_engine(tmp_path: Path, ray_dir: Path) -> None:
+    source = tmp_path / "d.jsonl"
+    source.write_text(
+        "".join(json.dumps({"text": f"line {i} of the ledger"}) + "\n" for i in range(200))
+    )
+    out = tmp_path / "out"
+    assert embed([str(source), "-o", str(out), "--part-rows", "50"]).returncode == 0
+    _, expected = vectors(out)
+    manifest_path = out / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    engine = manifest["engine"]
+    on_ray = [str(source), "-o", str(out), "--part-rows", "50", "--ray-address", "local",
+              "--ray-actors", "1"]  # fmt: skip
+    ray_env = {"RAY_TMPDIR": str(ray_dir)}
+
+    # parts of the folder's earlier engine, missing after an interruption, are filled in
+    (out / "part-00001.parquet").unlink()
+    (out / "part-00003.parquet").unlink()
+    manifest_path.write_text(json.dumps({**manifest, "complete": False}))
+    resumed = embed(on_ray, env=ray_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "done: 100 documents" in resumed.stderr
+    assert "100 documents in 2 parts were done already" in resumed.stderr
+    ids, got = vectors(out)
+    assert len(ids) == len(set(ids)) == 200
+    assert cosines(got, expected).min() >= 0.9999
+    assert json.loads(manifest_path.read_text())["engine"] == engine
+
+    # an actor that gets another engine than the earlier parts' writes nothing and stops the job
+    other = {"precision": "bf16", "backend": "openvino"}
+    assert other != engine
+    (out / "part-00002.parquet").unlink()
+    manifest_path.write_text(json.dumps({**manifest, "complete": False, "engine": other}))
+    refused = embed(on_ray, env=ray_env)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert (
+        f"parts were embedded in bf16 on openvino, and this run got {engine['precision']} on "
+        f"{engine['backend']}"
+    ) in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (out / "part-00002.parquet").exists()
+    assert json.loads(manifest_path.read_text())["engine"] == other
     assert not ray_processes(ray_dir), "Ray processes outlived the job"

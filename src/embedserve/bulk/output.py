@@ -64,10 +64,12 @@ class OutputFolder:
         self.folder = folder
         self.format = fmt
         self.metadata = metadata or {}  # the model, precision, input type and version: per part
+        self.engine_before: dict[str, str] | None = None  # of the parts a resumed folder holds
 
     def open(self, manifest: dict[str, Any]) -> set[int]:
         """Create the folder or resume it: refuse one written with other options, drop what an
-        interrupted run left half-written. The parts already complete."""
+        interrupted run left half-written. The parts already complete. A `manifest` without an
+        engine gets the folder's earlier one."""
         try:
             return self._open(manifest)
         except OSError as exc:
@@ -78,7 +80,11 @@ class OutputFolder:
         if self.folder.exists() and not self.folder.is_dir():
             raise BadInput(f"{self.folder}: a file, not a folder; give a folder as --output")
         if path.exists():
-            _check_same(orjson.loads(path.read_bytes()), manifest, self.folder)
+            before = orjson.loads(path.read_bytes())
+            _check_same(before, manifest, self.folder)
+            self.engine_before = before.get("engine")
+            if self.engine_before:  # kept for a Ray run, whose actors learn theirs later
+                manifest.setdefault("engine", self.engine_before)
         elif self.folder.exists() and any(p.name != LOCK for p in self.folder.iterdir()):
             raise BadInput(
                 f"{self.folder}: holds files but no {MANIFEST}, so it is not a folder this "
@@ -93,12 +99,15 @@ class OutputFolder:
             raise BadInput(f"{self.folder}: another embed job is writing it") from None
         for stale in self.folder.rglob(f".*{_UNFINISHED}"):
             stale.unlink()
-        write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        self.write_manifest(manifest)
         return {
             int(p.name.split("-")[1].split(".")[0])
             for p in self._parts_folder().glob("part-*")
             if not p.name.endswith(".ids.jsonl")
         }
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_atomically(self.folder / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     def close(self) -> None:
         """Let another job open the folder."""
@@ -183,10 +192,7 @@ class OutputFolder:
         """npy: one matrix and one ids file from the parts. Then the manifest says complete."""
         if self.format == "npy":
             self._assemble_npy(parts)
-        write_atomically(
-            self.folder / MANIFEST,
-            orjson.dumps({**manifest, "complete": True}, option=orjson.OPT_INDENT_2),
-        )
+        self.write_manifest({**manifest, "complete": True})
 
     def _assemble_npy(self, parts: int) -> None:
         matrices = [np.load(self.part_path(i), mmap_mode="r") for i in range(parts)]
@@ -234,13 +240,8 @@ def _check_same(before: dict[str, Any], now: dict[str, Any], folder: Path) -> No
                 f"{option}={_shown(value)}; run with the same options to resume it, or give "
                 f"another --output folder"
             )
-    engine = before.get("engine")
-    if engine and engine != now.get("engine"):
-        raise BadInput(
-            f"{folder}'s parts were embedded in {engine['precision']} on {engine['backend']}, "
-            f"and this run got {now['engine']['precision']} on {now['engine']['backend']} "
-            f"(another machine?); give --precision and --backend to match, or another --output"
-        )
+    if "engine" in now:  # on Ray the actors know theirs, and check it with `engine_differs`
+        engine_differs(folder, before.get("engine"), now["engine"])
     if before.get("inputs") != now["inputs"]:
         was = {i["name"]: i for i in before.get("inputs", [])}
         changed = next(
@@ -250,6 +251,16 @@ def _check_same(before: dict[str, Any], now: dict[str, Any], folder: Path) -> No
         raise BadInput(
             f"{folder} was written from other inputs ({changed} differs or changed since); "
             f"give another --output folder"
+        )
+
+
+def engine_differs(folder: Path, before: dict[str, str] | None, now: dict[str, str]) -> None:
+    """Refuse to add parts computed by another engine than the folder's earlier parts."""
+    if before and before != now:
+        raise BadInput(
+            f"{folder}'s parts were embedded in {before['precision']} on {before['backend']}, "
+            f"and this run got {now['precision']} on {now['backend']} (another machine?); "
+            f"give --precision and --backend to match, or another --output"
         )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from embedserve import machine
 from embedserve.bulk.job import EmbedJob, JobOptions, PartWorker, Plan
+from embedserve.bulk.output import engine_differs
 from embedserve.bulk.progress import Tally
 from embedserve.config import Settings
 from embedserve.ray_cluster import cluster
@@ -31,21 +32,26 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
         per_actor = max(1, cpus // count)
         log_plan(count, per_actor)
         done = job.open()
+        before = job.folder.engine_before
         progress = job.progress(done)
         try:
             todo = [i for i in range(job.parts) if i not in done]
             if todo:
+                ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows it
                 parts = ray.data.from_items(
                     [{"part": i} for i in todo], override_num_blocks=len(todo)
                 )
                 tallies = parts.map_batches(
                     _PartActor,
-                    fn_constructor_args=(options, settings, job.plan, per_actor),
+                    fn_constructor_args=(options, settings, job.plan, per_actor, before),
                     batch_size=1,
-                    concurrency=count,
+                    # a part at a time: an actor that is free takes the next, so no actor
+                    # waits behind another's queue at the end
+                    compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
                     num_cpus=per_actor,
                 )
                 for row in tallies.iter_rows():
+                    _check_engine(job, {"precision": row["precision"], "backend": row["backend"]})
                     progress.advance(
                         int(row["documents"]),
                         int(row["rows"]),
@@ -57,6 +63,15 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
         finally:
             progress.close()
             job.folder.close()
+
+
+def _check_engine(job: EmbedJob, engine: dict[str, str]) -> None:
+    """The first part sets the folder's engine (so a resumed run checks it); an actor that got
+    another one (a node with another CPU under `--precision auto`) stops the job."""
+    engine_differs(job.options.output, job.manifest.get("engine"), engine)
+    if "engine" not in job.manifest:
+        job.manifest["engine"] = engine
+        job.folder.write_manifest(job.manifest)
 
 
 def log_plan(actors: int, per_actor: int) -> None:
@@ -76,19 +91,32 @@ def _cpus_per_actor(settings: Settings, cpus: int) -> int:
 class _PartActor:
     """One loaded model on its share of a node's cores, embedding the parts it is handed."""
 
-    def __init__(self, options: JobOptions, settings: Settings, plan: Plan, cpus: int) -> None:
+    def __init__(
+        self,
+        options: JobOptions,
+        settings: Settings,
+        plan: Plan,
+        cpus: int,
+        engine: dict[str, str] | None,
+    ) -> None:
+        """`engine`: that of the folder's earlier parts, if any; parts of another are refused."""
         machine.use_at_most(cpus)
         self.loop = asyncio.new_event_loop()
         self.worker = PartWorker(EmbedJob(options, settings, plan))  # not scanned again
         self.loop.run_until_complete(self.worker.start())
+        self.refused = engine is not None and engine != self.worker.engine
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Refused parts are not written: the driver reads the engine and stops the job.
         tallies: list[Tally] = [
-            self.loop.run_until_complete(self.worker.embed_part(int(index)))
+            Tally()
+            if self.refused
+            else self.loop.run_until_complete(self.worker.embed_part(int(index)))
             for index in batch["part"]
         ]
         return {
             "part": np.asarray(batch["part"]),
+            **{key: np.array([value] * len(tallies)) for key, value in self.worker.engine.items()},
             **{
                 field: np.array([getattr(t, field) for t in tallies], dtype=np.int64)
                 for field in ("documents", "rows", "tokens", "skipped")
