@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from embedserve import machine
 from embedserve.api.app import create_app, route_table
 from embedserve.api.errors import ApiError, error_response, fault
+from embedserve.api.files_routes import MULTIPART_SLACK, UPLOAD_PATH
 from embedserve.api.limits import BodyLimit
 from embedserve.config import Settings
 
@@ -104,7 +105,12 @@ class Front:
 
         self.engine = serve.get_deployment_handle(ENGINE, app_name=APP)
         self.routes = route_table()
-        self.limited = BodyLimit(self._forward, max_bytes=settings.max_body_bytes)
+        # An upload has its own limit, which its route checks on the engine replica; the front
+        # reads one byte past it at most, which that route then refuses in its own words.
+        self.upload_cap = settings.max_file_bytes + MULTIPART_SLACK + 1
+        self.limited = BodyLimit(
+            self._forward, max_bytes=settings.max_body_bytes, streamed=frozenset({UPLOAD_PATH})
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The route table, not the front's own app, decides the error shape of a path.
@@ -113,12 +119,13 @@ class Front:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()
-        while True:
+        cap = self.upload_cap if scope["path"] == UPLOAD_PATH else None  # else under BodyLimit
+        while cap is None or len(body) < cap:
             message = await receive()
             body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        forwarded = Forwarded({k: v for k, v in scope.items() if k != "app"}, bytes(body))
+        forwarded = Forwarded({k: v for k, v in scope.items() if k != "app"}, bytes(body[:cap]))
         try:
             answer: Answered = await self.engine.forward.remote(forwarded)
         except Exception as exc:

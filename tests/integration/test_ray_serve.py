@@ -28,6 +28,7 @@ pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 ENGINE_REPLICA = "ServeReplica:embedserve:engine"
+MAX_FILE_BYTES = 12 * 2**20  # above the 8 MiB of --max-body-bytes: uploads have their own
 LONG_TEXT = " ".join(["the river rose over the old stone bridge and the town watched"] * 30)
 
 
@@ -109,7 +110,9 @@ def serving(server: RayServer, described: str) -> bool:
 
 @pytest.fixture(scope="module")
 def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServer]:
-    with launch(tmp_path_factory.mktemp("ray-serve"), "--replicas", "2") as server:
+    folder = tmp_path_factory.mktemp("ray-serve")
+    flags = ["--replicas", "2", "--max-file-bytes", str(MAX_FILE_BYTES), "--data-dir", str(folder)]
+    with launch(folder, *flags) as server:
         server.wait_for(lambda: serving(server, "2 replica(s), 1 CPU(s) each"), 240, "2 replicas")
         yield server
 
@@ -130,6 +133,33 @@ def test_the_app_on_ray_serve_replicas(two_replicas: RayServer, reference) -> No
     missing = httpx.get(f"{base}/v1/nothing-here", timeout=30)
     assert missing.status_code == 404
     assert "no route" in missing.json()["error"]["message"]
+    line = (
+        b'{"custom_id": "r", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}\n'
+    )
+    upload = line * (10 * 2**20 // len(line))  # over --max-body-bytes, under --max-file-bytes
+    stored = httpx.post(
+        f"{base}/v1/files",
+        files={"file": ("in.jsonl", upload)},
+        data={"purpose": "batch"},
+        timeout=60,
+    )
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["bytes"] == len(upload)
+    for chunked in (False, True):  # declared too large, or found so while reading
+        form = httpx.Request(
+            "POST",
+            f"{base}/v1/files",
+            files={"file": ("big.jsonl", line * (13 * 2**20 // len(line)))},
+            data={"purpose": "batch"},
+        )
+        body = form.read()
+        headers = {"content-type": form.headers["content-type"]}
+        pieces = (body[i : i + 2**20] for i in range(0, len(body), 2**20))
+        refused = httpx.post(
+            f"{base}/v1/files", content=pieces if chunked else body, headers=headers, timeout=60
+        )
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "file_too_large"
     models = httpx.get(f"{base}/v1/models", timeout=30).json()
     assert models["data"][0]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(two_replicas.engine_replicas()) == 2

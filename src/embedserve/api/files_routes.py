@@ -25,7 +25,7 @@ router = wire_router()  # OpenAI's error envelope
 Found = TypeVar("Found")
 UPLOAD_PATH = "/v1/files"
 PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
-_MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
+MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
 
 
 def owner(request: Request) -> str:
@@ -72,9 +72,9 @@ async def upload_file(request: Request) -> JSONBytes:
         code="file_too_large",
     )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise too_large
-    counted = Request(request.scope, receive=_counting(request.receive, limit + _MULTIPART_SLACK))
+    counted = Request(request.scope, receive=_counting(request.receive, limit + MULTIPART_SLACK))
     try:
         form = await counted.form(max_files=1, max_fields=8)
     except _BodyTooLarge:
