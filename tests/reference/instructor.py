@@ -27,7 +27,10 @@ _ENCODE = Path(__file__).with_name("instructor_encode.py")
 
 def instructor_python() -> Path:
     """The reference venv's interpreter, building the venv if it is not there yet."""
-    key = hashlib.sha256(json.dumps([PINS, sys.version]).encode()).hexdigest()[:12]
+    ours = sysconfig.get_paths()["purelib"]
+    # The venv reads this environment's packages by path: one venv per environment, or a venv
+    # built from a clone since deleted finds no numpy.
+    key = hashlib.sha256(json.dumps([PINS, sys.version, ours]).encode()).hexdigest()[:12]
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedserve-tests"
     venv = root / f"instructor-{key}"
     python = venv / "bin" / "python"
@@ -41,7 +44,6 @@ def instructor_python() -> Path:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        ours = sysconfig.get_paths()["purelib"]
         (Path(site) / "zz_embedserve_tests.pth").write_text(ours + "\n")
         (venv / "ready").touch()
     return python
