@@ -17,12 +17,15 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,8 @@ from embedserve.models.tokenizer import ModelTokenizer
 from run import bare_engine, machine
 
 HERE = Path(__file__).resolve().parent
+ST_ROW = "SentenceTransformer.encode(batch_size=32)"
+FASTEMBED_ROW = "FastEmbed TextEmbedding.embed (ONNX Runtime)"
 RAY_ROW = "embedserve embed default on Ray Data (a local cluster, 2 actors of 1 CPU; driver RSS)"
 FASTEMBED_VENV = Path(os.environ.get("FASTEMBED_VENV", HERE / ".venv-fastembed"))
 MODES = {"default": ("auto", "auto"), "fp32": ("fp32", "auto"), "int8": ("int8", "auto")}
@@ -63,25 +68,51 @@ np.save(sys.argv[3], np.array(list(model.embed(docs, batch_size=256, parallel=No
 """
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Seconds from start to exit and peak RSS in MiB of `command`, which must succeed."""
-    seconds, rss, _ = timed_with_log(command, env)
-    return seconds, rss
+@dataclass
+class Run:
+    seconds: float
+    peak_mib: float  # the kernel's, start-up included
+    samples: list[float]  # RSS in MiB, every SAMPLE_S while it ran
+    err: str
+
+    def along(self) -> str:
+        """RSS at a quarter, half, three quarters and the end of the run: growth shows here."""
+        if not self.samples:
+            return ""
+        n = len(self.samples)
+        picks = [self.samples[min(n - 1, n * k // 4)] for k in (1, 2, 3)] + [self.samples[-1]]
+        return " / ".join(f"{mib:,.0f}" for mib in picks)
 
 
-def timed_with_log(
-    command: list[str], env: dict[str, str] | None = None
-) -> tuple[float, float, str]:
-    """`timed`, and what the command printed on stderr."""
+SAMPLE_S = 0.5
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> Run:
+    """Seconds from start to exit, peak and sampled RSS, and stderr of `command`, which must
+    succeed."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    samples: list[float] = []
+    stderr: list[bytes] = []
+    waited: list[tuple[int, int, resource.struct_rusage]] = []
+    reader = threading.Thread(target=lambda: stderr.append(process.stderr.read()))  # type: ignore[union-attr]
+    waiter = threading.Thread(target=lambda: waited.append(os.wait4(process.pid, 0)))
+    reader.start()
+    waiter.start()
+    while waiter.is_alive():
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            samples.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
+        except (OSError, AttributeError):  # it exited between the check and the read
+            pass
+        waiter.join(SAMPLE_S)
     seconds = time.perf_counter() - started
-    assert process.stderr is not None
-    err = process.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
+    reader.join()
+    _, status_code, usage = waited[0]
+    err = b"".join(stderr).decode(errors="replace")
+    if os.waitstatus_to_exitcode(status_code) != 0:
         raise SystemExit(f"{command[:4]} failed:\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, err
+    return Run(seconds, usage.ru_maxrss / 1024, samples, err)
 
 
 def embed_vectors(folder: Path) -> np.ndarray:
@@ -121,6 +152,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=10_000, help="the smaller corpus, for RSS")
     parser.add_argument("--only", default="", help="runners to run, comma-separated")
+    parser.add_argument(
+        "--bare-sample", type=int, default=20_000, help="documents for the bare engines' rate"
+    )
     args = parser.parse_args()
     only = {name.strip() for name in args.only.split(",") if name.strip()}
 
@@ -139,66 +173,67 @@ def main() -> None:
         small = work / "small.jsonl"
         small.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[: args.small]))
         tokens = sum(min(len(c) + 2, 256) for c in tokenizer.content_ids(docs))
-        rows: list[tuple[str, float, float, float | None]] = []  # name, seconds, RSS, cosine
+        rows: list[tuple[str, str, Run]] = []  # key, label, run
         notes: list[str] = []
         vectors: dict[str, np.ndarray] = {}
         embed = [sys.executable, "-m", "embedserve", "embed", "--log-level", "warning"]
+        default_engine = None
         for name, (precision, backend) in MODES.items():
             if not wanted(name):
+                continue
+            if name == "fp32" and default_engine == {"precision": "fp32", "backend": "onnx"}:
+                notes.append("- fp32 on ONNX Runtime is the default on this CPU: one row for both.")
                 continue
             # a first run on a few documents builds the model, as a user's first start does
             warm = [*embed, str(small), "-o", str(work / f"warm-{name}"), "--precision", precision]
             timed(warm, env)
             out = work / f"out-{name}"
             command = [*embed, str(corpus), "-o", str(out), "--precision", precision]
-            seconds, rss = timed([*command, "--backend", backend], env)
+            run = timed([*command, "--backend", backend], env)
             vectors[name] = embed_vectors(out)
-            rows.append((f"embedserve embed {name}", seconds, rss, None))
-            print(f"embed {name}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
+            engine = json.loads((out / "_manifest.json").read_text())["engine"]
+            if name == "default":
+                default_engine = engine
+            label = f"embedserve embed {name}"
+            rows.append((name, f"{label} ({engine['precision']}, {engine['backend']})", run))
+            print(f"{label}: {run.seconds:.1f} s, RSS along the run {run.along()}", flush=True)
         if wanted("default"):
-            seconds, rss_small = timed([*embed, str(small), "-o", str(work / "small-default")], env)
-            rows.append(
-                (f"embedserve embed default, {args.small:,} docs", seconds, rss_small, None)
-            )
+            run = timed([*embed, str(small), "-o", str(work / "small-default")], env)
+            rows.append(("small", f"embedserve embed default, {args.small:,} docs", run))
+            print(f"default on {args.small:,}: RSS along the run {run.along()}", flush=True)
         if wanted("ray"):
             ray_files = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short socket paths
             out = work / "out-ray"
             command = [*embed, str(corpus), "-o", str(out), "--ray-address", "local"]
-            seconds, rss, err = timed_with_log(
-                [*command, "--ray-actors", "2"], {**env, "RAY_TMPDIR": str(ray_files)}
-            )
+            run = timed([*command, "--ray-actors", "2"], {**env, "RAY_TMPDIR": str(ray_files)})
             shutil.rmtree(ray_files, ignore_errors=True)
             vectors["ray"] = embed_vectors(out)
-            job = float(re.search(r"tokens in ([0-9.,]+) s", err).group(1).replace(",", ""))  # type: ignore[union-attr]
-            rows.append((RAY_ROW, seconds, rss, None))
-            print(f"embed on Ray: {seconds:.1f} s, of which the job {job:.1f} s", flush=True)
+            job = float(re.search(r"tokens in ([0-9.,]+) s", run.err).group(1).replace(",", ""))  # type: ignore[union-attr]
+            rows.append(("ray", RAY_ROW, run))
+            print(f"embed on Ray: {run.seconds:.1f} s, of which the job {job:.1f} s", flush=True)
             notes.append(
                 f"- On Ray, the job's own seconds (its summary, from the parts' planning to the "
-                f"last part) were {job:,.1f} of {seconds:,.1f}: the other {seconds - job:,.1f} s "
-                "started the local cluster and stopped it."
+                f"last part) were {job:,.1f} of {run.seconds:,.1f}: the other "
+                f"{run.seconds - job:,.1f} s started the local cluster and stopped it."
             )
         if wanted("st"):
             out = work / "st.npy"
-            seconds, rss = timed(
-                [sys.executable, "-c", ST_SCRIPT, str(model), str(corpus), str(out)], env
-            )
+            run = timed([sys.executable, "-c", ST_SCRIPT, str(model), str(corpus), str(out)], env)
             vectors["st"] = np.load(out)
-            rows.append(("SentenceTransformer.encode(batch_size=32)", seconds, rss, None))
-            print(f"sentence-transformers: {seconds:.1f} s", flush=True)
+            rows.append(("st", ST_ROW, run))
+            print(f"sentence-transformers: {run.seconds:.1f} s", flush=True)
         folder = fastembed_folder(work, cache, model)
         if wanted("fastembed") and folder and (FASTEMBED_VENV / "bin" / "python").exists():
             out = work / "fastembed.npy"
             python = str(FASTEMBED_VENV / "bin" / "python")
-            seconds, rss = timed(
-                [python, "-c", FASTEMBED_SCRIPT, str(folder), str(corpus), str(out)]
-            )
+            run = timed([python, "-c", FASTEMBED_SCRIPT, str(folder), str(corpus), str(out)])
             vectors["fastembed"] = np.load(out)
-            rows.append(("FastEmbed TextEmbedding.embed (ONNX Runtime)", seconds, rss, None))
-            print(f"fastembed: {seconds:.1f} s", flush=True)
+            rows.append(("fastembed", FASTEMBED_ROW, run))
+            print(f"fastembed: {run.seconds:.1f} s", flush=True)
         ceilings = {}
-        sample = docs[: min(len(docs), 20_000)]
+        sample = docs[: args.bare_sample]
         for name, mode in MODES.items():
-            if wanted(name):
+            if name in {key for key, _, _ in rows}:
                 ceilings[name] = bare_engine(sample, *mode)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -206,7 +241,7 @@ def main() -> None:
 
 
 def render(
-    rows: list[tuple[str, float, float, float | None]],
+    rows: list[tuple[str, str, Run]],
     vectors: dict[str, np.ndarray],
     ceilings: dict[str, tuple[str, float]],
     tokens: int,
@@ -214,36 +249,35 @@ def render(
     notes: list[str],
 ) -> str:
     reference = vectors.get("st")
-    st_seconds = next((s for n, s, _, _ in rows if n.startswith("SentenceTransformer")), None)
+    runs = {key: run for key, _, run in rows}
+    st_seconds = runs["st"].seconds if "st" in runs else None
     lines = [
         f"Machine: {machine()}. {args.documents:,} documents of mixed length ({tokens:,} tokens "
         "after truncation to 256), JSON Lines; each runner a process, timed start to exit.",
         "",
-        "| runner | seconds | documents/s | tokens/s | peak RSS MiB | vs sentence-transformers "
-        "| min cosine to sentence-transformers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| runner | seconds | documents/s | tokens/s | peak RSS MiB | RSS at 1/4, 1/2, 3/4, end "
+        "of the run, MiB | vs sentence-transformers | min cosine to sentence-transformers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    keys = {"embedserve embed default": "default", "embedserve embed fp32": "fp32"}
-    keys |= {"embedserve embed int8": "int8", "SentenceTransformer.encode(batch_size=32)": "st"}
-    keys["FastEmbed TextEmbedding.embed (ONNX Runtime)"] = "fastembed"
-    keys[RAY_ROW] = "ray"
-    for name, seconds, rss, _ in rows:
-        count = args.small if name.endswith("docs") else args.documents
-        ratio = f"{st_seconds / seconds:.2f}x" if st_seconds and count == args.documents else ""
-        key = keys.get(name)
+    for key, label, run in rows:
+        count = args.small if key == "small" else args.documents
+        ratio = f"{st_seconds / run.seconds:.2f}x" if st_seconds and key != "small" else ""
         cosine = ""
         if reference is not None and key in vectors and key != "st":
             cosine = f"{min_cosine(vectors[key], reference):.6f}"
-        doc_tokens = tokens if count == args.documents else tokens * count / args.documents
+        doc_tokens = tokens * count / args.documents
         lines.append(
-            f"| {name} | {seconds:,.1f} | {count / seconds:,.0f} | {doc_tokens / seconds:,.0f} | "
-            f"{rss:,.0f} | {ratio} | {cosine} |"
+            f"| {label} | {run.seconds:,.1f} | {count / run.seconds:,.0f} | "
+            f"{doc_tokens / run.seconds:,.0f} | {run.peak_mib:,.0f} | {run.along()} | {ratio} | "
+            f"{cosine} |"
         )
     lines.append("")
     for name, (engine, rate) in ceilings.items():
-        run = next((s for n, s, _, _ in rows if n == f"embedserve embed {name}"), None)
+        seconds = runs[name].seconds if name in runs else None
         share = (
-            f"; embed ran at {tokens / run / rate:.0%} of it, model load included" if run else ""
+            f"; embed ran at {tokens / seconds / rate:.0%} of it, model load included"
+            if seconds
+            else ""
         )
         lines.append(
             f"- Bare engine of {name} ({engine}), length-sorted: {rate:,.0f} tokens/s{share}."
