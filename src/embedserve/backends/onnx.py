@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,16 +83,25 @@ class OnnxBackend:
         return vectors
 
 
-@functools.cache
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
 def _shared_arena() -> None:
     """One CPU memory arena for every session in the process (a model's two sessions, every
-    model), instead of one each: each arena keeps the largest buffers it ever needed."""
+    model), instead of one each: each arena keeps the largest buffers it ever needed. Once:
+    ONNX Runtime refuses a second registration, and lazy models load on threads at once."""
+    global _arena_registered
     import onnxruntime as ort
 
-    memory = ort.OrtMemoryInfo(
-        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
-    )
-    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+    with _arena_lock:
+        if _arena_registered:
+            return
+        memory = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _arena_registered = True
 
 
 def _session(model: Path, threads: int) -> Any:
