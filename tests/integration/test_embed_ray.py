@@ -114,4 +114,17 @@ def test_a_local_folder_resumed_on_ray_keeps_its_engine(tmp_path: Path, ray_dir:
     assert "Traceback" not in refused.stderr
     assert not (out / "part-00002.parquet").exists()
     assert json.loads(manifest_path.read_text())["engine"] == other
+
+    # a folder whose first actor claimed another engine (on another node, say) before the job
+    # stopped, no part done: the claim holds, and an actor with another engine writes no part
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    started = {k: v for k, v in manifest.items() if k != "engine"}
+    (fresh / "_manifest.json").write_text(json.dumps({**started, "complete": False}))
+    (fresh / "_engine.json").write_text(json.dumps(other))
+    on_ray[2] = str(fresh)
+    refused = embed(on_ray, env=ray_env)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "parts were embedded in bf16 on openvino" in refused.stderr
+    assert not list(fresh.glob("part-*"))
     assert not ray_processes(ray_dir), "Ray processes outlived the job"

@@ -21,6 +21,7 @@ from embedserve.errors import BadInput
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.jsonl"
 LOCK = "_lock"
+ENGINE = "_engine.json"  # on Ray: the engine the first actor claimed for the folder's parts
 _PARTS = "_parts"  # npy format: the parts, assembled into one matrix at the end
 _UNFINISHED = ".inprogress"
 
@@ -81,8 +82,8 @@ class OutputFolder:
             raise BadInput(f"{self.folder}: a file, not a folder; give a folder as --output")
         if path.exists():
             before = orjson.loads(path.read_bytes())
-            _check_same(before, manifest, self.folder)
-            self.engine_before = before.get("engine")
+            self.engine_before = before.get("engine") or self.claimed()
+            _check_same({**before, "engine": self.engine_before}, manifest, self.folder)
             if self.engine_before:  # kept for a Ray run, whose actors learn theirs later
                 manifest.setdefault("engine", self.engine_before)
         elif self.folder.exists() and any(p.name != LOCK for p in self.folder.iterdir()):
@@ -105,6 +106,25 @@ class OutputFolder:
             for p in self._parts_folder().glob("part-*")
             if not p.name.endswith(".ids.jsonl")
         }
+
+    def claim_engine(self, engine: dict[str, str]) -> dict[str, str]:
+        """The engine of this folder's parts: the one claimed first, by any worker of any run
+        (a Ray actor, before it writes a part), else `engine`, claimed now."""
+        path = self.folder / ENGINE
+        temporary = path.with_name(f".{ENGINE}.{os.getpid()}{_UNFINISHED}")
+        temporary.write_bytes(orjson.dumps(engine))
+        try:
+            os.link(temporary, path)  # whole or not at all, and never over another's claim
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+        claimed: dict[str, str] = orjson.loads(path.read_bytes())
+        return claimed
+
+    def claimed(self) -> dict[str, str] | None:
+        path = self.folder / ENGINE
+        return orjson.loads(path.read_bytes()) if path.exists() else None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomically(self.folder / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

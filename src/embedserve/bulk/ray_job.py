@@ -51,7 +51,8 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
                     num_cpus=per_actor,
                 )
                 for row in tallies.iter_rows():
-                    _check_engine(job, {"precision": row["precision"], "backend": row["backend"]})
+                    engine = {"precision": row["precision"], "backend": row["backend"]}
+                    _check_engine(job, engine, refused=bool(row["refused"]))
                     progress.advance(
                         int(row["documents"]),
                         int(row["rows"]),
@@ -65,10 +66,12 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
             job.folder.close()
 
 
-def _check_engine(job: EmbedJob, engine: dict[str, str]) -> None:
-    """The first part sets the folder's engine (so a resumed run checks it); an actor that got
-    another one (a node with another CPU under `--precision auto`) stops the job."""
-    engine_differs(job.options.output, job.manifest.get("engine"), engine)
+def _check_engine(job: EmbedJob, engine: dict[str, str], refused: bool) -> None:
+    """The first part sets the folder's manifest engine (so a resumed run checks it); a part
+    refused for another engine stops the job."""
+    if refused:
+        agreed = job.manifest.get("engine") or job.folder.claimed()
+        engine_differs(job.options.output, agreed, engine)
     if "engine" not in job.manifest:
         job.manifest["engine"] = engine
         job.folder.write_manifest(job.manifest)
@@ -99,12 +102,15 @@ class _PartActor:
         cpus: int,
         engine: dict[str, str] | None,
     ) -> None:
-        """`engine`: that of the folder's earlier parts, if any; parts of another are refused."""
+        """`engine`: that of the folder's earlier parts, if any. Else the first actor to start
+        claims its own for the folder; an actor with another (a node with another CPU under
+        `--precision auto`) writes no part, and the driver stops the job."""
         machine.use_at_most(cpus)
         self.loop = asyncio.new_event_loop()
         self.worker = PartWorker(EmbedJob(options, settings, plan))  # not scanned again
         self.loop.run_until_complete(self.worker.start())
-        self.refused = engine is not None and engine != self.worker.engine
+        mine = self.worker.engine
+        self.refused = (engine or self.worker.output.claim_engine(mine)) != mine
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Refused parts are not written: the driver reads the engine and stops the job.
@@ -116,6 +122,7 @@ class _PartActor:
         ]
         return {
             "part": np.asarray(batch["part"]),
+            "refused": np.array([self.refused] * len(tallies)),
             **{key: np.array([value] * len(tallies)) for key, value in self.worker.engine.items()},
             **{
                 field: np.array([getattr(t, field) for t in tallies], dtype=np.int64)
