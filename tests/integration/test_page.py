@@ -15,6 +15,7 @@ import re
 import shlex
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,6 +193,8 @@ def test_heatmap_ranking_tokens_and_rerank_are_the_apis_own(
         "cells => cells.map(c => [+c.dataset.row, +c.dataset.col, +c.dataset.value])",
     )
     assert len(cells) == len(TEXTS) ** 2
+    said = {"float": "vectors as the API returned", "int8": "int8 codes", "binary": "sign bits"}
+    assert said[encoding] in page.inner_text("#heatmap-of")
     docs = vectors(server, TEXTS, "document", encoding)
     for row, col, value in cells:
         assert value == pytest.approx(cosine(docs[row], docs[col]), abs=1e-9), (row, col)
@@ -282,6 +285,7 @@ def test_a_wrong_key_shows_the_servers_401_envelope_and_the_key_stays_in_memory(
     page.press("#api-key", "Enter")
     page.wait_for_selector(f'#model-a option[value="{MODEL}"]', state="attached")
     assert page.is_hidden("#error")
+    assert page.input_value("#api-key") == ""  # not left in the form
     stored = page.evaluate(
         "JSON.stringify([localStorage, sessionStorage, document.cookie, location.href])"
     )
@@ -309,10 +313,14 @@ def test_server_view_shows_the_models_and_its_figures_move_under_load(
 
     def load() -> None:
         with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
-            for _ in range(400):  # bounded: ~4 inputs/request until the page shows the traffic
+            for n in range(400):  # bounded: 4 inputs/request until the page shows the traffic
                 if stop_load.is_set():
                     return
-                client.post(f"{server}/v1/embeddings", json={"input": TEXTS[:2] + TEXTS[3:5]})
+                four = TEXTS[:2] + TEXTS[3:5]
+                if n % 2:  # TEI's embed is on POST /, a path the page's own GET / shares
+                    client.post(f"{server}/", json={"inputs": four})
+                else:
+                    client.post(f"{server}/v1/embeddings", json={"input": four})
 
     thread = threading.Thread(target=load)
     thread.start()
@@ -333,6 +341,28 @@ def test_server_view_shows_the_models_and_its_figures_move_under_load(
     assert before in (None, "NaN") or float(before) == 0
     assert figure("inputs/s") == pytest.approx(4 * figure("requests/s"), rel=0.35)
     assert 0 < figure("p50 latency") <= figure("p99 latency") < 5_000
+
+
+def test_the_server_view_polls_every_2_s_while_shown_and_not_once_left(
+    page: Any, server: str
+) -> None:
+    open_page(page, server)
+    for _ in range(6):  # in and out while its first scrape is still in flight
+        page.click("#tab-server")
+        page.click("#tab-playground")
+    page.click("#tab-server")
+    scrapes: list[float] = []
+    page.on(
+        "request",
+        lambda r: scrapes.append(time.monotonic()) if r.url.endswith("/metrics") else None,
+    )
+    page.wait_for_timeout(7_000)
+    assert 3 <= len(scrapes) <= 4, scrapes  # one loop: every 2 s
+    page.click("#tab-playground")
+    page.wait_for_timeout(300)
+    left = len(scrapes)
+    page.wait_for_timeout(4_500)
+    assert len(scrapes) == left  # and none once it is left
 
 
 def test_server_view_shows_a_running_batch_with_its_progress(page: Any, server: str) -> None:

@@ -64,10 +64,16 @@ def _file_response(name: str, request: Request) -> Response:
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
-    if request.headers.get("if-none-match") == etag:
+    if _matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     suffix = name[name.rfind(".") :]
     return Response(body, media_type=_TYPES[suffix], headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match holds `etag`: a list, weak (W/) or not, or * (RFC 9110's weak comparison)."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 @cache

@@ -68,7 +68,9 @@ initPlayground(showError, clearError);
 onKeyNeeded(askForKey);
 document.getElementById("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  setKey(document.getElementById("api-key").value);
+  const field = document.getElementById("api-key");
+  setKey(field.value);
+  field.value = "";  // held in one variable only, not in the form as well
   document.getElementById("key-panel").hidden = true;
   loadModels();
 });

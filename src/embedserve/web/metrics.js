@@ -2,7 +2,8 @@
 // rates between two scrapes, and latency quantiles come from the histogram buckets' growth
 // (as Prometheus' histogram_quantile does). The page's own traffic is left out.
 
-const OWN_ROUTES = new Set(["/metrics", "/", "/ui/{name}", "/health", "/ready", "/v1/models",
+// Not "/": TEI's POST / embeds there (the page's own GET / is one request a load).
+const OWN_ROUTES = new Set(["/metrics", "/ui/{name}", "/health", "/ready", "/v1/models",
   "/v1/batches", "unmatched"]);
 
 // [{name, labels, value}] from the text exposition format.

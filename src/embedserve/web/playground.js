@@ -5,6 +5,14 @@ import { hasKey, post } from "./api.js";
 import { el, heatmap, rankedBars, shorten } from "./charts.js";
 import { asNumbers, cosine, ranking, similarityMatrix } from "./vectors.js";
 
+// int8 codes are offset and scaled per dimension, so their cosine is not the float vectors':
+// it is what a store that keeps the codes computes.
+const HEATMAP_OF = {
+  float: "Of the vectors as the API returned them.",
+  int8: "Of the int8 codes as the API returned them, as a vector store that keeps them computes it (not the float vectors' cosine).",
+  binary: "Of the sign bits, unpacked to +1/-1: 1 - 2 × Hamming distance / bits.",
+};
+
 const EXAMPLE_TEXTS = [
   "A passport can be renewed online or at a post office with a recent photo.",
   "The museum opens at nine and closes at five on weekdays.",
@@ -133,6 +141,7 @@ async function run() {
   document.getElementById("results").hidden = false;
   summary(first, second, reranked);
   const cellValue = document.getElementById("cell-value");
+  document.getElementById("heatmap-of").textContent = HEATMAP_OF[first.setting.encoding];
   heatmap(document.getElementById("heatmap"), texts, similarityMatrix(first.vectors),
     (i, j, value) => { cellValue.textContent = `Text ${i + 1} × text ${j + 1}: ${value.toFixed(4)}`; });
   tokenTable(texts, tokens, a.model);

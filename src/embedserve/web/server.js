@@ -13,21 +13,26 @@ const RUNNING = new Set(["validating", "in_progress", "finalizing", "cancelling"
 const scrapes = [];
 const points = [];
 let timer = null;
+let polling = 0; // the poll loop's number: a tick of a loop since stopped schedules nothing
 
 export function startServerView(showError) {
   if (timer !== null) return;
+  const loop = ++polling;
   const tick = async () => {
-    try {
-      await Promise.all([models(), traffic(), batches()]);
-    } catch (error) {
-      showError(error);
+    if (!document.hidden) {  // a hidden browser tab costs the server nothing
+      try {
+        await Promise.all([models(), traffic(), batches()]);
+      } catch (error) {
+        showError(error);
+      }
     }
-    if (timer !== null) timer = setTimeout(tick, POLL_MS);
+    if (loop === polling) timer = setTimeout(tick, POLL_MS);
   };
   timer = setTimeout(tick, 0);
 }
 
 export function stopServerView() {
+  polling += 1;
   if (timer !== null) clearTimeout(timer);
   timer = null;
 }
@@ -61,7 +66,12 @@ async function readiness() {
 async function traffic() {
   const { data } = await get("/metrics");
   const now = Date.now();
-  scrapes.push(scrape(data, now));
+  const scraped = scrape(data, now);
+  const last = scrapes[scrapes.length - 1];
+  if (last && (scraped.requests < last.requests || scraped.inputs < last.inputs)) {
+    scrapes.length = 0;  // the counters started again: a restart, or another replica on Ray
+  }
+  scrapes.push(scraped);
   while (scrapes.length > WINDOW + 1) scrapes.shift();
   const latest = figures(scrapes, WINDOW);
   if (latest) points.push({ t: now, ...latest });
