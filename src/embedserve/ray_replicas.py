@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from embedserve import machine
 from embedserve.api.app import create_app, route_table
 from embedserve.api.errors import ApiError, error_response, fault
-from embedserve.api.files_routes import MULTIPART_SLACK, UPLOAD_PATH
+from embedserve.api.files_routes import UPLOAD_PATH, upload_limit
 from embedserve.api.limits import BodyLimit
 from embedserve.config import Settings
 
@@ -105,11 +105,10 @@ class Front:
 
         self.engine = serve.get_deployment_handle(ENGINE, app_name=APP)
         self.routes = route_table()
-        # An upload has its own limit, which its route checks on the engine replica; the front
-        # reads one byte past it at most, which that route then refuses in its own words.
-        self.upload_cap = settings.max_file_bytes + MULTIPART_SLACK + 1
         self.limited = BodyLimit(
-            self._forward, max_bytes=settings.max_body_bytes, streamed=frozenset({UPLOAD_PATH})
+            self._forward,
+            max_bytes=settings.max_body_bytes,
+            streamed={UPLOAD_PATH: upload_limit(settings)},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,19 +117,13 @@ class Front:
         await self.limited({**scope, "app": self.routes}, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        cap = self.upload_cap if scope["path"] == UPLOAD_PATH else None  # else under BodyLimit
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if cap is not None and declared.isdigit() and int(declared) > cap:
-            cap = 0  # the route refuses it on its declared length: nothing to read
-        while cap is None or len(body) < cap:
+        body = bytearray()  # under BodyLimit's limit for the path
+        while True:
             message = await receive()
             body += message.get("body", b"")
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        forwarded = Forwarded(
-            {k: v for k, v in scope.items() if k != "app"}, bytes(memoryview(body)[:cap])
-        )
+        forwarded = Forwarded({k: v for k, v in scope.items() if k != "app"}, bytes(body))
         try:
             answer: Answered = await self.engine.forward.remote(forwarded)
         except Exception as exc:

@@ -62,7 +62,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        streamed=frozenset({files_routes.UPLOAD_PATH}),  # to disk, under --max-file-bytes
+        streamed={files_routes.UPLOAD_PATH: files_routes.upload_limit(settings)},
     )
     app.add_middleware(
         ApiKeyAuth,

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from fastapi import Query, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.responses import FileResponse
-from starlette.types import Message, Receive
 
 from embedserve.api.auth import bearer
 from embedserve.api.encoding import JSONBytes
+from embedserve.api.limits import StreamedLimit
 from embedserve.api.openai_routes import ERRORS
 from embedserve.api.wire import state_of, wire_router
 from embedserve.batches.store import FileRecord, Store, new_id, now, owner_of
+from embedserve.config import Settings
 from embedserve.errors import InvalidInput, NotFound, TooLarge
 
 router = wire_router()  # OpenAI's error envelope
@@ -62,23 +64,28 @@ def owned(record: Found | None, kind: str, record_id: str) -> Found:
     return record
 
 
-@router.post("/v1/files", responses=ERRORS, summary="Upload a file (multipart: file, purpose)")
-async def upload_file(request: Request) -> JSONBytes:
-    state = state_of(request)
-    limit = state.settings.max_file_bytes
-    too_large = TooLarge(
+def upload_limit(settings: Settings) -> StreamedLimit:
+    """The upload's body limit (the file's and its form's), for the body-limit middleware."""
+    return StreamedLimit(
+        settings.max_file_bytes + MULTIPART_SLACK, partial(_too_large, settings.max_file_bytes)
+    )
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(
         f"the file is larger than this server's limit of {limit} bytes (--max-file-bytes)",
         param="file",
         code="file_too_large",
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
-        raise too_large
-    counted = Request(request.scope, receive=_counting(request.receive, limit + MULTIPART_SLACK))
+
+
+@router.post(UPLOAD_PATH, responses=ERRORS, summary="Upload a file (multipart: file, purpose)")
+async def upload_file(request: Request) -> JSONBytes:
+    """The body streams in under `upload_limit` (the middleware refuses it past that)."""
+    state = state_of(request)
+    limit = state.settings.max_file_bytes
     try:
-        form = await counted.form(max_files=1, max_fields=8)
-    except _BodyTooLarge:
-        raise too_large from None
+        form = await request.form(max_files=1, max_fields=8)
     except MultiPartException as exc:
         raise InvalidInput(f"the upload is not a valid multipart form: {exc.message}") from None
     except AssertionError:  # starlette: the body is not multipart at all
@@ -94,7 +101,7 @@ async def upload_file(request: Request) -> JSONBytes:
                 f"'purpose' must be one of {', '.join(PURPOSES)}, got {purpose!r}", param="purpose"
             )
         if (upload.size or 0) > limit:
-            raise too_large
+            raise _too_large(limit)
         store = store_of(request)
         record = FileRecord(
             new_id("file-"),
@@ -115,32 +122,14 @@ async def upload_file(request: Request) -> JSONBytes:
 def _keep(upload: UploadFile, store: Store, file_id: str) -> None:
     """The uploaded file under the store, whole or not at all."""
     target = store.path_of(file_id)
-    partial = target.with_name(f".{file_id}.partial")
+    staged = target.with_name(f".{file_id}.partial")
     upload.file.seek(0)
     try:
-        with partial.open("wb") as out:
+        with staged.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1 << 20)
-        partial.rename(target)
+        staged.rename(target)
     finally:
-        partial.unlink(missing_ok=True)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _counting(receive: Receive, limit: int) -> Receive:
-    seen = 0
-
-    async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise _BodyTooLarge
-        return message
-
-    return counted
+        staged.unlink(missing_ok=True)
 
 
 @router.get("/v1/files", responses=ERRORS, summary="List files")
