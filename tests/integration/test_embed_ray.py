@@ -69,6 +69,7 @@ def test_ray_data_path_writes_the_local_runs_folder(tmp_path: Path, ray_dir: Pat
         manifest["engine"]
         == json.loads((tmp_path / "local" / "_manifest.json").read_text())["engine"]
     )  # the actors' engine, as the local run records its own
+    assert not (tmp_path / "ray" / "_engine.json").exists()  # the manifest holds it now
     assert not ray_processes(ray_dir), "Ray processes outlived the job"
 
 
@@ -101,15 +102,18 @@ def test_a_local_folder_resumed_on_ray_keeps_its_engine(tmp_path: Path, ray_dir:
     assert json.loads(manifest_path.read_text())["engine"] == engine
 
     # an actor that gets another engine than the earlier parts' writes nothing and stops the job
-    other = {"precision": "bf16", "backend": "openvino"}
-    assert other != engine
+    candidates = (
+        {"precision": "bf16", "backend": "openvino"},
+        {"precision": "fp32", "backend": "onnx"},
+    )
+    other = next(e for e in candidates if e != engine)  # the default differs by CPU
     (out / "part-00002.parquet").unlink()
     manifest_path.write_text(json.dumps({**manifest, "complete": False, "engine": other}))
     refused = embed(on_ray, env=ray_env)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert (
-        f"parts were embedded in bf16 on openvino, and this run got {engine['precision']} on "
-        f"{engine['backend']}"
+        f"parts were embedded in {other['precision']} on {other['backend']}, and this run got "
+        f"{engine['precision']} on {engine['backend']}"
     ) in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (out / "part-00002.parquet").exists()
@@ -125,6 +129,6 @@ def test_a_local_folder_resumed_on_ray_keeps_its_engine(tmp_path: Path, ray_dir:
     on_ray[2] = str(fresh)
     refused = embed(on_ray, env=ray_env)
     assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "parts were embedded in bf16 on openvino" in refused.stderr
+    assert f"parts were embedded in {other['precision']} on {other['backend']}" in refused.stderr
     assert not list(fresh.glob("part-*"))
     assert not ray_processes(ray_dir), "Ray processes outlived the job"

@@ -209,10 +209,13 @@ class OutputFolder:
         os.replace(temporary, path)
 
     def finish(self, parts: int, manifest: dict[str, Any]) -> None:
-        """npy: one matrix and one ids file from the parts. Then the manifest says complete."""
+        """npy: one matrix and one ids file from the parts. Then the manifest says complete, and
+        holds the parts' engine, so the engine's claim (Ray's) is no longer needed."""
         if self.format == "npy":
             self._assemble_npy(parts)
         self.write_manifest({**manifest, "complete": True})
+        if "engine" in manifest:
+            (self.folder / ENGINE).unlink(missing_ok=True)
 
     def _assemble_npy(self, parts: int) -> None:
         matrices = [np.load(self.part_path(i), mmap_mode="r") for i in range(parts)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import numpy as np
 
@@ -26,44 +27,49 @@ def run_on_ray(options: JobOptions, settings: Settings, address: str, actors: in
     """Run the job on the Ray cluster at `address` ("local" starts one for the job and stops it
     after); its summary line."""
     job = EmbedJob(options, settings)
-    with cluster(address) as ray:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        count = actors or max(1, cpus // _cpus_per_actor(settings, cpus))
-        per_actor = max(1, cpus // count)
-        log_plan(count, per_actor)
-        done = job.open()
-        before = job.folder.engine_before
-        progress = job.progress(done)
-        try:
-            todo = [i for i in range(job.parts) if i not in done]
-            if todo:
-                ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows it
-                parts = ray.data.from_items(
-                    [{"part": i} for i in todo], override_num_blocks=len(todo)
+    try:
+        with cluster(address) as ray:
+            return _run(job, ray, settings, actors)
+    finally:
+        job.folder.close()  # after the cluster's exit: no actor of this job writes on
+
+
+def _run(job: EmbedJob, ray: Any, settings: Settings, actors: int | None) -> str:
+    """The job on a connected cluster: parts mapped over an actor pool, followed to the end."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    count = actors or max(1, cpus // _cpus_per_actor(settings, cpus))
+    per_actor = max(1, cpus // count)
+    log_plan(count, per_actor)
+    done = job.open()
+    before = job.folder.engine_before
+    progress = job.progress(done)
+    try:
+        todo = [i for i in range(job.parts) if i not in done]
+        if todo:
+            ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows it
+            parts = ray.data.from_items([{"part": i} for i in todo], override_num_blocks=len(todo))
+            tallies = parts.map_batches(
+                _PartActor,
+                fn_constructor_args=(job.options, settings, job.plan, per_actor, before),
+                batch_size=1,
+                # a part at a time: an actor that is free takes the next, so no actor
+                # waits behind another's queue at the end
+                compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
+                num_cpus=per_actor,
+            )
+            for row in tallies.iter_rows():
+                engine = {"precision": row["precision"], "backend": row["backend"]}
+                _check_engine(job, engine, refused=bool(row["refused"]))
+                progress.advance(
+                    int(row["documents"]),
+                    int(row["rows"]),
+                    int(row["tokens"]),
+                    int(row["skipped"]),
                 )
-                tallies = parts.map_batches(
-                    _PartActor,
-                    fn_constructor_args=(options, settings, job.plan, per_actor, before),
-                    batch_size=1,
-                    # a part at a time: an actor that is free takes the next, so no actor
-                    # waits behind another's queue at the end
-                    compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
-                    num_cpus=per_actor,
-                )
-                for row in tallies.iter_rows():
-                    engine = {"precision": row["precision"], "backend": row["backend"]}
-                    _check_engine(job, engine, refused=bool(row["refused"]))
-                    progress.advance(
-                        int(row["documents"]),
-                        int(row["rows"]),
-                        int(row["tokens"]),
-                        int(row["skipped"]),
-                    )
-            job.finish()
-            return progress.summary(len(done))
-        finally:
-            progress.close()
-            job.folder.close()
+        job.finish()
+        return progress.summary(len(done))
+    finally:
+        progress.close()
 
 
 def _check_engine(job: EmbedJob, engine: dict[str, str], refused: bool) -> None:
