@@ -68,7 +68,9 @@ def test_normalize_false_returns_the_pooled_vector(server: str, reference) -> No
     tei = np.array(httpx.post(f"{server}/embed", json={"inputs": TEXTS, "normalize": False}).json())
     openai = openai_vectors(server, TEXTS, normalize=False)
     assert np.abs(np.linalg.norm(tei, axis=1) - 1).min() > 0.1  # really not normalized
-    assert np.allclose(tei, want, rtol=1e-3, atol=1e-4)
+    # the default's precision is bf16 where the CPU has it: exact by the project's bar
+    assert cosines(tei, want).min() >= 0.9999
+    assert np.allclose(np.linalg.norm(tei, axis=1), np.linalg.norm(want, axis=1), rtol=2e-3)
     assert np.allclose(openai, tei, atol=1e-6)
 
 
@@ -109,7 +111,8 @@ def test_tei_info_describes_the_served_model(server: str) -> None:
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert info["max_input_length"] == 256
     assert info["max_client_batch_size"] == 8  # --max-inputs
-    assert info["model_dtype"] == "float32"
+    served = httpx.get(f"{server}/v1/models").json()["data"][0]["precision"]  # bf16 by CPU
+    assert info["model_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[served]
     assert isinstance(info["version"], str)
 
 

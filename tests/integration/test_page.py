@@ -133,11 +133,14 @@ def vectors(
     }
     if dimensions is not None:
         body["dimensions"] = dimensions
-    rows = [
-        d["embedding"]
-        for d in sorted(api(server, "/v1/embeddings", body)["data"], key=lambda d: d["index"])
-    ]
-    if encoding == "binary":  # packed sign bits, each byte minus 128: as +1/-1
+    return rows_of(api(server, "/v1/embeddings", body), encoding)
+
+
+def rows_of(answer: dict[str, Any], encoding: str) -> list[list[float]]:
+    """An embeddings answer's vectors in input order; binary's packed sign bits (each byte
+    minus 128) as +1/-1."""
+    rows = [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
+    if encoding == "binary":
         rows = [
             [1 if bit else -1 for bit in np.unpackbits((np.array(r) + 128).astype(np.uint8))]
             for r in rows
@@ -161,14 +164,25 @@ def open_page(page: Any, server: str, key: str = KEY) -> None:
     page.press("#api-key", "Enter")
 
 
-def embed(page: Any, texts: list[str], query: str, encoding: str = "float") -> None:
+def embed(page: Any, texts: list[str], query: str, encoding: str = "float") -> dict[str, Any]:
+    """Embed from the page; the answers it got, by the input_type of their request (vectors
+    depend on the batch they were computed in, so a check compares with what the page got)."""
+    answers: dict[str, Any] = {}
+
+    def keep(response: Any) -> None:
+        if response.request.method == "POST" and response.url.endswith("/v1/embeddings"):
+            answers[json.loads(response.request.post_data).get("input_type", "")] = response
+
     page.wait_for_selector(f'#model-a option[value="{MODEL}"]', state="attached")
     page.fill("#texts", "\n".join(texts))
     page.fill("#query", query)
     page.select_option("#enc-a", encoding)
     page.evaluate("document.getElementById('heatmap').replaceChildren()")
+    page.on("response", keep)
     page.click("#embed")
     page.wait_for_selector("#heatmap rect.cell", timeout=60_000)
+    page.remove_listener("response", keep)
+    return {kind: response.json() for kind, response in answers.items()}
 
 
 def shown_ranking(page: Any, column: int) -> list[int]:
@@ -186,7 +200,7 @@ def test_heatmap_ranking_tokens_and_rerank_are_the_apis_own(
     page: Any, server: str, encoding: str
 ) -> None:
     open_page(page, server)
-    embed(page, TEXTS, QUERY, encoding)
+    answers = embed(page, TEXTS, QUERY, encoding)
 
     cells = page.eval_on_selector_all(
         "#heatmap rect.cell",
@@ -195,7 +209,9 @@ def test_heatmap_ranking_tokens_and_rerank_are_the_apis_own(
     assert len(cells) == len(TEXTS) ** 2
     said = {"float": "vectors as the API returned", "int8": "int8 codes", "binary": "sign bits"}
     assert said[encoding] in page.inner_text("#heatmap-of")
-    docs = vectors(server, TEXTS, "document", encoding)
+    docs = rows_of(answers.pop("document"), encoding)
+    fresh = vectors(server, TEXTS, "document", encoding)  # the API's, in a batch of their own
+    assert min(cosine(a, b) for a, b in zip(docs, fresh, strict=True)) >= 0.99
     for row, col, value in cells:
         assert value == pytest.approx(cosine(docs[row], docs[col]), abs=1e-9), (row, col)
     # Hovering a cell tells its value.
@@ -208,9 +224,12 @@ def test_heatmap_ranking_tokens_and_rerank_are_the_apis_own(
         rf"Text 5 \u00d7 text 2: {cosine(docs[4], docs[1]):.4f}", page.inner_text("#cell-value")
     )
 
-    query = vectors(server, [QUERY], "query", encoding)[0]
+    (query_answer,) = answers.values()
+    query = rows_of(query_answer, encoding)[0]
     scores = [cosine(query, d) for d in docs]
     assert shown_ranking(page, 1) == ranking(scores)
+    api_scores = [cosine(vectors(server, [QUERY], "query", encoding)[0], d) for d in docs]
+    assert scores == pytest.approx(api_scores, abs=0.01)  # the API's vectors, batched otherwise
     reranked = api(server, "/v1/rerank", {"model": "ce", "query": QUERY, "documents": TEXTS})
     assert shown_ranking(page, 2) == [r["index"] for r in reranked["results"]]
 
@@ -305,7 +324,9 @@ def test_server_view_shows_the_models_and_its_figures_move_under_load(
     cells = page.eval_on_selector_all(
         f'#models tr[data-model="{MODEL}"] td', "cells => cells.map(c => c.textContent)"
     )
-    assert cells == [MODEL, "embed", "onnx", "fp32", "384", "ready"]
+    served = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    served = served.json()["data"][0]  # its engine depends on the CPU
+    assert cells == [MODEL, "embed", served["backend"], served["precision"], "384", "ready"]
     page.wait_for_selector('figure[data-metric="inputs/s"]')
     before = page.get_attribute('figure[data-metric="inputs/s"]', "data-value")
 
