@@ -25,6 +25,12 @@ def use_at_most(count: int) -> None:
     cores.cache_clear()
 
 
+def sharing_cores() -> bool:
+    """Whether this process was given a share of its node (`use_at_most`): other processes run
+    on the same cores, so it must not pin its threads (each would pin to the same first ones)."""
+    return _share is not None
+
+
 @functools.cache
 def cores() -> int:
     """The cores this process may use, counted once: see `usable_cores`."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -174,6 +176,50 @@ def test_openvino_streams_keep_a_model_on_every_core_for_a_lone_batch(minilm: Mo
     assert one.backend.every_core_pass is None  # its one stream is on every core already
     served.close()
     one.close()
+
+
+PINNED_THREADS = """
+import os, sys, threading, time
+from embedserve import machine
+from embedserve.config import Settings
+from embedserve.engine.loading import load_embedder
+from embedserve.models.source import resolve
+every = os.sched_getaffinity(0)
+if sys.argv[1] == "share":
+    machine.use_at_most(1)  # as a Ray actor or replica of one CPU
+served = load_embedder(resolve(None), Settings(backend="openvino", precision="fp32"))
+stop = time.monotonic() + 2
+def passes():
+    while time.monotonic() < stop:
+        served.embed_sync(["a pass long enough to be seen while it runs " * 20] * 8)
+threading.Thread(target=passes).start()
+narrowed = set()  # threads seen bound to fewer cores than the process may use, while computing
+while time.monotonic() < stop:
+    for task in os.listdir("/proc/self/task"):
+        try:
+            if len(os.sched_getaffinity(int(task))) < len(every):
+                narrowed.add(task)
+        except OSError:  # the thread ended
+            pass
+    time.sleep(0.005)
+print(len(narrowed))
+"""
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to pin apart")
+def test_openvino_on_a_share_of_the_cores_leaves_its_threads_unpinned() -> None:
+    """OpenVINO pins its threads while they compute, each process from the first core it may
+    use: two Ray actors of one CPU each ran on one core between them (half speed each)."""
+
+    def pinned(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", PINNED_THREADS, mode], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        return int(run.stdout.split()[-1])
+
+    assert pinned("whole") > 0  # on the whole machine OpenVINO pins, as it does by default
+    assert pinned("share") == 0
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to share out")
