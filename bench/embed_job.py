@@ -6,9 +6,10 @@ venv. Beside them, the bare engine's length-sorted rate, and embed's peak RSS at
     python bench/embed_job.py [--documents 100000] [--small 10000] [--only default,fp32,...]
 
 Every runner is a process of its own, timed from its start to its exit (model load included),
-its peak RSS read from the kernel when it exits. The corpus is real English prose of mixed length
-(bench/corpus.py), written as JSON Lines. Prints a markdown table and writes it to
-bench/results/embed_job.md. Nothing here asserts a time.
+its RSS sampled every half second; its peak is the largest sample (the kernel's peak for a child
+forked from this process counts this process's own memory at the fork). The corpus is real
+English prose of mixed length (bench/corpus.py), written as JSON Lines. Prints a markdown table
+and writes it to bench/results/embed_job.md. Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ np.save(sys.argv[3], np.array(list(model.embed(docs, batch_size=256, parallel=No
 @dataclass
 class Run:
     seconds: float
-    peak_mib: float  # the kernel's, start-up included
+    peak_mib: float  # the largest sample, start-up included
     samples: list[float]  # RSS in MiB, every SAMPLE_S while it ran
     err: str
 
@@ -112,7 +113,7 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> Run:
     err = b"".join(stderr).decode(errors="replace")
     if os.waitstatus_to_exitcode(status_code) != 0:
         raise SystemExit(f"{command[:4]} failed:\n{err[-3000:]}")
-    return Run(seconds, usage.ru_maxrss / 1024, samples, err)
+    return Run(seconds, max(samples, default=usage.ru_maxrss / 1024), samples, err)
 
 
 def embed_vectors(folder: Path) -> np.ndarray:
