@@ -69,21 +69,20 @@ class BodyLimit:
             await error_response(scope, from_domain(limit.refusal()))(scope, receive, send)
             return
         seen = 0
-        refused: list[EmbedServeError] = []
+        refusal = limit.refusal()  # this request's: only it is answered here
 
         async def counted() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit.max_bytes:
-                refused.append(limit.refusal())
-                raise refused[-1]
+                raise refusal
             return message
 
         try:
             await self.app(scope, counted, send)
         except EmbedServeError as exc:
-            if not refused or exc is not refused[-1]:
+            if exc is not refusal:
                 raise
             await error_response(scope, from_domain(exc))(scope, receive, send)
 
