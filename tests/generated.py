@@ -14,11 +14,15 @@ TOKENIZER_FILES = (
 
 
 def tiny_cls_dense_model(
-    target: Path, tokenizer_from: Path, pooling: str = "cls", architecture: str = "bert"
+    target: Path,
+    tokenizer_from: Path,
+    pooling: str = "cls",
+    architecture: str = "bert",
+    dense: bool = True,
 ) -> Path:
     """A 2-layer BERT (or XLM-RoBERTa) with CLS (or another) pooling, a Dense layer (32 -> 16,
-    tanh), normalization and its own prompts, saved as a sentence-transformers folder: random
-    weights, real structure."""
+    tanh; or none), normalization and its own prompts, saved as a sentence-transformers folder:
+    random weights, real structure."""
     import sentence_transformers.models as st_models
     import torch
     from sentence_transformers import SentenceTransformer
@@ -43,13 +47,13 @@ def tiny_cls_dense_model(
     modules = [
         st_models.Transformer(str(hf), max_seq_length=64),
         st_models.Pooling(32, pooling_mode=pooling),
-        st_models.Dense(32, 16, activation_function=torch.nn.Tanh()),
+        *([st_models.Dense(32, 16, activation_function=torch.nn.Tanh())] if dense else []),
         st_models.Normalize(),
     ]
     model = SentenceTransformer(
         modules=modules, prompts={"query": "query: ", "document": "passage: "}
     )
-    folder = target / f"tiny-{architecture}-{pooling}-dense"
+    folder = target / f"tiny-{architecture}-{pooling}{'-dense' if dense else ''}"
     model.save(str(folder))
     shutil.rmtree(hf)
     return folder

@@ -54,11 +54,14 @@ def fresh_cpu(monkeypatch: pytest.MonkeyPatch) -> str:
     return identity
 
 
-def test_the_default_is_exact_on_every_kind_of_input(embedder: Embedder, reference) -> None:  # type: ignore[no-untyped-def]
+async def test_the_default_is_exact_on_every_kind_of_input(embedder: Embedder, reference) -> None:  # type: ignore[no-untyped-def]
     texts = varied_corpus()
     assert len(texts) > 150
-    got = embedder.embed_sync(texts).vectors
-    assert cosines(got, reference_vectors(reference, texts)).min() >= 0.9999
+    expected = reference_vectors(reference, texts)
+    alone = embedder.embed_sync(texts).vectors  # one pass, a text a row
+    assert cosines(alone, expected).min() >= 0.9999
+    served = (await embedder.embed(texts)).vectors  # as requests get them: packed where it packs
+    assert cosines(served, expected).min() >= 0.9999
     if machine.native_bf16():  # the CPU computes bf16 natively: auto chose it, proven exact
         assert (embedder.kind, embedder.precision) == ("openvino", "bf16")
         assert "this CPU computes bf16 natively" in embedder.selection

@@ -57,20 +57,26 @@ def openvino(spec: BackendSpec) -> Backend:
     from embedserve.backends.onnx_build import cached_onnx_model
     from embedserve.backends.openvino import OpenVinoBackend
     from embedserve.backends.openvino_build import cached_openvino_int8
+    from embedserve.backends.packed_export import cached_packed_onnx, serves_packed
 
     model = cached_onnx_model(
         spec.files, "fp32", spec.cache_root, spec.model_id,
         pools_instruction=spec.pools_instruction,
     )  # fmt: skip
+    packed = None
     if spec.precision == "int8":
         model = cached_openvino_int8(spec.files, model, spec.cache_root, spec.model_id)
+    elif serves_packed(spec.files, spec.precision, spec.pools_instruction):
+        packed = cached_packed_onnx(spec.files, model, spec.cache_root, spec.model_id)
+    pooling = read_metadata(spec.files).pooling or "mean"
     return OpenVinoBackend(
-        model,
+        packed or model,
         spec.precision,  # type: ignore[arg-type]
         threads=spec.cores,
         streams=spec.streams,
         kernel_cache=kernel_cache(spec),
-        compile_cache=model.parent / "openvino-compiled",  # goes with its build when stale
+        compile_cache=(packed or model).parent / "openvino-compiled",  # goes with its build
+        packed_pooling=pooling if packed else None,
     )
 
 

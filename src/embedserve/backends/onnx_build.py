@@ -94,9 +94,9 @@ def _build_fp32(
         2,
         2,
         "fusing the graph for transformer inference",
-        lambda: _without_torch_here(_optimize, folder, exported, optimized),
+        lambda: without_torch_here(_optimize, folder, exported, optimized),
     )
-    if _same_outputs(exported, optimized, _vocab_size(folder)):
+    if _same_outputs(exported, optimized, vocab_size(folder)):
         optimized.replace(out)
     else:
         log.warning(
@@ -106,10 +106,10 @@ def _build_fp32(
 
 
 def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
-    _without_torch_here(_export_stack, folder, out, pools_instruction)
+    without_torch_here(_export_stack, folder, out, pools_instruction)
 
 
-def _without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> None:
+def without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> None:
     """Run a build step that needs torch (the exporter; ORT's optimizer imports it too) in a
     child process when this one has not imported torch: the server then never carries torch's
     ~700 MB, since it serves with ONNX Runtime alone."""
@@ -142,7 +142,7 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
 
     from embedserve.backends.torch import pool_apart
 
-    vocab = _vocab_size(folder)
+    vocab = vocab_size(folder)
     sample = torch.randint(vocab // 2, vocab, (2, 16))
     fill = {"attention_mask": torch.ones_like(sample), "token_type_ids": torch.zeros_like(sample)}
     args = tuple(fill.get(n, sample) for n in names)
@@ -249,7 +249,7 @@ def _same_outputs(a: Path, b: Path, vocab: int) -> bool:
     return bool((cos >= 0.99999).all())
 
 
-def _vocab_size(folder: Path) -> int:
+def vocab_size(folder: Path) -> int:
     config = json.loads((folder / "config.json").read_text())
     return int(config.get("vocab_size") or 2000)
 

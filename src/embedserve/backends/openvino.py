@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import graph_feeds, probe_dimension
+from embedserve.backends.packing import PackedBatch, one_text_a_row, pool_packed
 from embedserve.machine import cores as machine_cores
 from embedserve.machine import sharing_cores
 
@@ -32,16 +33,20 @@ class OpenVinoBackend:
         streams: int = 1,
         kernel_cache: int = 1000,
         compile_cache: Path | None = None,
+        packed_pooling: str | None = None,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. `streams`: passes the caller may run
         at once, each on its share of the `threads` (default: every core this process may use).
         `kernel_cache`: entries of kernels kept for the shapes met (Settings.kernel_cache).
         `compile_cache`: a folder OpenVINO keeps its compiled models in, so that a warm start
-        loads them instead of compiling."""
+        loads them instead of compiling. `packed_pooling`: `model` is a packed graph
+        (packed_export.py), its token vectors pooled so; `embed_packed` then runs packed batches
+        and `embed` runs a padded one as one text a row."""
         import openvino as ov
 
         self.precision = precision
         self.streams = streams
+        self.packed_pooling = packed_pooling
         threads = threads or machine_cores()
         core = ov.Core()
         if compile_cache is not None:
@@ -76,9 +81,10 @@ class OpenVinoBackend:
         if self._alone is not None:
             probe_dimension(self._embed_alone)
         log.info(
-            "OpenVINO backend: %s, %s, %d stream(s) on %d threads",
+            "OpenVINO backend: %s, %s%s, %d stream(s) on %d threads",
             model.name,
             precision,
+            ", texts packed side by side" if packed_pooling else "",
             compiled.get_property("NUM_STREAMS"),
             compiled.get_property("INFERENCE_NUM_THREADS"),
         )
@@ -91,16 +97,47 @@ class OpenVinoBackend:
     def every_core_pass(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
         return self._embed_alone if self._alone is not None else None
 
+    @property
+    def packs(self) -> bool:
+        """Whether it runs packed batches (`embed_packed`)."""
+        return self.packed_pooling is not None
+
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.packs:
+            return self.embed_packed(one_text_a_row(input_ids, attention_mask))
         request = self._requests.get()
         try:
             return self._infer(request, input_ids, attention_mask)
         finally:
             self._requests.put(request)
 
+    def embed_packed(self, batch: PackedBatch) -> np.ndarray:
+        """One vector a text of a packed batch, in the order of its spans."""
+        request = self._requests.get()
+        try:
+            return self._infer_packed(request, batch)
+        finally:
+            self._requests.put(request)
+
+    def every_core_packed(self, batch: PackedBatch) -> np.ndarray:
+        """`embed_packed` on every core (only while nothing else runs: see every_core_pass)."""
+        return self._infer_packed(self._alone, batch)
+
     def _embed_alone(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.packs:
+            return self.every_core_packed(one_text_a_row(input_ids, attention_mask))
         return self._infer(self._alone, input_ids, attention_mask)
 
     def _infer(self, request: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         outputs = request.infer(graph_feeds(self._inputs, input_ids, attention_mask))
         return np.array(outputs[0], dtype=np.float32)  # a copy: the request reuses buffers
+
+    def _infer_packed(self, request: Any, batch: PackedBatch) -> np.ndarray:
+        assert self.packed_pooling is not None
+        feeds = {
+            "input_ids": batch.ids,
+            "position_ids": batch.positions,
+            "segments": batch.segments,
+        }
+        tokens = request.infer(feeds)[0]  # pooled at once: the request reuses its buffers
+        return pool_packed(tokens, batch.spans, self.packed_pooling)

@@ -10,6 +10,10 @@ instead, where the backend offers that: a lone request is not left with one core
 Requests from any event loop can wait on results (they are handed back with
 call_soon_threadsafe), so the event loop never computes or pads.
 
+A backend that runs packed batches (several texts end to end in a row, each attending to
+itself: backends/packing.py) gets them instead: the oldest sequences that fit the token budget,
+whatever their lengths, laid into rows, so no batch is cut short to spare padding.
+
 Background work (a batch job's requests) waits in a queue of its own: a pass of it is formed only
 when no online sequence waits and a stream is free, and it is kept short (BACKGROUND_PASS_S), so
 an online request waits at most for a short pass already running.
@@ -31,11 +35,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedserve.backends.base import SECOND_TEXT, UNPOOLED, Backend
+from embedserve.backends.packing import (
+    MIN_PACKED_WIDTH,
+    RunPacked,
+    fill_rows,
+    lay_out,
+    packed_passes,
+)
 from embedserve.errors import Overloaded, QueueTimeout
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Work = tuple[list["_Item"], tuple[object, ...], int]
+"""A batch formed: its sequences, the pass's arguments, its padded tokens."""
 
 BACKGROUND_PASS_S = 0.02
 """How long a pass of background work may take, at the measured rate, while online requests
@@ -139,14 +152,19 @@ class Batcher:
         workers: int = 1,
         every_core_pass: RunBatch | None = None,
         max_width: int | None = None,
+        packed: tuple[RunPacked, RunPacked | None] | None = None,
     ) -> None:
         """`workers`: batches `run` may compute at once (it must be thread-safe if more than 1).
         `every_core_pass`: a pass on every core, for a batch with nothing else to run beside it; the
         other workers wait for it to finish. `max_width`: the model's longest sequence, which
-        coarse widths never pass."""
-        self._run = run
+        coarse widths never pass. `packed`: passes (on a stream, on every core) of packed batches,
+        run instead of `run` and `every_core_pass`."""
+        self._packs = packed is not None
+        runs: tuple[Callable[..., np.ndarray], Callable[..., np.ndarray] | None]
+        runs = packed if packed is not None else (run, every_core_pass)
+        self._run: Callable[..., np.ndarray] = runs[0]
+        self._every_core_pass = runs[1]
         self._max_width = max_width
-        self._every_core_pass = every_core_pass
         self._workers = workers
         self._busy = 0  # passes running
         self._unclaimed = 0  # batches formed that no worker has taken yet
@@ -161,9 +179,7 @@ class Batcher:
         self._last_online = -math.inf  # when the last online request came
         self._cond = threading.Condition()
         self._arrivals = itertools.count()
-        self._handoff: queue.Queue[tuple[list[_Item], np.ndarray, np.ndarray] | None] = queue.Queue(
-            maxsize=1
-        )
+        self._handoff: queue.Queue[Work | None] = queue.Queue(maxsize=1)
         self._closed = False
         self.observers: list[Callable[[BatchReport], None]] = []
         self._rate = 0.0  # recent sequences per second of compute, for Retry-After
@@ -285,11 +301,21 @@ class Batcher:
                 for _ in range(self._workers):
                     self._handoff.put(None)
                 return
-            sequences = [item.tokens for item in batch]
-            width = self._padded_width(max(map(len, sequences)))
-            unpooled, second = [item.unpooled for item in batch], [item.second for item in batch]
-            ids, mask = pad(sequences, self._pad_id, unpooled, width, second)
-            self._handoff.put((batch, ids, mask))  # waits while one batch is already prepared
+            self._handoff.put(self._prepare(batch))  # waits while one batch is already prepared
+
+    def _prepare(self, batch: list[_Item]) -> Work:
+        """The pass's arguments: the batch packed (in the order `_select_packed` laid it out), or
+        padded."""
+        sequences = [item.tokens for item in batch]
+        if self._packs:  # the rows `_select_packed` found room in (one per sequence at most)
+            width = self._packed_width(batch)
+            rows = fill_rows([len(s) for s in sequences], width, len(batch))
+            packed = lay_out([[sequences[i] for i in row] for row in rows], width)
+            return [batch[i] for row in rows for i in row], (packed,), packed.padded_tokens
+        width = self._padded_width(max(map(len, sequences)))
+        unpooled, second = [item.unpooled for item in batch], [item.second for item in batch]
+        ids, mask = pad(sequences, self._pad_id, unpooled, width, second)
+        return batch, (ids, mask), int(ids.size)
 
     def _next_batch(self) -> list[_Item] | None:
         """Called holding the lock: wait for work, give stragglers a moment, pick a batch; with
@@ -327,6 +353,40 @@ class Batcher:
         return max(1, min(self.limits.max_batch_tokens, int(self._token_rate * BACKGROUND_PASS_S)))
 
     def _select(self, waiting: list[_Item], max_tokens: int) -> tuple[list[_Item], list[_Item]]:
+        """The next batch (packed or padded) and what is left waiting."""
+        if self._packs:
+            return self._select_packed(waiting, max_tokens)
+        return self._select_padded(waiting, max_tokens)
+
+    def _select_packed(
+        self, waiting: list[_Item], max_tokens: int
+    ) -> tuple[list[_Item], list[_Item]]:
+        """The oldest sequences whose tokens fit `max_tokens` (the oldest always, a longer one
+        skipped for shorter ones after it), as many of them as the rows of one width hold."""
+        chosen: list[_Item] = []
+        tokens = 0
+        for item in waiting:
+            if len(chosen) == self.limits.max_batch_size or tokens == max_tokens:
+                break
+            if not chosen or tokens + len(item.tokens) <= max_tokens:
+                chosen.append(item)
+                tokens += len(item.tokens)
+        width = self._packed_width(chosen)
+        rows = fill_rows([len(item.tokens) for item in chosen], width, max(1, max_tokens // width))
+        # In the order chosen, the oldest first: `_prepare` finds the same rows again.
+        chosen = [chosen[i] for i in sorted(i for row in rows for i in row)]
+        taken = set(map(id, chosen))
+        return chosen, [item for item in waiting if id(item) not in taken]
+
+    def _packed_width(self, batch: list[_Item]) -> int:
+        """Rows as wide as the longest sequence, or MIN_PACKED_WIDTH where the batch holds that
+        many tokens."""
+        lengths = [len(item.tokens) for item in batch]
+        return self._padded_width(max(max(lengths), min(MIN_PACKED_WIDTH, sum(lengths))))
+
+    def _select_padded(
+        self, waiting: list[_Item], max_tokens: int
+    ) -> tuple[list[_Item], list[_Item]]:
         """A window of similar lengths around the anchor: the oldest request's shortest waiting
         sequence (so nothing starves). The window grows toward whichever neighbour, in length
         order, wastes least padding, while padding stays under its share of the batch and its
@@ -371,7 +431,7 @@ class Batcher:
 
     def _compute_loop(self) -> None:
         while (work := self._handoff.get()) is not None:
-            batch, ids, mask = work
+            batch, args, padded = work
             with self._cond:  # from here on, a timeout waits for the result
                 self._unclaimed -= 1
                 for item in batch:
@@ -380,7 +440,7 @@ class Batcher:
                     continue  # every client went away: skip the compute
                 every_core = self._claim_cores(may_take_all=not batch[0].job.background)
             try:
-                self._compute(batch, ids, mask, every_core or self._run)
+                self._compute(batch, args, padded, every_core or self._run)
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -388,7 +448,7 @@ class Batcher:
                         self._exclusive = False
                     self._cond.notify_all()  # also a stream free for background work
 
-    def _claim_cores(self, may_take_all: bool) -> RunBatch | None:
+    def _claim_cores(self, may_take_all: bool) -> Callable[..., np.ndarray] | None:
         """Called holding the lock, before a pass: wait out a pass on every core, then take
         every core too if nothing else is running or waiting. The pass on every core if taken."""
         self._held += 1
@@ -402,18 +462,22 @@ class Batcher:
         return every_core
 
     def _compute(
-        self, batch: list[_Item], ids: np.ndarray, mask: np.ndarray, run: RunBatch
+        self,
+        batch: list[_Item],
+        args: tuple[object, ...],
+        padded: int,
+        run: Callable[..., np.ndarray],
     ) -> None:
         started = time.perf_counter()
         try:
-            vectors = run(ids, mask)
+            vectors = run(*args)
         except Exception as exc:
             log.error("a batch of %d sequences failed: %s", len(batch), exc, exc_info=exc)
             with self._cond:
                 for job in {id(item.job): item.job for item in batch}.values():
                     _settle(job, error=exc)
             return
-        self._report(batch, ids, time.perf_counter() - started, alone=run is not self._run)
+        self._report(batch, padded, time.perf_counter() - started, alone=run is not self._run)
         with self._cond:  # a job's rows may come back from several workers
             for item, vector in zip(batch, vectors, strict=True):
                 job = item.job
@@ -424,14 +488,14 @@ class Batcher:
                 if job.remaining == 0:
                     _settle(job)
 
-    def _report(self, batch: list[_Item], ids: np.ndarray, seconds: float, alone: bool) -> None:
+    def _report(self, batch: list[_Item], padded: int, seconds: float, alone: bool) -> None:
         tokens = sum(len(item.tokens) for item in batch)
-        report = BatchReport(len(batch), tokens, int(ids.size), seconds)
+        report = BatchReport(len(batch), tokens, padded, seconds)
         passes = 1 if alone else self._workers  # at once, for the machine's rate
         rate = passes * len(batch) / max(seconds, 1e-6)  # sequences/s, smoothed
         self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
         if not alone:  # one stream's rate, for the length of a background pass
-            tokens_per_s = ids.size / max(seconds, 1e-6)
+            tokens_per_s = padded / max(seconds, 1e-6)
             self._token_rate = (
                 tokens_per_s
                 if not self._token_rate
@@ -474,7 +538,7 @@ def batcher_for(
     backend: Backend, pad_id: int, limits: BatchLimits | None, max_width: int
 ) -> Batcher:
     """A batcher over `backend`'s passes: one worker a stream, its every-core pass for a lone
-    batch."""
+    batch; packed batches where the backend runs them."""
     return Batcher(
         backend.embed,
         backend.dimension,
@@ -483,6 +547,7 @@ def batcher_for(
         workers=backend.streams,
         every_core_pass=backend.every_core_pass,
         max_width=max_width,
+        packed=packed_passes(backend),
     )
 
 

@@ -7,13 +7,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedserve.backends.base import Backend
+from embedserve.backends.packing import PackedBatch, fill_rows, lay_out, packed_passes
 from embedserve.engine.batcher import pad
 from embedserve.engine.embedder import scaled_rows
 from embedserve.models.tokenizer import ModelTokenizer
@@ -107,15 +108,32 @@ def measure(
     texts: Sequence[str] = PROBE_TEXTS,
 ) -> Fidelity:
     """Cosines of the candidate's vectors to the reference's on every probe text (batched by
-    length, so the long ones do not pad the short)."""
+    length, so the long ones do not pad the short). A candidate that runs packed batches gets
+    them as it is served: every probe text packed beside others in rows of the longest's
+    width."""
     sequences = sorted(tokenizer.encode(texts), key=len)
-    cosines = []
+    expected, got = [], []
     for start in range(0, len(sequences), 8):
         ids, mask = pad(sequences[start : start + 8], tokenizer.pad_id)
-        a, b = scaled_rows(reference.embed(ids, mask)), scaled_rows(candidate.embed(ids, mask))
-        cosines.append((a * b).sum(axis=1))
-    every = np.concatenate(cosines)
+        expected.append(reference.embed(ids, mask))
+        got.append(candidate.embed(ids, mask))
+    a, b = scaled_rows(np.concatenate(expected)), scaled_rows(np.concatenate(got))
+    packed = packed_passes(candidate)
+    if packed is not None:
+        b = scaled_rows(_packed(packed[0], sequences))
+    every = (a * b).sum(axis=1)
     return Fidelity(mean=float(every.mean()), min=float(every.min()), texts=len(every))
+
+
+def _packed(run: Callable[[PackedBatch], np.ndarray], sequences: list[list[int]]) -> np.ndarray:
+    """Vectors of `sequences` (sorted by length) from packed passes, in their order."""
+    longest_first = sequences[::-1]
+    width = len(longest_first[0])
+    rows = fill_rows([len(s) for s in longest_first], width, len(sequences))
+    vectors = run(lay_out([[longest_first[i] for i in row] for row in rows], width))
+    out = np.empty_like(vectors)
+    out[[len(sequences) - 1 - i for row in rows for i in row]] = vectors
+    return out
 
 
 def report(precision: str, fidelity: Fidelity) -> bool:

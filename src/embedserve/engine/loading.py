@@ -15,6 +15,7 @@ from pathlib import Path
 from embedserve import machine
 from embedserve.backends.base import Backend
 from embedserve.backends.onnx_build import ExportFailed, export_key
+from embedserve.backends.packed_export import packed_key, serves_packed
 from embedserve.backends.registry import BACKENDS, Choice, choose, known, resolve_device
 from embedserve.backends.spec import BackendSpec
 from embedserve.config import Settings
@@ -278,13 +279,18 @@ def _probe(
 def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -> str:
     """What decides whether a mode is exact for a model: the fp32 graph it computes (our export
     and what made it), the tokenizer and the length the probe texts are cut to, the engines and
-    their versions (the candidate's and its reference's), the CPU."""
+    their versions (the candidate's and its reference's), the packed graph where it serves, the
+    CPU."""
     entries = [choice.entry] + (
         [BACKENDS[choice.entry.reference]] if choice.entry.reference else []
     )
     versions = [importlib.metadata.version(p) for entry in entries for p in entry.packages]
+    packed = choice.name == "openvino" and serves_packed(
+        spec.files, choice.precision, spec.pools_instruction
+    )
     return Verdicts.key(
         export_key(spec.files, spec.pools_instruction),
+        packed_key(spec.files) if packed else "padded",
         tokenizer_digest(spec.files),
         tokenizer.max_tokens,
         choice.name,

@@ -1,0 +1,214 @@
+"""The packed graph of a model: its transformer reading several texts a row (packing.py), built
+once and cached. A padded batch of mixed lengths computes its padding; a packed one computes
+what its texts hold, so small batches of every length fill a pass (docs/engineering-notes.md).
+
+Exported with torch: the transformer's own code, given each token's position within its text and
+an attention mask in which a token sees only its own text; it returns the token vectors and
+pooling is done outside (packing.pool_packed). Proven at build, not assumed: texts packed side by
+side must give the padded export's vectors (cosine >= 0.99999), else the model is served padded,
+and that verdict is cached too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from embedserve.backends.build_steps import step
+from embedserve.backends.onnx_build import export_key, vocab_size, without_torch_here
+from embedserve.backends.packing import PACKED_POOLINGS, lay_out, pool_packed
+from embedserve.models.cache import build_owner, cached_build
+from embedserve.models.metadata import ModelMetadata, read_metadata
+
+log = logging.getLogger(__name__)
+
+PACKED_VERSION = 1  # bump when the export below changes what it produces
+_REFUSED = "refused.json"  # a build that found the model cannot be packed: why
+_OPSET = 17
+_PACKED_INPUTS = ("input_ids", "position_ids", "segments")
+
+
+def not_packable(folder: Path) -> str | None:
+    """Why `folder` cannot be served packed, or None: its stack must be a transformer and a
+    pooling that a token's position picks or averages (no Dense after it, no pooling that skips
+    an instruction, not a cross-encoder)."""
+    metadata = read_metadata(folder)
+    kinds = [m.rsplit(".", 1)[-1] for m in metadata.modules]
+    if metadata.task != "embed":
+        return "a cross-encoder"
+    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
+        return f"modules {kinds} (packing needs Transformer, Pooling[, Normalize])"
+    if (metadata.pooling or "mean") not in PACKED_POOLINGS or not metadata.pools_prompt:
+        return f"pooling '{metadata.pooling}' (packing pools {', '.join(PACKED_POOLINGS)})"
+    return None
+
+
+def serves_packed(folder: Path, precision: str, pools_instruction: bool) -> bool:
+    """Whether OpenVINO serves `folder` packed at `precision` (if the packed graph proves
+    exact at build): not int8, which NNCF quantizes from the padded graph."""
+    return precision != "int8" and pools_instruction and not_packable(folder) is None
+
+
+def packed_key(folder: Path) -> str:
+    """What decides the packed graph of `folder` (its cache key)."""
+    return hashlib.sha256(json.dumps([export_key(folder), PACKED_VERSION]).encode()).hexdigest()
+
+
+def cached_packed_onnx(folder: Path, padded: Path, cache_root: Path, name: str) -> Path | None:
+    """The packed graph of `folder`, checked against its padded export `padded`, or None where
+    the packed graph did not prove exact (the reason logged)."""
+    key = packed_key(folder)
+    label = name.replace("/", "--")
+
+    def build(out: Path, scratch: Path) -> None:
+        exported = scratch / "packed.onnx"
+        problem = ""
+
+        def export() -> None:
+            nonlocal problem
+            try:
+                without_torch_here(_export, folder, exported)
+            except Exception as exc:  # e.g. a transformer that takes no positions: served padded
+                problem = f"the packed graph could not be exported ({exc})"
+            else:
+                refused = scratch / _REFUSED
+                problem = refused.read_text() if refused.exists() else ""
+
+        def check() -> None:
+            nonlocal problem
+            problem = _differs(exported, padded, vocab_size(folder), read_metadata(folder))
+
+        step(1, 2, "exporting the packed graph", export)
+        if not problem:
+            step(2, 2, "checking packed texts against the padded graph", check)
+        if problem:
+            (out / _REFUSED).write_text(json.dumps(problem))
+        else:
+            exported.replace(out / "model.onnx")
+
+    built = cached_build(
+        cache_root / "onnx" / f"packed-{key[:24]}",
+        key,
+        build,
+        what=f"packed ONNX model of {label}",
+        owner=build_owner(folder, "onnx packed"),
+        notes={"model": label},
+    )
+    if (built / _REFUSED).exists():
+        log.warning("%s is served padded: %s", name, json.loads((built / _REFUSED).read_text()))
+        return None
+    return built / "model.onnx"
+
+
+def _export(folder: Path, out: Path) -> None:
+    """Needs torch (run apart where the server has not loaded it). Writes `out`, or beside it
+    the reason it cannot."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    stack = SentenceTransformer(
+        str(folder), device="cpu", local_files_only=True,
+        model_kwargs={"attn_implementation": "eager"},
+    )  # fmt: skip
+    transformer: torch.nn.Module = stack[0].auto_model.eval()  # type: ignore[union-attr]
+    names = getattr(stack.tokenizer, "model_input_names", ())
+    found = _position_offset(transformer, vocab_size(folder))
+    if found is None:
+        (out.parent / _REFUSED).write_text(
+            "its positions cannot be given per text (the packed tokens differed from the padded)"
+        )
+        return
+    offset: int = found
+
+    class Packed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(
+            self, input_ids: torch.Tensor, position_ids: torch.Tensor, segments: torch.Tensor
+        ) -> torch.Tensor:
+            features = {
+                "input_ids": input_ids,
+                "position_ids": position_ids + offset,
+                "attention_mask": _text_mask(segments),
+            }
+            if "token_type_ids" in names:
+                features["token_type_ids"] = torch.zeros_like(input_ids)
+            return self.transformer(**features).last_hidden_state  # type: ignore[no-any-return]
+
+    sample = torch.randint(vocab_size(folder) // 2, vocab_size(folder), (2, 16))
+    args = (sample, torch.arange(16).repeat(2, 1), torch.ones_like(sample))
+    axes = {n: {0: "rows", 1: "width"} for n in _PACKED_INPUTS}
+    with torch.inference_mode():
+        torch.onnx.export(
+            Packed().eval(),
+            args,
+            str(out),
+            input_names=list(_PACKED_INPUTS),
+            output_names=["token_embeddings"],
+            dynamic_axes=axes | {"token_embeddings": {0: "rows", 1: "width"}},
+            opset_version=_OPSET,
+            dynamo=False,
+        )
+
+
+def _text_mask(segments: object) -> object:
+    """The additive attention mask [rows, 1, width, width]: a token attends to the tokens of
+    its own text (segment), and no token to the row's empty tail."""
+    import torch
+
+    assert isinstance(segments, torch.Tensor)
+    allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+    return torch.where(allowed[:, None], 0.0, torch.finfo(torch.float32).min)
+
+
+def _position_offset(transformer: object, vocab: int) -> int | None:
+    """The position the model gives a text's first token (0 for BERT, the padding id + 1 for
+    the RoBERTa family), found by trying: a text after another in one row must read as it does
+    alone."""
+    import torch
+
+    assert isinstance(transformer, torch.nn.Module)
+    config = getattr(transformer, "config", None)
+    candidates = [0, int(getattr(config, "pad_token_id", None) or 0) + 1]
+    rng = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(vocab // 2, vocab, (1, n), generator=rng) for n in (5, 9))
+    with torch.inference_mode():
+        alone = transformer(input_ids=second, attention_mask=torch.ones_like(second))
+        row = torch.cat([first, second], dim=1)
+        positions = torch.cat([torch.arange(5), torch.arange(9)])[None]
+        segments = torch.tensor([[1] * 5 + [2] * 9])
+        for offset in dict.fromkeys(candidates):
+            packed = transformer(
+                input_ids=row, position_ids=positions + offset, attention_mask=_text_mask(segments)
+            )
+            difference = (packed.last_hidden_state[:, 5:] - alone.last_hidden_state).abs().max()
+            if float(difference) < 1e-4:
+                return offset
+    return None
+
+
+def _differs(packed: Path, padded: Path, vocab: int, metadata: ModelMetadata) -> str:
+    """Why the packed graph's vectors are not the padded export's ('' when they are), on texts
+    of three lengths, two side by side in a row."""
+    import onnxruntime as ort
+
+    from embedserve.backends.onnx import OnnxBackend
+
+    rng = np.random.default_rng(0)
+    texts = [rng.integers(vocab // 2, vocab, n).tolist() for n in (7, 12, 19)]
+    batch = lay_out([[texts[0], texts[1]], [texts[2]]], 19)
+    session = ort.InferenceSession(str(packed), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": batch.ids, "position_ids": batch.positions, "segments": batch.segments}
+    ours = pool_packed(session.run(None, feeds)[0], batch.spans, metadata.pooling or "mean")
+    padded_ids = lay_out([[text] for text in texts], 19)  # one a row: the padded batch
+    theirs = OnnxBackend(padded, threads=1).embed(padded_ids.ids, padded_ids.segments)
+    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    if (cos >= 0.99999).all():
+        return ""
+    return f"packed texts gave other vectors than padded ones (cosine {cos.min():.6f})"
