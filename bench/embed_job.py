@@ -235,7 +235,7 @@ def main() -> None:
         sample = docs[: args.bare_sample]
         for name, mode in MODES.items():
             if name in {key for key, _, _ in rows}:
-                ceilings[name] = bare_engine(sample, *mode)
+                ceilings[name] = bare_engine(sample, *mode)[:2]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(render(rows, vectors, ceilings, tokens, args, notes))

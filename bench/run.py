@@ -3,7 +3,10 @@
     python bench/run.py [--seconds 15] [--rounds 3] [--only "embedserve fp32,infinity"]
 
 Every server is started at once on 127.0.0.1 (its own port) with the same packaged
-all-MiniLM-L6-v2 folder; an idle one takes no CPU. Each load is then measured in rounds: every
+all-MiniLM-L6-v2 folder; an idle one takes no CPU. Ray Serve's idle cluster does (~0.12 of a
+core measured: 6% of a 2-core machine, taken from the server measured beside it), so it is
+measured after the others have stopped, beside Infinity again for its ratio. Each load is
+measured in rounds: every
 round drives each server in turn (the order rotating) for its share of the seconds, so a drift in
 this VM's speed falls on all of them alike. Prints a markdown table (and writes it to
 bench/results/latest.md) with each ratio to Infinity over the whole run and its range over the
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from embedserve.models.tokenizer import ModelTokenizer
 from load import Result, drive
 
 HERE = Path(__file__).resolve().parent
+INFINITY = "infinity (torch)"
 EXTRA = os.environ.get("EMBEDSERVE_BENCH_ARGS", "").split()
 INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", HERE / ".venv-infinity"))
 
@@ -58,6 +62,7 @@ class Server:
     name: str
     command: list[str]
     path: str  # the embeddings route
+    apart: bool = False  # busy while idle: measured after the others, beside Infinity only
 
     def argv(self, port: int) -> list[str]:
         return [str(port) if arg == PORT else arg for arg in self.command]
@@ -100,9 +105,10 @@ def servers(folder: Path) -> list[Server]:
             "embedserve default on Ray Serve",
             [*ours, "--ray", "--replicas", "2"],
             "/v1/embeddings",
+            apart=True,
         ),
         Server(
-            "infinity (torch)",
+            INFINITY,
             [
                 str(INFINITY_VENV / "bin" / "infinity_emb"),
                 "v2",
@@ -239,6 +245,43 @@ def stop(running: Running) -> int:
     return running.memory.stop()
 
 
+def phase(
+    plan: list[Scenario],
+    group: list[Server],
+    counts: Callable[[list[str]], int],
+    args: argparse.Namespace,
+    table: dict[str, list[tuple[str, Result]]],
+    rounds: dict[tuple[str, str], list[float]],
+    peaks: dict[str, int],
+    reference: str = "",
+) -> None:
+    """Start `group`, measure every scenario in rounds, stop it; results into table, rounds and
+    peaks. Infinity's are filed under its name + `reference` when it ran for another's ratio."""
+    running = []
+    for server in group:
+        print(f"starting {server.name} ...", flush=True)
+        started = start(server)
+        if started:
+            running.append(started)
+
+    def name(r: Running) -> str:
+        return r.server.name + (reference if r.server.name == INFINITY else "")
+
+    for r in running:
+        table[name(r)] = []
+    try:
+        for scenario in plan:
+            print(f"measuring {scenario.name} ...", flush=True)
+            tokens = [counts(batch) for batch in scenario.batches]
+            totals, per_round = measure(running, scenario, tokens, args.seconds, args.rounds)
+            for r in running:
+                table[name(r)].append((scenario.name, totals[r.server.name]))
+                rounds[name(r), scenario.name] = per_round[r.server.name]
+    finally:
+        for r in running:
+            peaks[name(r)] = stop(r)
+
+
 def measure(
     running: list[Running], scenario: Scenario, tokens: list[int], seconds: float, rounds: int
 ) -> tuple[dict[str, Result], dict[str, list[float]]]:
@@ -269,12 +312,12 @@ def measure(
     return totals, per_round
 
 
-def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, float]:
+def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, float, float | None]:
     """The engine a mode serves with, and its tokens/s alone on the corpus, length-sorted in
     batches as the batcher forms them, run on as many streams at once as the server runs: the
-    ceiling."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    ceiling. Where the engine packs, also its tokens/s on the whole corpus packed (None
+    elsewhere)."""
+    from embedserve.backends.packing import packed_passes
     from embedserve.config import Settings
     from embedserve.engine.batcher import pad
     from embedserve.engine.loading import load_embedder
@@ -295,16 +338,54 @@ def bare_engine(corpus: list[str], precision: str, backend: str) -> tuple[str, f
             rows += 1
         batches.append(pad(sequences[i : i + rows], embedder.tokenizer.pad_id))
         i += rows
-    batches.sort(key=lambda batch: batch[0].size, reverse=True)  # largest first: no long tail
-    best = 0.0
-    with ThreadPoolExecutor(embedder.backend.streams) as pool:
-        for _ in range(2):
-            started = time.perf_counter()
-            list(pool.map(lambda batch: embedder.backend.embed(*batch), batches))
-            best = max(best, sum(map(len, sequences)) / (time.perf_counter() - started))
+    tokens = sum(map(len, sequences))
+    padded = streamed(embedder.backend.embed, batches, tokens, embedder.backend.streams)
+    packed = None
+    passes = packed_passes(embedder.backend)
+    if passes is not None:
+        layouts = packed_batches(sequences, limits.max_batch_tokens, limits.max_batch_size)
+        packed = streamed(passes[0], [(b,) for b in layouts], tokens, embedder.backend.streams)
     label = f"{ENGINES[embedder.backend.kind]} {embedder.precision}"
     embedder.close()
-    return label, best
+    return label, padded, packed
+
+
+def streamed(
+    run: Callable[..., object], batches: Sequence[tuple[object, ...]], tokens: int, streams: int
+) -> float:
+    """Tokens/s of `run` over `batches` on `streams` threads (largest first: no long tail), the
+    best of two runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def size(batch: tuple[object, ...]) -> int:
+        return int(getattr(batch[0], "size", 0) or batch[0].padded_tokens)  # type: ignore[attr-defined]
+
+    batches = sorted(batches, key=size, reverse=True)
+    best = 0.0
+    with ThreadPoolExecutor(streams) as pool:
+        for _ in range(2):
+            started = time.perf_counter()
+            list(pool.map(lambda batch: run(*batch), batches))
+            best = max(best, tokens / (time.perf_counter() - started))
+    return best
+
+
+def packed_batches(sequences: list[list[int]], max_tokens: int, max_texts: int) -> list[object]:
+    """The whole corpus in packed batches as the batcher lays them out (rows of one coarse
+    width, first-fit longest first), each up to `max_tokens` and `max_texts`."""
+    from embedserve.backends.packing import MIN_PACKED_WIDTH, fill_rows, lay_out
+    from embedserve.engine.batcher import coarse_width
+
+    waiting = sorted(sequences, key=len, reverse=True)
+    out: list[object] = []
+    while waiting:
+        head = waiting[:max_texts]
+        width = coarse_width(max(len(head[0]), min(MIN_PACKED_WIDTH, sum(map(len, head)))))
+        rows = fill_rows([len(s) for s in head], width, max(1, max_tokens // width))
+        placed = {i for row in rows for i in row}
+        out.append(lay_out([[head[i] for i in row] for row in rows], width))
+        waiting = [s for i, s in enumerate(head) if i not in placed] + waiting[max_texts:]
+    return out
 
 
 def bare_torch(folder: Path, texts: list[str]) -> float:
@@ -345,6 +426,9 @@ def main() -> None:
         "--rounds", type=int, default=3, help="rounds each load's seconds are split into"
     )
     parser.add_argument("--only", default="", help="comma-separated server name prefixes")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated server name prefixes to leave out"
+    )
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
     folder = resolve(None).files
@@ -354,35 +438,30 @@ def main() -> None:
         return sum(min(len(c) + 2, 256) for c in tokenizer.content_ids(batch))
 
     plan = scenarios()
-    running = []
+    chosen = []
     for server in servers(folder):
         if args.only and not any(server.name.startswith(p.strip()) for p in args.only.split(",")):
+            continue
+        if args.skip and any(server.name.startswith(p.strip()) for p in args.skip.split(",")):
             continue
         if not Path(server.command[0]).exists() and server.command[0] != sys.executable:
             print(
                 f"skipping {server.name}: {server.command[0]} not found (bench/setup_infinity.sh)"
             )
             continue
-        print(f"starting {server.name} ...", flush=True)
-        started = start(server)
-        if started:
-            running.append(started)
-    table: dict[str, list[tuple[str, Result]]] = {r.server.name: [] for r in running}
+        chosen.append(server)
+    table: dict[str, list[tuple[str, Result]]] = {}
     rounds: dict[tuple[str, str], list[float]] = {}
-    try:
-        for scenario in plan:
-            print(f"measuring {scenario.name} ...", flush=True)
-            tokens = [counts(batch) for batch in scenario.batches]
-            totals, per_round = measure(running, scenario, tokens, args.seconds, args.rounds)
-            for name, result in totals.items():
-                table[name].append((scenario.name, result))
-                rounds[name, scenario.name] = per_round[name]
-    finally:
-        peaks = {r.server.name: stop(r) for r in running}
+    peaks: dict[str, int] = {}
+    together = [s for s in chosen if not s.apart]
+    beside = [s for s in together if s.name == INFINITY]
+    phase(plan, together, counts, args, table, rounds, peaks)
+    for apart in [s for s in chosen if s.apart]:  # each beside its own run of Infinity
+        phase(plan, [apart, *beside], counts, args, table, rounds, peaks, f" beside {apart.name}")
     mixed = [t for batch in plan[1].batches for t in batch]
     short = [t for batch in plan[0].batches for t in batch][:1024]
     ceilings = {name: bare_engine(mixed, *mode) for name, mode in MODES.items()}
-    short_ceilings = dict(bare_engine(short, *mode) for mode in MODES.values())
+    short_ceilings = dict(bare_engine(short, *mode)[:2] for mode in MODES.values())
     short_ceilings["torch fp32 (Infinity's engine)"] = bare_torch(folder, short)
     print(render(table, rounds, peaks, ceilings, args, short_ceilings))
 
@@ -391,11 +470,10 @@ def render(
     table: dict[str, list[tuple[str, Result]]],
     rounds: dict[tuple[str, str], list[float]],
     peaks: dict[str, int],
-    ceilings: dict[str, tuple[str, float]],
+    ceilings: dict[str, tuple[str, float, float | None]],
     args: argparse.Namespace,
     short_ceilings: dict[str, float],
 ) -> str:
-    infinity = "infinity (torch)"
     lines = [
         f"Machine: {machine()}. {args.seconds:.0f} s per load in {args.rounds} rounds, the "
         "servers taking turns; closed-loop clients on the same machine.",
@@ -405,6 +483,11 @@ def render(
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for server, rows in table.items():
+        if server.startswith(f"{INFINITY} beside "):
+            continue  # only another's reference
+        infinity = (
+            f"{INFINITY} beside {server}" if f"{INFINITY} beside {server}" in table else INFINITY
+        )
         for scenario, r in rows:
             ref = dict(table.get(infinity, [])).get(scenario)
             ratio = "n/a"
@@ -422,9 +505,14 @@ def render(
                 f"{peaks[server]:,} | {ratio} |"
             )
     lines.append("")
-    for server, (engine, ceiling) in ceilings.items():
+    for server, (engine, ceiling, packed) in ceilings.items():
         mixed = next((r for name, r in table.get(server, []) if "mixed" in name), None)
-        share = f"; served: {mixed.tokens / mixed.seconds / ceiling:.0%} of it" if mixed else ""
+        rate = mixed.tokens / mixed.seconds if mixed else 0.0
+        share = f"; served: {rate / ceiling:.0%} of it" if mixed else ""
+        if packed:
+            share += f"; packed, the whole corpus: {packed:,.0f}" + (
+                f" (served: {rate / packed:.0%} of it)" if mixed else ""
+            )
         lines.append(
             f"- Bare engine of {server} ({engine}), mixed corpus length-sorted: "
             f"{ceiling:,.0f} tokens/s{share}."
