@@ -53,29 +53,30 @@ def _shipped_onnx(spec: BackendSpec, model: Path) -> Backend:
 
 def openvino(spec: BackendSpec) -> Backend:
     """OpenVINO on our fp32 ONNX export (fp32, or bf16 computed from it), or on an int8 model
-    NNCF quantized from it."""
+    NNCF quantized from it: the packed export where the model packs, else the padded one."""
     from embedserve.backends.onnx_build import cached_onnx_model
     from embedserve.backends.openvino import OpenVinoBackend
     from embedserve.backends.openvino_build import cached_openvino_int8
     from embedserve.backends.packed_export import cached_packed_onnx, serves_packed
 
-    model = cached_onnx_model(
+    padded = cached_onnx_model(
         spec.files, "fp32", spec.cache_root, spec.model_id,
         pools_instruction=spec.pools_instruction,
     )  # fmt: skip
     packed = None
-    if spec.precision == "int8":
+    if serves_packed(spec.files, spec.pools_instruction):
+        packed = cached_packed_onnx(spec.files, padded, spec.cache_root, spec.model_id)
+    model = packed or padded
+    if spec.precision == "int8":  # quantized from the graph that serves
         model = cached_openvino_int8(spec.files, model, spec.cache_root, spec.model_id)
-    elif serves_packed(spec.files, spec.precision, spec.pools_instruction):
-        packed = cached_packed_onnx(spec.files, model, spec.cache_root, spec.model_id)
     pooling = read_metadata(spec.files).pooling or "mean"
     return OpenVinoBackend(
-        packed or model,
+        model,
         spec.precision,  # type: ignore[arg-type]
         threads=spec.cores,
         streams=spec.streams,
         kernel_cache=kernel_cache(spec),
-        compile_cache=(packed or model).parent / "openvino-compiled",  # goes with its build
+        compile_cache=model.parent / "openvino-compiled",  # goes with its build when stale
         packed_pooling=pooling if packed else None,
     )
 

@@ -24,6 +24,7 @@ from embedserve.backends.base import graph_feeds
 from embedserve.backends.build_steps import run_apart, step
 from embedserve.backends.calibration import calibration_texts
 from embedserve.backends.onnx_build import PIPELINE_VERSION
+from embedserve.backends.packing import one_text_a_row
 from embedserve.errors import ModelUnavailable
 from embedserve.machine import cpu_supports_bf16
 from embedserve.models.cache import build_owner, cached_build, tokenizer_digest
@@ -51,7 +52,7 @@ def openvino_missing(precision: str, kind: str = "cpu") -> str | None:
 
 def cached_openvino_int8(folder: Path, fp32_onnx: Path, cache_root: Path, name: str) -> Path:
     """Path of the int8 OpenVINO model (model.xml, with model.bin beside it) of `folder`,
-    quantized from its fp32 ONNX graph `fp32_onnx`."""
+    quantized from its fp32 ONNX graph `fp32_onnx` (padded or packed)."""
     problem = openvino_missing("int8")
     if problem:
         raise ModelUnavailable(problem)
@@ -89,7 +90,12 @@ def quantize(folder: Path, fp32_onnx: Path, out: Path) -> None:
     samples = []
     for ids in tokenizer.encode(calibration_texts()):
         row = np.array([ids], dtype=np.int64)
-        samples.append(graph_feeds(inputs, row, np.ones_like(row)))
+        if "segments" in inputs:  # the packed graph: a text a row
+            text = one_text_a_row(row, np.ones_like(row))
+            feeds = {"input_ids": text.ids, "position_ids": text.positions}
+            samples.append({**feeds, "segments": text.segments})
+        else:
+            samples.append(graph_feeds(inputs, row, np.ones_like(row)))
     quantized = nncf.quantize(
         model,
         nncf.Dataset(samples),

@@ -47,10 +47,10 @@ def not_packable(folder: Path) -> str | None:
     return None
 
 
-def serves_packed(folder: Path, precision: str, pools_instruction: bool) -> bool:
-    """Whether OpenVINO serves `folder` packed at `precision` (if the packed graph proves
-    exact at build): not int8, which NNCF quantizes from the padded graph."""
-    return precision != "int8" and pools_instruction and not_packable(folder) is None
+def serves_packed(folder: Path, pools_instruction: bool) -> bool:
+    """Whether OpenVINO serves `folder` packed (if the packed graph proves exact at build): its
+    fp32 and bf16 compute the packed graph, its int8 is quantized from it."""
+    return pools_instruction and not_packable(folder) is None
 
 
 def packed_key(folder: Path) -> str:

@@ -285,9 +285,7 @@ def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -
         [BACKENDS[choice.entry.reference]] if choice.entry.reference else []
     )
     versions = [importlib.metadata.version(p) for entry in entries for p in entry.packages]
-    packed = choice.name == "openvino" and serves_packed(
-        spec.files, choice.precision, spec.pools_instruction
-    )
+    packed = choice.name == "openvino" and serves_packed(spec.files, spec.pools_instruction)
     return Verdicts.key(
         export_key(spec.files, spec.pools_instruction),
         packed_key(spec.files) if packed else "padded",
