@@ -292,11 +292,16 @@ def test_compare_marks_exactly_the_positions_that_changed(page: Any, server: str
 def test_a_wrong_key_shows_the_servers_401_envelope_and_the_key_stays_in_memory(
     page: Any, server: str
 ) -> None:
+    expected = httpx.get(f"{server}/v1/models", headers={"Authorization": "Bearer sk-wrong"})
     open_page(page, server, key="sk-wrong")
-    page.wait_for_selector("#error:not([hidden])")
+    # the keyless first request's 401 ("no API key") showed before: wait for the wrong key's
+    page.wait_for_function(
+        "message => document.getElementById('error-body').textContent.includes(message)",
+        arg=expected.json()["error"]["message"],
+    )
+    assert page.is_visible("#error")
     assert "401" in page.inner_text("#error-title")
     shown = json.loads(page.inner_text("#error-body"))
-    expected = httpx.get(f"{server}/v1/models", headers={"Authorization": "Bearer sk-wrong"})
     assert shown == expected.json()
     assert shown["error"]["code"] == "invalid_api_key"
     # Then the right key: the page works, and the key is nowhere but the page's memory.

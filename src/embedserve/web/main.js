@@ -72,6 +72,7 @@ document.getElementById("key-form").addEventListener("submit", (event) => {
   setKey(field.value);
   field.value = "";  // held in one variable only, not in the form as well
   document.getElementById("key-panel").hidden = true;
+  clearError();  // the keyless request's 401 is answered; what the new key gets shows next
   loadModels();
 });
 loadModels();
