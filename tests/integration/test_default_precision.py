@@ -135,6 +135,9 @@ def test_the_verdict_is_kept_with_the_builds_until_what_decides_it_changes(  # t
     config.write_text(json.dumps({**json.loads(config.read_text()), "max_seq_length": 128}))
     load_embedder(resolve(str(shorter)), Settings()).close()
     assert len(probes) == 3  # the same graph, but probe texts cut elsewhere: probed again
+    monkeypatch.setattr(loading, "serves_packed", lambda *a: False)
+    load_embedder(minilm, Settings()).close()
+    assert len(probes) == 4  # a padded graph's verdict is not a packed one's
 
 
 def test_a_negative_verdict_skips_building_the_mode_next_time(  # type: ignore[no-untyped-def]
