@@ -29,6 +29,11 @@ class ModelUnavailable(EmbedServeError):
     """A model source cannot be resolved or loaded (missing folder, hub unreachable, bad files)."""
 
 
+class MissingDependency(EmbedServeError):
+    """A part of the server is not installed (a broken install): a fault of ours, answered 500
+    and logged with what to install, never blamed on the request."""
+
+
 class ConfigError(EmbedServeError):
     """The server's own configuration is inconsistent (reported at start-up)."""
 

@@ -33,6 +33,7 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.UpstreamTimeout: (504, "upstream_timeout"),  # logged only: nobody reads it
     errors.ModelNotReady: (503, "service_unavailable"),
     errors.ModelUnavailable: (503, "service_unavailable"),
+    errors.MissingDependency: (500, "server_error"),
 }
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
 
@@ -108,6 +109,8 @@ async def _domain(request: Request, exc: errors.EmbedServeError) -> JSONBytes:
         error = from_domain(exc)
     except LookupError:
         return fault(request.scope, exc)
+    if error.status == 500:  # ours, and the message says what to do about it: one line
+        log.error("%s %s: %s", request.method, request.url.path, error.message)
     return error_response(request.scope, error)
 
 

@@ -4,12 +4,14 @@ to disk under --max-file-bytes), list, retrieve, content, delete. Each file is i
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import shutil
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 from fastapi import Query, Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import FileResponse
 
@@ -20,7 +22,7 @@ from embedserve.api.openai_routes import ERRORS
 from embedserve.api.wire import state_of, wire_router
 from embedserve.batches.store import FileRecord, Store, new_id, now, owner_of
 from embedserve.config import Settings
-from embedserve.errors import InvalidInput, NotFound, TooLarge
+from embedserve.errors import InvalidInput, MissingDependency, NotFound, TooLarge
 
 router = wire_router()  # OpenAI's error envelope
 
@@ -28,6 +30,9 @@ Found = TypeVar("Found")
 UPLOAD_PATH = "/v1/files"
 PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
 MULTIPART_SLACK = 64 * 1024  # the form's boundaries and headers around the file
+MULTIPART_INSTALLED = importlib.util.find_spec("python_multipart") is not None
+"""Starlette parses forms with python-multipart, an install dependency; without it every
+upload would fail, and that is the server's fault, not the client's."""
 
 
 def owner(request: Request) -> str:
@@ -84,14 +89,23 @@ async def upload_file(request: Request) -> JSONBytes:
     """The body streams in under `upload_limit` (the middleware refuses it past that)."""
     state = state_of(request)
     limit = state.settings.max_file_bytes
+    if not MULTIPART_INSTALLED:
+        raise MissingDependency(
+            "uploads need the python-multipart package, which this installation lacks; "
+            "reinstall embedserve (pip install -e .) or pip install python-multipart",
+            code="missing_dependency",
+        )
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise InvalidInput(
+            "send the file as multipart/form-data with 'file' and 'purpose' "
+            f"(got Content-Type {content_type!r}; with curl: -F purpose=batch -F file=@f.jsonl)"
+        )
     try:
         form = await request.form(max_files=1, max_fields=8)
-    except MultiPartException as exc:
-        raise InvalidInput(f"the upload is not a valid multipart form: {exc.message}") from None
-    except AssertionError:  # starlette: the body is not multipart at all
-        raise InvalidInput(
-            "send the file as multipart/form-data with 'file' and 'purpose'"
-        ) from None
+    except (MultiPartException, HTTPException) as exc:  # starlette raises the second in an app
+        reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise InvalidInput(f"the upload is not a valid multipart form: {reason}") from None
     try:
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(upload, UploadFile):

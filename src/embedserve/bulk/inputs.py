@@ -159,9 +159,9 @@ def scan(files: Sequence[InputFile], every: int) -> tuple[int, list[Cursor]]:
             raise BadInput(f"{file.name}: cannot read it ({exc.strerror or exc})") from None
         except csv.Error as exc:
             raise BadInput(f"{file.name}: not valid CSV ({exc})") from None
-        except BadInput:
-            raise
-        except Exception as exc:  # pyarrow's errors for a file that is not Parquet
+        except ValueError as exc:  # pyarrow's ArrowInvalid: a file that is not Parquet
+            if file.format != "parquet":
+                raise
             raise BadInput(f"{file.name}: not a Parquet file ({exc})") from None
     return total, starts
 
@@ -325,9 +325,7 @@ def _parquet(file: InputFile, fields: Fields, at: Cursor) -> Iterator[_Row]:
 
     try:
         parquet = pq.ParquetFile(file.path)
-    except OSError:
-        raise
-    except Exception as exc:
+    except ValueError as exc:  # pyarrow's ArrowInvalid: not Parquet (a missing pyarrow is ours)
         raise BadInput(f"{file.name}: not a Parquet file ({exc})") from None
     columns = [name for name in (fields.text, fields.id) if name is not None]
     missing = [name for name in columns if name not in parquet.schema_arrow.names]

@@ -75,17 +75,16 @@ def _parse(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+    import yaml  # here, not at module load: most starts read no config file
+
     try:
         if path.suffix == ".toml":
             return tomllib.loads(text)
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             return yaml.safe_load(text)
         if path.suffix == ".json":
             return json.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
-    except Exception as exc:  # yaml.YAMLError, without importing yaml at module load
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, ValueError, yaml.YAMLError) as exc:
+        kind = "YAML" if isinstance(exc, yaml.YAMLError) else path.suffix[1:].upper()
+        raise ConfigError(f"{path} is not valid {kind}: {exc}") from exc
     raise ConfigError(f"{path}: use a .toml, .yaml, .yml or .json file")
