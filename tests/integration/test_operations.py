@@ -18,6 +18,7 @@ from embedserve.models.source import ModelSource
 from tests.fakes import (
     BlockingBackend,
     EchoBackend,
+    SlowBackend,
     fake_embedder,
     registry_with,
     state_of,
@@ -287,6 +288,34 @@ async def test_a_request_over_the_token_limit_is_a_400(minilm) -> None:  # type:
     assert big.status_code == 400
     assert big.json()["error"]["code"] == "too_many_tokens"
     assert "limit of 20" in big.json()["error"]["message"]
+
+
+BIG_REQUEST = [f"{n} " + " ".join(["word"] * 300) for n in range(2048)]
+"""2,048 inputs of 300 words: about 524,000 tokens after truncation, under every other limit."""
+
+
+async def test_a_request_over_openais_token_limit_is_refused_at_once_by_default(minilm) -> None:  # type: ignore[no-untyped-def]
+    backend = EchoBackend()
+    _, client = app_client(minilm, backend)
+    async with client:
+        big = await client.post("/v1/embeddings", json={"input": BIG_REQUEST})
+    assert big.status_code == 400
+    assert big.json()["error"]["code"] == "too_many_tokens"
+    assert "limit of 300000" in big.json()["error"]["message"]
+    assert "--max-request-tokens" in big.json()["error"]["message"]
+    assert not backend.batches  # refused before any compute
+
+
+async def test_a_big_request_computing_past_the_timeout_is_not_a_timeout(minilm) -> None:  # type: ignore[no-untyped-def]
+    """Its passes take far longer than the request timeout in all, but it never waits: 200."""
+    backend = SlowBackend(0.03)
+    limits = BatchLimits(max_batch_size=64, timeout_s=0.3)
+    _, client = app_client(minilm, backend, embedder={"limits": limits}, max_request_tokens=None)
+    async with client:
+        big = await client.post("/v1/embeddings", json={"input": BIG_REQUEST})
+    assert big.status_code == 200, big.text
+    assert len(big.json()["data"]) == len(BIG_REQUEST)
+    assert len(backend.batches) >= 2048 // 64  # over a second of compute, past the 0.3 s
 
 
 async def test_readiness_is_503_while_draining(minilm) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedserve.engine.batcher import Batcher, BatchLimits, coarse_width
-from embedserve.errors import Overloaded
+from embedserve.errors import ModelNotReady, Overloaded, QueueTimeout
 from tests.fakes import (
     BlockingBackend,
     EchoBackend,
@@ -381,3 +381,76 @@ async def test_on_an_idle_server_background_passes_take_the_whole_budget() -> No
     assert sorted(int(r[1]) for r in rows) == list(range(9000, 9128))
     assert max(rows for rows, _ in backend.batches) == 64  # as online batches would be
     batcher.close()
+
+
+class GatedBatcher(Batcher):
+    """Holds the former while it prepares the batch of `held` (token), until `gate` opens."""
+
+    held = 4102
+    gate = threading.Event()
+
+    def _prepare(self, batch):  # type: ignore[no-untyped-def]
+        if batch[0].tokens[1] == self.held:
+            assert self.gate.wait(10), "test never opened the gate"
+        return super()._prepare(batch)
+
+
+async def test_a_skipped_batch_frees_its_stream_for_waiting_background_work() -> None:
+    """The only batch in flight belongs to a client that went away: skipping it must wake the
+    former, which waits for a free stream while background work waits. No online request comes
+    to wake it otherwise."""
+    backend = BlockingBackend()
+    batcher = GatedBatcher(backend.embed, backend.dimension, 0, BatchLimits(max_batch_size=1))
+    GatedBatcher.gate.clear()
+    busy = asyncio.create_task(batcher.submit([seq(4101, 5)]))
+    await asyncio.to_thread(backend.entered.wait, 5)
+    gone = asyncio.create_task(batcher.submit([seq(4102, 5)]))
+    await until(lambda: state_of(batcher) == (1, 1, 0))  # 4102 chosen, held in preparation
+    background = asyncio.create_task(batcher.submit([seq(9100, 5)], background=True))
+    await until(lambda: batcher.state().background == 1)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    backend.release.set()
+    await busy  # its stream is free while 4102 is still being prepared: nobody waits to hear
+    GatedBatcher.gate.set()  # 4102 is handed over and skipped; the former waits for a stream
+    rows = await asyncio.wait_for(background, 10)
+    assert int(rows[0, 1]) == 9100
+    assert 4102 not in backend.seen
+
+
+async def test_the_timeout_measures_waiting_not_a_big_requests_own_compute() -> None:
+    """Twenty passes of 0.05 s: a second of compute, past a 0.3 s timeout, yet never waiting."""
+    batcher = batcher_for(SlowBackend(0.05), max_batch_size=1, timeout_s=0.3)
+    rows = await batcher.submit([seq(7200 + i, 5) for i in range(20)])
+    assert [int(r[1]) for r in rows] == [7200 + i for i in range(20)]
+
+
+async def test_a_request_waiting_behind_others_past_the_timeout_is_dropped() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=1, timeout_s=0.2)
+    busy = asyncio.create_task(batcher.submit([seq(7301, 5)]))
+    await asyncio.to_thread(backend.entered.wait, 5)
+    with pytest.raises(QueueTimeout) as waited:
+        await batcher.submit([seq(7302, 5), seq(7303, 5)])
+    backend.release.set()
+    await busy
+    assert "waited more than 0.2s" in waited.value.message
+    assert 7303 not in backend.seen
+
+
+async def test_closing_fails_what_still_waits_instead_of_leaving_it_hanging() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=1)
+    busy = asyncio.create_task(batcher.submit([seq(7401, 5)]))
+    await asyncio.to_thread(backend.entered.wait, 5)
+    queued = asyncio.create_task(batcher.submit([seq(7402 + i, 5) for i in range(3)]))
+    await until(lambda: batcher.state().queued >= 1)
+    closing = asyncio.create_task(asyncio.to_thread(batcher.close))
+    backend.release.set()
+    await closing
+    assert int((await busy)[0, 1]) == 7401  # the pass in flight finishes
+    with pytest.raises(ModelNotReady):
+        await asyncio.wait_for(queued, 5)
+    with pytest.raises(ModelNotReady):
+        await batcher.submit([seq(7499, 5)])

@@ -232,15 +232,16 @@ class Settings:
     )
     request_timeout_s: float = setting(
         30.0,
-        "seconds a request's inputs may wait in the queue; past it a 503 with Retry-After, and "
-        "they are dropped before they cost compute",
+        "seconds a request may wait with none of its inputs computing (queued behind others, "
+        "before its first pass or between two); past it a 503 with Retry-After, and its waiting "
+        "inputs are dropped before they cost compute. A request's own compute is not waiting",
         bound=ABOVE_0,
     )
     max_request_tokens: int | None = setting(
-        None,
-        "tokens one request may embed, summed over its inputs (400 past it)",
+        300_000,
+        "tokens one request may embed, summed over its inputs after truncation (400 past it; "
+        "OpenAI's limit by default): a bigger request belongs in several, or in a batch",
         bound=AT_LEAST_1,
-        shown_default="no limit",
     )
     drain_timeout_s: float = setting(
         30.0, "seconds in-flight requests get to finish on SIGTERM/SIGINT", bound=AT_LEAST_0

@@ -42,7 +42,7 @@ from embedserve.backends.packing import (
     lay_out,
     packed_passes,
 )
-from embedserve.errors import Overloaded, QueueTimeout
+from embedserve.errors import ModelNotReady, Overloaded, QueueTimeout
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class BatchLimits:
     """Most sequences waiting; past it new requests get 429 (a request alone is always taken)."""
 
     timeout_s: float | None = None
-    """How long a request may wait for its sequences to start computing; past it they are
-    dropped and the request fails with QueueTimeout (503)."""
+    """How long a request may wait with none of its sequences computing (before its first pass,
+    or between two of its passes); past it its waiting sequences are dropped and it fails with
+    QueueTimeout (503). A big request whose passes keep coming is not waiting, however long."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class _Job:
     queued: int = 0  # items the compute thread has not taken yet
     finished: bool = False  # result, error or cancellation: its queued items are dropped
     background: bool = False  # a batch job's: never a pass on every core
+    progressed: float = field(default_factory=time.monotonic)  # submitted, or a pass of it began
 
 
 @dataclass(eq=False)
@@ -229,6 +231,8 @@ class Batcher:
             return job.out
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         with self._cond:
+            if self._closed:
+                raise ModelNotReady("the model is being unloaded or the server is stopping")
             if not background:
                 self._last_online = time.monotonic()
                 if self._pending and len(self._pending) + len(sequences) > self.limits.max_queued:
@@ -256,24 +260,31 @@ class Batcher:
             raise
 
     async def _wait(self, job: _Job) -> np.ndarray:
-        """The job's result. Past the timeout, a job with sequences still waiting (queued, or
-        in a prepared batch) is dropped; one whose sequences are all computing is waited for."""
-        if self.limits.timeout_s is None:
+        """The job's result. A job that has waited the timeout with none of its sequences
+        computing, while some still wait (queued, or in a prepared batch), is dropped; one whose
+        sequences are all computing, or whose passes keep starting, is waited for."""
+        timeout = self.limits.timeout_s
+        if timeout is None:
             return await job.future
-        try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.limits.timeout_s)
-        except TimeoutError:
-            with self._cond:
-                expired = job.queued > 0
-                job.finished = job.finished or expired
-                waiting = len(self._pending)
-            if not expired:
-                return await job.future
-            raise QueueTimeout(
-                f"the request waited more than {self.limits.timeout_s:g}s for the model; "
-                f"the server is busy, retry shortly",
-                retry_after=self._drain_seconds(waiting),
-            ) from None
+        left = timeout
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(job.future), left)
+            except TimeoutError:
+                with self._cond:
+                    if not job.queued:
+                        break
+                    left = job.progressed + timeout - time.monotonic()
+                    expired = left <= 0
+                    job.finished = job.finished or expired
+                    waiting = len(self._pending)
+                if expired:
+                    raise QueueTimeout(
+                        f"the request waited more than {timeout:g}s for the model; "
+                        f"the server is busy, retry shortly",
+                        retry_after=self._drain_seconds(waiting),
+                    ) from None
+        return await job.future
 
     def _drain_seconds(self, waiting: int) -> int:
         """Retry-After: how long the sequences now waiting take at the recent compute rate
@@ -283,11 +294,19 @@ class Batcher:
         return min(60, max(1, math.ceil(waiting / self._rate)))
 
     def close(self) -> None:
+        """Stop the threads (after the pass in flight); whatever still waits fails with
+        ModelNotReady rather than waiting forever."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
+        with self._cond:
+            left = [*self._pending, *self._background]
+            self._pending, self._background = [], []
+            gone = ModelNotReady("the model was unloaded or the server stopped before this ran")
+            for job in {id(item.job): item.job for item in left}.values():
+                _settle(job, error=gone)
 
     # -- former thread -------------------------------------------------------------------------
 
@@ -434,9 +453,12 @@ class Batcher:
             batch, args, padded = work
             with self._cond:  # from here on, a timeout waits for the result
                 self._unclaimed -= 1
+                started = time.monotonic()
                 for item in batch:
                     item.job.queued -= 1
+                    item.job.progressed = started
                 if all(item.job.finished for item in batch):
+                    self._cond.notify_all()  # a stream is free: the former may be waiting for one
                     continue  # every client went away: skip the compute
                 every_core = self._claim_cores(may_take_all=not batch[0].job.background)
             try:

@@ -217,7 +217,7 @@ def check_request_tokens(
     if limit is not None and total > limit:
         raise InvalidInput(
             f"the request holds {total} tokens, more than this server's limit of {limit} per "
-            f"request; split it into several requests",
+            f"request (--max-request-tokens); split it into several requests",
             param=field,
             code="too_many_tokens",
         )
