@@ -51,6 +51,20 @@ def wait_until_listening(process: subprocess.Popen[bytes], base: str, log: Path)
     pytest.fail(f"server did not start in time:\n{log.read_text()}")
 
 
+def wait_for_compute(base: str) -> None:
+    """Until the server has run a batch from the queue: the request is in flight."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        if any(
+            line.startswith("embedserve_batch_size_count") and float(line.split()[-1]) >= 1
+            for line in metrics.splitlines()
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the request never reached the model")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:

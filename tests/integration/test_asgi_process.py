@@ -5,16 +5,19 @@ the models loaded in each worker's lifespan and closed when it stops."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from tests.conftest import REAL_SENTENCES, cosines, reference_vectors
-from tests.processes import start_command, stop, wait_until_listening
+from tests.processes import start_command, stop, wait_for_compute, wait_until_listening
 
 pytestmark = pytest.mark.process
 
@@ -110,17 +113,68 @@ def _worker_pids(log: str) -> list[str]:
     [
         ({"EMBEDSERVE_MODEL": "./no/such"}, "model folder './no/such' does not exist"),
         ({"EMBEDSERVE_PRECISION": "fp8"}, "EMBEDSERVE_PRECISION='fp8' is not one of"),
+        ({"EMBEDSERVE_MODEL": "@broken"}, "cannot be served"),  # fails in the lifespan
     ],
 )
-def test_uvicorn_workers_that_cannot_start_say_why_in_one_line_and_stop(
+def test_uvicorn_workers_that_cannot_start_say_why_and_the_supervisor_exits_non_zero(
     tmp_path: Path, env: dict[str, str], fragment: str
 ) -> None:
+    if env.get("EMBEDSERVE_MODEL") == "@broken":  # found, but its weights cannot be read
+        env = {"EMBEDSERVE_MODEL": str(broken_model(tmp_path))}
     process, _, log = start_command(tmp_path, [*FACTORY, "--workers", "2"], env)
-    process.wait(timeout=120)  # uvicorn's supervisor stops (its own exit code: 0)
+    workers = children_of(process.pid)
+    code = process.wait(timeout=300)
     text = log.read_text()
-    assert "failed to start, stopping the parent process" in text, text[-3000:]
-    assert text.count(f"embedserve cannot start: {fragment}") == 2  # once a worker, no restarts
+    assert code != 0, text[-3000:]  # uvicorn's own supervisor would exit 0
+    assert f"embedserve cannot start: {fragment}" in text or fragment in text, text[-3000:]
+    assert "stopping uvicorn's supervisor" in text
     assert "Traceback" not in text
+    for worker in workers:  # no worker serves on without its supervisor
+        worker.wait(timeout=60)
     alone, _, single_log = start_command(tmp_path, FACTORY, env)
-    assert alone.wait(timeout=120) == 3  # one worker: uvicorn's start-up failure code
-    assert f"embedserve cannot start: {fragment}" in single_log.read_text()
+    assert alone.wait(timeout=300) == 3  # one worker: uvicorn's start-up failure code
+    assert fragment in single_log.read_text()
+
+
+def broken_model(tmp_path: Path) -> Path:
+    from embedserve.models.source import resolve
+
+    folder = tmp_path / "broken"
+    shutil.copytree(resolve(None).files, folder)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    return folder
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    """The supervisor's child processes, once it has started its two workers (or exited)."""
+    parent, found = psutil.Process(pid), list[psutil.Process]()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(found) < 2:
+        try:
+            found = parent.children()
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    return found
+
+
+def test_under_plain_uvicorn_a_stop_signal_turns_readiness_to_draining(tmp_path: Path) -> None:
+    process, base, log = start_command(tmp_path, FACTORY)
+    try:
+        wait_until_listening(process, base, log)
+        texts = [f"{i} " + "long words here " * 80 for i in range(96)]  # seconds of compute
+        result: dict[str, httpx.Response] = {}
+        request = threading.Thread(
+            target=lambda: result.setdefault(
+                "r", httpx.post(f"{base}/v1/embeddings", json={"input": texts}, timeout=120)
+            )
+        )
+        request.start()
+        wait_for_compute(base)
+    except BaseException:
+        stop(process)
+        raise
+    text = stopped(process, log)
+    request.join(120)
+    assert "draining in-flight requests" in text
+    assert result["r"].status_code == 200  # the request in flight was drained, not dropped

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines
-from tests.processes import start, stop, wait_until_listening
+from tests.processes import start, stop, wait_for_compute, wait_until_listening
 
 pytestmark = pytest.mark.process
 
@@ -331,20 +331,6 @@ def test_drain_is_bounded_by_the_drain_timeout(tmp_path, sig) -> None:  # type: 
     assert code == 0, log.read_text()[-2000:]
     assert "draining in-flight requests" in log.read_text()
     assert took < 15, took  # 1 s of drain, then shutdown; not the minutes the request needs
-
-
-def wait_for_compute(base: str) -> None:
-    """Until the server has run a batch from the queue: the request is in flight."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        metrics = httpx.get(f"{base}/metrics", timeout=5).text
-        if any(
-            line.startswith("embedserve_batch_size_count") and float(line.split()[-1]) >= 1
-            for line in metrics.splitlines()
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the request never reached the model")
 
 
 def _ignore_errors(call) -> None:  # type: ignore[no-untyped-def]
