@@ -335,7 +335,12 @@ def test_two_keys_cannot_see_each_others_files_or_batches(tmp_path: Path) -> Non
         stopped(process)
 
 
-def test_a_server_killed_mid_batch_resumes_it_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_server_stopped_mid_batch_resumes_it_exactly_once(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGKILL: a crash. SIGTERM: the drain ends the batch's in-flight work cleanly (exit 0,
+    nothing logged as an error) and commits what it finished."""
     data = tmp_path / "data"
     long_text = " ".join(WORDS * 6)
     ids = [f"k{n}" for n in range(300)]
@@ -353,10 +358,16 @@ def test_a_server_killed_mid_batch_resumes_it_exactly_once(tmp_path: Path) -> No
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
         time.sleep(0.5)  # mid-commit, likely: lines written that no commit has counted yet
-        process.kill()
-        process.wait()
+        process.send_signal(sig)
+        code = process.wait(timeout=60)
     finally:
         stopped(process)
+    first_run = log.read_text()
+    if sig == signal.SIGTERM:
+        assert code == 0, first_run[-3000:]
+        assert "Traceback" not in first_run
+        assert " ERROR " not in first_run, first_run[-3000:]
+        assert f"batch {batch.id}: stopping with" in first_run  # says where it will resume
     process, base, log = served(tmp_path, "--data-dir", str(data))
     try:
         client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)

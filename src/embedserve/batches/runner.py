@@ -244,6 +244,14 @@ class BatchRunner:
                     committed = time.monotonic()
                     if commit().status != "in_progress" or now() >= batch.expires_at:
                         break
+        except asyncio.CancelledError:  # the server stops: what is done is committed below
+            log.info(
+                "batch %s: stopping with %d of %d requests done; the next start resumes it there",
+                batch.id,
+                done,
+                batch.total,
+            )
+            raise
         finally:
             waiter.cancel()
             for _, task in in_flight:
