@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import shutil
 import tempfile
+import threading
+import weakref
 
 # Tests never reach a model hub: everything loads from packaged files.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -27,12 +30,64 @@ import pytest
 import torch  # noqa: F401
 
 from embedserve.config import Settings
+from embedserve.engine.batcher import Batcher
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.openai_tokens import prepare_tiktoken_cache
 from embedserve.models.source import ModelSource, resolve
 
 prepare_tiktoken_cache()
 atexit.register(shutil.rmtree, os.environ["EMBEDSERVE_CACHE_DIR"], ignore_errors=True)
+
+
+# Every batcher a test makes is closed when the scope that made it ends (the test, its module,
+# the session), and none of their threads may outlive the session: a leaked batcher is two or
+# more threads for the rest of the run (hundreds were seen), and a thread left at the end means
+# a batcher that does not stop when closed.
+_BATCHERS: weakref.WeakValueDictionary[int, Batcher] = weakref.WeakValueDictionary()
+_MADE = itertools.count(1)
+_batcher_init = Batcher.__init__
+
+
+def _tracked_init(self: Batcher, *args: object, **kwargs: object) -> None:
+    _batcher_init(self, *args, **kwargs)  # type: ignore[arg-type]
+    _BATCHERS[next(_MADE)] = self
+
+
+Batcher.__init__ = _tracked_init  # type: ignore[method-assign]
+
+
+def _mark() -> int:
+    """A number below every batcher made from now on."""
+    return next(_MADE)
+
+
+def _close_batchers_made_after(mark: int) -> None:
+    for number, batcher in sorted(_BATCHERS.items()):
+        if number > mark:
+            batcher.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_batcher_thread_outlives_the_session() -> Iterator[None]:
+    mark = _mark()
+    yield
+    _close_batchers_made_after(mark)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("embedserve-")]
+    assert not left, f"batcher threads still running after the session: {left}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_closes_its_batchers() -> Iterator[None]:
+    mark = _mark()
+    yield
+    _close_batchers_made_after(mark)
+
+
+@pytest.fixture(autouse=True)
+def _test_closes_its_batchers() -> Iterator[None]:
+    mark = _mark()
+    yield
+    _close_batchers_made_after(mark)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
