@@ -313,7 +313,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path) -> None:  # typ
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_drain_is_bounded_by_the_drain_timeout(tmp_path, sig) -> None:  # type: ignore[no-untyped-def]
-    process, base, log = start(tmp_path, "--drain-timeout", "1")
+    # a request of ~366,000 tokens, past the default per-request limit: lifted here
+    process, base, log = start(tmp_path, "--drain-timeout", "1", "--max-request-tokens", "none")
     wait_until_listening(process, base, log)
     texts = [f"{i} " + "long words here " * 80 for i in range(1500)]  # far longer than 1 s
     request = threading.Thread(

@@ -447,6 +447,7 @@ async def test_closing_fails_what_still_waits_instead_of_leaving_it_hanging() ->
     queued = asyncio.create_task(batcher.submit([seq(7402 + i, 5) for i in range(3)]))
     await until(lambda: batcher.state().queued >= 1)
     closing = asyncio.create_task(asyncio.to_thread(batcher.close))
+    await until(lambda: batcher.closing)  # before the pass in flight ends
     backend.release.set()
     await closing
     assert int((await busy)[0, 1]) == 7401  # the pass in flight finishes

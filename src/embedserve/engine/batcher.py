@@ -200,6 +200,12 @@ class Batcher:
         with self._cond:
             return len(self._pending)
 
+    @property
+    def closing(self) -> bool:
+        """close() was called: nothing new is taken."""
+        with self._cond:
+            return self._closed
+
     def state(self) -> BatcherState:
         with self._cond:
             return BatcherState(
