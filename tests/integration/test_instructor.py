@@ -21,7 +21,7 @@ from tests.reference.instructor import instructor_vectors
 
 pytestmark = pytest.mark.slow  # a reference venv, and exports
 
-_, QUERY, DOCUMENT = next(f for f in FAMILY_DEFAULTS if f[0] == "instructor")
+_, QUERY, DOCUMENT = next(f for f in FAMILY_DEFAULTS if "instructor" in f[0])
 TEXTS = [*REAL_SENTENCES[:8], *VARIED_TEXTS, "  spaced out  ", "word " * 600]  # last: truncated
 
 

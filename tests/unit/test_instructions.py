@@ -1,6 +1,6 @@
 import pytest
 
-from embedserve.engine.instructions import instructions_for
+from embedserve.engine.instructions import E5_INSTRUCT_QUERY, instructions_for
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,15 @@ from embedserve.engine.instructions import instructions_for
             "Represent the document for retrieval: ",
         ),
         ("sentence-transformers/all-MiniLM-L6-v2", "", ""),
+        ("BAAI/bge-m3", "", ""),  # no instruction, though a bge
+        (
+            "intfloat/multilingual-e5-large-instruct",
+            "Instruct: Given a web search query, retrieve relevant passages that answer the query"
+            "\nQuery: ",
+            "",
+        ),
+        ("intfloat/e5-mistral-7b-instruct", E5_INSTRUCT_QUERY, ""),
+        ("nomic-ai/nomic-embed-text-v1.5", "search_query: ", "search_document: "),
         ("acme/abgex-e5x", "", ""),  # family names match whole name parts only
     ],
 )

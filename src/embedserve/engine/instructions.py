@@ -10,15 +10,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# (substring of the model id, query instruction, document instruction)
-FAMILY_DEFAULTS = (
+E5_INSTRUCT_QUERY = (
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
+)
+"""The query format of e5-*-instruct and e5-mistral (their model cards' retrieval task)."""
+
+# (whole parts of the model id that must all be there, query instruction, document instruction):
+# the first family that matches gives a model its defaults, where its own prompts give none.
+FAMILY_DEFAULTS: tuple[tuple[frozenset[str], str, str], ...] = (
     (
-        "instructor",
+        frozenset({"instructor"}),
         "Represent the question for retrieving supporting documents: ",
         "Represent the document for retrieval: ",
     ),  # h2oGPT's instructions for instructor models
-    ("bge", "Represent this sentence for searching relevant passages: ", ""),
-    ("e5", "query: ", "passage: "),
+    (frozenset({"bge", "m3"}), "", ""),  # bge-m3 retrieves without instructions
+    (frozenset({"bge"}), "Represent this sentence for searching relevant passages: ", ""),
+    (frozenset({"e5", "instruct"}), E5_INSTRUCT_QUERY, ""),
+    (frozenset({"e5"}), "query: ", "passage: "),
+    (frozenset({"nomic", "embed"}), "search_query: ", "search_document: "),
 )
 _QUERY_KEYS = ("query", "search_query", "question")
 _DOCUMENT_KEYS = ("document", "passage", "search_document", "corpus")
@@ -49,7 +58,7 @@ def instructions_for(
     document: str | None = None,
 ) -> Instructions:
     parts = _name_parts(model_id)
-    family = next((f for f in FAMILY_DEFAULTS if f[0] in parts), None)
+    family = next((f for f in FAMILY_DEFAULTS if f[0] <= parts), None)
     prompts = prompts or {}
     if query is None:
         query = _first(prompts, _QUERY_KEYS)
