@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -187,5 +188,189 @@ def minilm_cross_encoder(target: Path, minilm: Path) -> Path:
         shutil.copy(minilm / name, hf / name)
     folder = target / "minilm-cross-encoder"
     CrossEncoder(str(hf), num_labels=1).save(str(folder))
+    shutil.rmtree(hf)
+    return folder
+
+
+def tiny_static_model(
+    target: Path, tokenizer_from: Path, layout: str = "sentence-transformers"
+) -> Path:
+    """A static embedding model (64 dimensions over the borrowed tokenizer's vocabulary, random
+    weights) in sentence-transformers' layout (0_StaticEmbedding/, as static-retrieval-mrl-en-v1
+    ships) or model2vec's (potion: the table at the root as `embeddings`, with a token `mapping`
+    and per-token `weights`, then Normalize)."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    folder = target / f"static-{layout}"
+    if layout == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_from / "tokenizer.json"))
+        table = rng.standard_normal((tokenizer.get_vocab_size(), 64)).astype(np.float32)
+        static = StaticEmbedding(tokenizer, embedding_weights=table)
+        model = SentenceTransformer(modules=[static], prompts={"query": "query: "})
+        model.save(str(folder))
+        return folder
+    folder.mkdir(parents=True)
+    vocabulary = json.loads((tokenizer_from / "tokenizer.json").read_text())["model"]["vocab"]
+    rows = 5000  # model2vec's vocabulary quantization: many tokens share a row
+    save_file(
+        {
+            "embeddings": rng.standard_normal((rows, 64)).astype(np.float16),
+            "mapping": rng.integers(0, rows, len(vocabulary)).astype(np.int64),
+            "weights": rng.uniform(0.1, 2.0, len(vocabulary)).astype(np.float32),
+        },
+        str(folder / "model.safetensors"),
+    )
+    shutil.copy(tokenizer_from / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "config.json").write_text(json.dumps({"model_type": "model2vec", "normalize": True}))
+    modules = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": ".",
+            "type": "sentence_transformers.models.StaticEmbedding",
+        },
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Normalize").mkdir()
+    return folder
+
+
+def sharded(folder: Path, target: Path, shard_size: str = "300KB") -> Path:
+    """A copy of a sentence-transformers folder whose transformer weights are split into
+    shards with an index (model-0000x-of-0000y.safetensors), as hub models over ~5 GB ship."""
+    from transformers import AutoModel
+
+    copy = target / f"{folder.name}-sharded"
+    shutil.copytree(folder, copy)
+    model = AutoModel.from_pretrained(str(copy))
+    (copy / "model.safetensors").unlink()
+    model.save_pretrained(str(copy), max_shard_size=shard_size)
+    assert (copy / "model.safetensors.index.json").is_file()
+    return copy
+
+
+_REMOTE_CONFIG = """from transformers import BertConfig
+
+
+class ShiftedBertConfig(BertConfig):
+    model_type = "shifted-bert"
+"""
+_REMOTE_MODEL = '''from transformers import BertModel
+
+from .configuration_shifted import ShiftedBertConfig
+
+
+class ShiftedBertModel(BertModel):
+    """BERT whose token vectors are moved by a constant: the folder's own code at work."""
+
+    config_class = ShiftedBertConfig
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.last_hidden_state = out.last_hidden_state + 0.5
+        return out
+'''
+
+
+def remote_code_model(target: Path, tokenizer_from: Path) -> Path:
+    """A folder whose model class is its own code (config.json's auto_map naming
+    modeling_shifted.py), as jina-embeddings-v2/v3 and gte-multilingual ship: a tiny BERT whose
+    forward the folder's code changes."""
+    import json
+
+    base = tiny_cls_dense_model(target, tokenizer_from, pooling="mean", dense=False)
+    folder = target / "remote-code"
+    shutil.copytree(base, folder)
+    (folder / "configuration_shifted.py").write_text(_REMOTE_CONFIG)
+    (folder / "modeling_shifted.py").write_text(_REMOTE_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {
+        "model_type": "shifted-bert",
+        "architectures": ["ShiftedBertModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_shifted.ShiftedBertConfig",
+            "AutoModel": "modeling_shifted.ShiftedBertModel",
+        },
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+QWEN3_QUERY = (
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+)
+GEMMA_PROMPTS = {
+    "query": "task: search result | query: ",
+    "document": "title: none | text: ",
+    "Clustering": "task: clustering | query: ",
+    "Classification": "task: classification | query: ",
+}
+
+
+def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3") -> Path:
+    """A decoder embedder in small, with its family's real transformers classes and module
+    stack (random weights): "qwen3" as Qwen3-Embedding (causal attention, last-token pooling,
+    its query prompt) or "gemma3" as EmbeddingGemma (bidirectional Gemma3 whose sliding layers
+    see 8 tokens, mean pooling, two Dense layers, its task prompts). The borrowed tokenizer
+    frames texts with [CLS] ... [SEP]."""
+    import sentence_transformers.models as st_models
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(0)
+    hf = target / f"hf-{family}"
+    shape: dict[str, Any] = {
+        "vocab_size": 30522, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "pad_token_id": 0,
+    }  # fmt: skip
+    if family == "qwen3":
+        from transformers import Qwen3Config, Qwen3Model
+
+        qwen = Qwen3Config(**shape, num_hidden_layers=2, max_position_embeddings=512)
+        Qwen3Model(qwen).save_pretrained(hf)
+        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+    else:
+        from transformers import Gemma3TextConfig, Gemma3TextModel
+
+        gemma = Gemma3TextConfig(
+            **shape,
+            num_hidden_layers=3,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            sliding_window=8,
+            use_bidirectional_attention=True,
+            max_position_embeddings=512,
+            query_pre_attn_scalar=16,
+        )
+        Gemma3TextModel(gemma).save_pretrained(hf)
+        pooling, prompts = "mean", dict(GEMMA_PROMPTS)
+        identity = torch.nn.Identity()
+        dense = [
+            st_models.Dense(64, 128, bias=False, activation_function=identity),
+            st_models.Dense(128, 64, bias=False, activation_function=identity),
+        ]
+    for name in TOKENIZER_FILES:
+        shutil.copy(tokenizer_from / name, hf / name)
+    modules = [
+        st_models.Transformer(str(hf), max_seq_length=256),
+        st_models.Pooling(64, pooling_mode=pooling),
+        *dense,
+        st_models.Normalize(),
+    ]
+    folder = target / f"tiny-{family}"
+    SentenceTransformer(modules=modules, prompts=prompts).save(str(folder))
     shutil.rmtree(hf)
     return folder

@@ -11,11 +11,16 @@ import pytest
 
 from embedserve.backends.onnx import OnnxBackend
 from embedserve.config import Settings
-from embedserve.engine.loading import load_embedder
+from embedserve.engine.loading import load_embedder, load_service
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource, resolve
 from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
-from tests.generated import hub_style_onnx_folder
+from tests.generated import (
+    hub_style_onnx_folder,
+    remote_code_model,
+    sharded,
+    tiny_cls_dense_model,
+)
 
 pytestmark = pytest.mark.slow  # builds and exports models
 
@@ -117,3 +122,63 @@ def test_unpooled_marks_mean_the_same_in_hub_onnx_folders_and_torch(onnx_folder,
     plain = TorchBackend(minilm.files).embed(ids, np.minimum(mask, 1))
     assert cosines(hub, stack).min() >= 0.9999
     assert cosines(plain, stack).max() < 0.999  # the marks change the vectors
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(), Settings(backend="onnx"), Settings(backend="openvino", precision="fp32"),
+     Settings(backend="torch")],
+    ids=["default", "onnx", "openvino-fp32", "torch"],
+)  # fmt: skip
+def test_sharded_weights_are_served_by_every_backend(
+    minilm: ModelSource, tmp_path: Path, settings: Settings
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = tiny_cls_dense_model(tmp_path, minilm.files, pooling="mean", dense=False)
+    split = sharded(folder, tmp_path)
+    assert len(list(split.glob("model-*-of-*.safetensors"))) > 1
+    embedder = load_embedder(resolve(str(split)), settings)
+    try:
+        texts = [*VARIED_TEXTS, *REAL_SENTENCES]
+        want = SentenceTransformer(str(split), device="cpu").encode(
+            texts, normalize_embeddings=True
+        )
+        assert cosines(embedder.embed_sync(texts).vectors, want).min() >= 0.9999
+    finally:
+        embedder.close()
+
+
+def test_a_folder_with_code_is_refused_without_trust_remote_code(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    folder = remote_code_model(tmp_path, minilm.files)
+    with pytest.raises(ModelUnavailable) as refused:
+        resolve(str(folder))
+    message = refused.value.message
+    assert "--trust-remote-code" in message
+    assert "modeling_shifted.py" in message
+    assert "configuration_shifted.py" in message
+
+
+@pytest.mark.parametrize(
+    "settings", [Settings(), Settings(backend="onnx"), Settings(backend="torch")],
+    ids=["default", "onnx", "torch"],
+)  # fmt: skip
+def test_with_trust_remote_code_the_folders_code_is_exported_and_served(
+    minilm: ModelSource, tmp_path: Path, settings: Settings
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = remote_code_model(tmp_path, minilm.files)
+    embedder = load_service(resolve(str(folder), trust_remote_code=True), settings)
+    try:
+        texts = [*VARIED_TEXTS, *REAL_SENTENCES]
+        remote = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+        want = remote.encode(texts, normalize_embeddings=True)
+        plain = SentenceTransformer(str(tmp_path / "tiny-bert-mean"), device="cpu")
+        served = embedder.embed_sync(texts).vectors  # type: ignore[attr-defined]
+        assert cosines(served, want).min() >= 0.9999
+        assert cosines(served, plain.encode(texts, normalize_embeddings=True)).min() < 0.999
+    finally:
+        embedder.close()  # type: ignore[attr-defined]

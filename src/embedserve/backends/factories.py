@@ -26,7 +26,7 @@ def onnx(spec: BackendSpec) -> Backend:
         return _shipped_onnx(spec, shipped)
     model = cached_onnx_model(
         spec.files, spec.precision, spec.cache_root, spec.model_id,  # type: ignore[arg-type]
-        pools_instruction=spec.pools_instruction,
+        pools_instruction=spec.pools_instruction, trust_remote_code=spec.trust_remote_code,
     )  # fmt: skip
     return OnnxBackend(model, precision=spec.precision, streams=spec.streams, cores=spec.cores)
 
@@ -61,11 +61,13 @@ def openvino(spec: BackendSpec) -> Backend:
 
     padded = cached_onnx_model(
         spec.files, "fp32", spec.cache_root, spec.model_id,
-        pools_instruction=spec.pools_instruction,
+        pools_instruction=spec.pools_instruction, trust_remote_code=spec.trust_remote_code,
     )  # fmt: skip
     packed = None
     if serves_packed(spec.files, spec.pools_instruction):
-        packed = cached_packed_onnx(spec.files, padded, spec.cache_root, spec.model_id)
+        packed = cached_packed_onnx(
+            spec.files, padded, spec.cache_root, spec.model_id, spec.trust_remote_code
+        )
     model = packed or padded
     if spec.precision == "int8":  # quantized from the graph that serves
         model = cached_openvino_int8(spec.files, model, spec.cache_root, spec.model_id)
@@ -94,4 +96,7 @@ def torch(spec: BackendSpec) -> Backend:
     """The model's own sentence-transformers stack on PyTorch (one stream)."""
     from embedserve.backends.torch import TorchBackend
 
-    return TorchBackend(spec.files, spec.device, spec.precision, cores=spec.cores)  # type: ignore[arg-type]
+    return TorchBackend(
+        spec.files, spec.device, spec.precision, cores=spec.cores,  # type: ignore[arg-type]
+        trust_remote_code=spec.trust_remote_code,
+    )  # fmt: skip

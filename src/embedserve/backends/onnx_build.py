@@ -49,6 +49,7 @@ def cached_onnx_model(
     name: str | None = None,
     *,
     pools_instruction: bool = True,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Path of the ready ONNX file for `folder` at `precision`, building it if needed; `name`
     labels the log lines. The build is keyed by what determines it (graph_digest): the same
@@ -62,13 +63,20 @@ def cached_onnx_model(
     def build(out: Path, scratch: Path) -> None:
         if precision == "fp32":
             try:
-                _build_fp32(folder, out / "model.onnx", scratch, label, pools_instruction)
+                _build_fp32(
+                    folder, out / "model.onnx", scratch, label, pools_instruction, trust_remote_code
+                )
             except Exception as exc:
                 raise ExportFailed(f"cannot export {label} to ONNX: {exc}") from exc
             return
         # int8 is quantized from the cached, optimized fp32 graph, looked up only when needed
         source = cached_onnx_model(
-            folder, "fp32", cache_root, name, pools_instruction=pools_instruction
+            folder,
+            "fp32",
+            cache_root,
+            name,
+            pools_instruction=pools_instruction,
+            trust_remote_code=trust_remote_code,
         )
         step(1, 1, f"quantizing {label} to int8", lambda: _quantize(source, out / "model.onnx"))
 
@@ -84,11 +92,11 @@ def cached_onnx_model(
 
 
 def _build_fp32(
-    folder: Path, out: Path, scratch: Path, label: str, pools_instruction: bool
+    folder: Path, out: Path, scratch: Path, label: str, pools_instruction: bool, trust: bool
 ) -> None:
     exported = scratch / "exported.onnx"
     log.info("building the ONNX model of %s (first start only; cached afterwards)", label)
-    step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction))
+    step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction, trust))
     optimized = scratch / "optimized.onnx"
     step(
         2,
@@ -105,8 +113,8 @@ def _build_fp32(
         exported.replace(out)
 
 
-def _export(folder: Path, out: Path, pools_instruction: bool) -> None:
-    without_torch_here(_export_stack, folder, out, pools_instruction)
+def _export(folder: Path, out: Path, pools_instruction: bool, trust: bool = False) -> None:
+    without_torch_here(_export_stack, folder, out, pools_instruction, trust)
 
 
 def without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> None:
@@ -119,13 +127,14 @@ def without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> N
         run_apart(build_step, *args)
 
 
-def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
+def _export_stack(folder: Path, out: Path, pools_instruction: bool, trust: bool = False) -> None:
+    """`trust`: run the code the folder ships (--trust-remote-code)."""
     import torch
 
     if read_metadata(folder).task == "rerank":
-        model, names = _cross_encoder(folder)
+        model, names = _cross_encoder(folder, trust)
     else:
-        model, names = _sentence_transformer(folder)
+        model, names = _sentence_transformer(folder, trust)
 
     class Stack(torch.nn.Module):
         def __init__(self) -> None:
@@ -160,7 +169,7 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool) -> None:
         )
 
 
-def _sentence_transformer(folder: Path) -> tuple[Any, list[str]]:
+def _sentence_transformer(folder: Path, trust: bool = False) -> tuple[Any, list[str]]:
     """The module stack, without a final Normalize (serving normalizes), and its inputs."""
     from sentence_transformers import SentenceTransformer
 
@@ -170,21 +179,24 @@ def _sentence_transformer(folder: Path) -> tuple[Any, list[str]]:
         str(folder),
         device="cpu",
         local_files_only=True,
+        trust_remote_code=trust,
         model_kwargs={"attn_implementation": "eager"},
     )
     names = [n for n in _INPUTS if n in getattr(model.tokenizer, "model_input_names", _INPUTS)]
     return without_normalize(model).eval(), names
 
 
-def _cross_encoder(folder: Path) -> tuple[Any, list[str]]:
+def _cross_encoder(folder: Path, trust: bool = False) -> tuple[Any, list[str]]:
     """A cross-encoder's classification model (its logits: CrossEncoder.predict's activation is
     applied by serving), and its inputs: token types mark the pair's second text."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder), local_files_only=True, attn_implementation="eager"
+        str(folder), local_files_only=True, attn_implementation="eager", trust_remote_code=trust
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(folder), local_files_only=True, trust_remote_code=trust
+    )
     names = [n for n in _INPUTS if n in getattr(tokenizer, "model_input_names", _INPUTS)]
     return model.eval(), names
 

@@ -58,9 +58,12 @@ def packed_key(folder: Path) -> str:
     return hashlib.sha256(json.dumps([export_key(folder), PACKED_VERSION]).encode()).hexdigest()
 
 
-def cached_packed_onnx(folder: Path, padded: Path, cache_root: Path, name: str) -> Path | None:
+def cached_packed_onnx(
+    folder: Path, padded: Path, cache_root: Path, name: str, trust_remote_code: bool = False
+) -> Path | None:
     """The packed graph of `folder`, checked against its padded export `padded`, or None where
-    the packed graph did not prove exact (the reason logged)."""
+    the packed graph did not prove exact (the reason logged). `trust_remote_code`: run the
+    code the folder ships."""
     key = packed_key(folder)
     label = name.replace("/", "--")
 
@@ -71,7 +74,7 @@ def cached_packed_onnx(folder: Path, padded: Path, cache_root: Path, name: str) 
         def export() -> None:
             nonlocal problem
             try:
-                without_torch_here(_export, folder, exported)
+                without_torch_here(_export, folder, exported, trust_remote_code)
             except Exception as exc:  # e.g. a transformer that takes no positions: served padded
                 problem = f"the packed graph could not be exported ({exc})"
             else:
@@ -104,14 +107,14 @@ def cached_packed_onnx(folder: Path, padded: Path, cache_root: Path, name: str) 
     return built / "model.onnx"
 
 
-def _export(folder: Path, out: Path) -> None:
+def _export(folder: Path, out: Path, trust: bool = False) -> None:
     """Needs torch (run apart where the server has not loaded it). Writes `out`, or beside it
     the reason it cannot."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     stack = SentenceTransformer(
-        str(folder), device="cpu", local_files_only=True,
+        str(folder), device="cpu", local_files_only=True, trust_remote_code=trust,
         model_kwargs={"attn_implementation": "eager"},
     )  # fmt: skip
     transformer: torch.nn.Module = stack[0].auto_model.eval()  # type: ignore[union-attr]

@@ -26,3 +26,6 @@ class BackendSpec:
 
     pools_instruction: bool = True
     """False: the graph must read UNPOOLED marks (INSTRUCTOR models)."""
+
+    trust_remote_code: bool = False
+    """The model's folder ships code that loading it runs, and the user allowed it."""

@@ -41,9 +41,10 @@ class TorchBackend:
         device: str = "cpu",
         precision: TorchPrecision = "fp32",
         cores: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         """`cores`: the threads torch computes on, on a CPU (its default ignores a container's
-        CPU quota)."""
+        CPU quota). `trust_remote_code`: run the code the folder ships."""
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -61,7 +62,9 @@ class TorchBackend:
             raise ModelUnavailable(
                 "this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32 or int8"
             )
-        model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        model = SentenceTransformer(
+            str(folder), device=device, local_files_only=True, trust_remote_code=trust_remote_code
+        )
         self._model = without_normalize(model).eval()
         if on_gpu and precision != "fp32":
             self._model.to(torch.float16 if precision == "fp16" else torch.bfloat16)

@@ -133,14 +133,17 @@ def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = Non
             _add_setting(parser, described)
     for described in MODEL_FIELDS:
         action = _NewModel if described.name == "ref" else _ModelField
+        value: dict[str, Any] = {"metavar": described.declared.metavar or described.name.upper()}
+        if described.kind == "bool":
+            value = {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}
         parser.add_argument(
             *described.flags,
             dest=MODEL_OPS,
             action=action,
             field=described.name,
-            metavar=described.declared.metavar or described.name.upper(),
             help=help_text(described),
             default=argparse.SUPPRESS,
+            **value,
         )
     for flag in COMMAND_LINE_ONLY:
         if only is not None and flag.dest != "config":

@@ -52,6 +52,12 @@ class ModelSpec:
     document_instruction: str | None = setting(
         None, "text put before documents (the default input_type)", shown_default="as for queries"
     )
+    trust_remote_code: bool = setting(
+        False,
+        "run the code the model's folder ships (its config's auto_map, custom modules: "
+        "jina-embeddings-v2/v3, gte-multilingual, older nomic repos); without it such a model "
+        "is refused",
+    )
 
 
 @dataclass(frozen=True)

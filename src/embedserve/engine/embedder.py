@@ -88,8 +88,9 @@ class EmbeddingService(Protocol):
         """[2, dimension] minimums and maximums for int8/uint8 vectors (None: not calibrated)."""
 
 
-class Embedder:
-    """A local model: tokenizer, batcher and backend."""
+class LocalModel:
+    """What every local embedding model has: its tokenizer and backend, token-id inputs and
+    instructions, and the direct passes of warm-up, probes and calibration."""
 
     def __init__(
         self,
@@ -97,7 +98,6 @@ class Embedder:
         backend: Backend,
         *,
         token_ids: TokenIdMode = "tiktoken",
-        limits: BatchLimits | None = None,
         pools_instruction: bool = True,
         selection: str = "",
     ) -> None:
@@ -112,7 +112,6 @@ class Embedder:
         self._openai_tokens = OpenAITokenDecoder() if token_ids == "tiktoken" else None
         self.kind = backend.kind
         self.precision: str | None = backend.precision
-        self.batcher = batcher_for(backend, tokenizer.pad_id, limits, tokenizer.max_tokens)
 
     @property
     def dimension(self) -> int:
@@ -121,25 +120,6 @@ class Embedder:
     @property
     def max_tokens(self) -> int:
         return self.tokenizer.max_tokens
-
-    async def embed(
-        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
-    ) -> Embeddings:
-        """Vectors for `items`, embedded as `options` say (the serving layer has checked them:
-        a dimension out of range here is a caller's bug)."""
-        if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
-            raise ValueError(f"dimensions {options.dimensions} outside 1..{self.dimension}")
-        loop = asyncio.get_running_loop()
-        sequences = await loop.run_in_executor(
-            None, self.tokenize, items, options.truncate, options.instruction, options.truncate_left
-        )
-        check_request_tokens(sequences, options.max_tokens)
-        unpooled = None
-        if options.instruction and not self.pools_instruction:
-            unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
-        pooled = await self.batcher.submit(sequences, unpooled, background=options.background)
-        vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
-        return Embeddings(vectors, sum(map(len, sequences)))
 
     def quantization_ranges(
         self, dimensions: int | None = None, normalize: bool = True
@@ -155,13 +135,6 @@ class Embedder:
         sequences = self.tokenize(items, truncate)
         pooled = self.backend.embed(*pad(sequences, self.tokenizer.pad_id))
         return Embeddings(scaled_rows(pooled), sum(map(len, sequences)))
-
-    def close(self) -> None:
-        """Stop the batcher's threads (waiting for the pass in flight)."""
-        self.batcher.close()
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
 
     def tokenize(
         self, items: Sequence[Item], truncate: bool, instruction: str = "", left: bool = False
@@ -207,6 +180,55 @@ class Embedder:
     def _instructed(self, instruction: str, text: str) -> str:
         # INSTRUCTOR strips the text before joining; sentence-transformers strips the join.
         return instruction + (text if self.pools_instruction else text.strip())
+
+
+class Embedder(LocalModel):
+    """A local model whose passes are batched: tokenizer, batcher and backend."""
+
+    def __init__(
+        self,
+        tokenizer: ModelTokenizer,
+        backend: Backend,
+        *,
+        token_ids: TokenIdMode = "tiktoken",
+        limits: BatchLimits | None = None,
+        pools_instruction: bool = True,
+        selection: str = "",
+    ) -> None:
+        super().__init__(
+            tokenizer,
+            backend,
+            token_ids=token_ids,
+            pools_instruction=pools_instruction,
+            selection=selection,
+        )
+        self.batcher = batcher_for(backend, tokenizer.pad_id, limits, tokenizer.max_tokens)
+
+    async def embed(
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
+    ) -> Embeddings:
+        """Vectors for `items`, embedded as `options` say (the serving layer has checked them:
+        a dimension out of range here is a caller's bug)."""
+        if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
+            raise ValueError(f"dimensions {options.dimensions} outside 1..{self.dimension}")
+        loop = asyncio.get_running_loop()
+        sequences = await loop.run_in_executor(
+            None, self.tokenize, items, options.truncate, options.instruction, options.truncate_left
+        )
+        check_request_tokens(sequences, options.max_tokens)
+        unpooled = None
+        if options.instruction and not self.pools_instruction:
+            unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
+        pooled = await self.batcher.submit(sequences, unpooled, background=options.background)
+        vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
+        return Embeddings(vectors, sum(map(len, sequences)))
+
+    def close(self) -> None:
+        """Stop the batcher's threads (waiting for the pass in flight)."""
+        self.batcher.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
 
 def check_request_tokens(

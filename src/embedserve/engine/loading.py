@@ -12,6 +12,8 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from embedserve import machine
 from embedserve.backends.base import Backend
 from embedserve.backends.onnx_build import ExportFailed, export_key
@@ -34,8 +36,9 @@ from embedserve.engine.quantization import calibrated, calibration_key
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
 from embedserve.engine.reranker import Reranker
 from embedserve.engine.sizing import batch_limits, max_padding_tokens
+from embedserve.engine.static_embedder import StaticEmbedder
 from embedserve.errors import ModelUnavailable
-from embedserve.models.cache import default_cache_dir, tokenizer_digest
+from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
 from embedserve.models.metadata import read_metadata
 from embedserve.models.pair_tokenizer import PairTokenizer
 from embedserve.models.source import ModelSource, onnx_file, resolve
@@ -52,7 +55,10 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
     known(settings.backend)
     cache = cache_root(settings)
     load = loader or partial(load_service, settings=settings)
-    models = [ServedModel(resolve(spec.ref, cache), load, spec) for spec in settings.models]
+    models = [
+        ServedModel(resolve(spec.ref, cache, trust_remote_code=spec.trust_remote_code), load, spec)
+        for spec in settings.models
+    ]
     return ModelRegistry(
         models,
         strict=settings.strict_model,
@@ -68,9 +74,12 @@ def cache_root(settings: Settings) -> Path:
 def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
     """A served model: an upstream API for "openai:<model>", else the local model (an embedder,
     or a reranker for a cross-encoder)."""
-    if source.upstream is None and read_metadata(source.files).task == "rerank":
-        return load_reranker(source, settings)
     if source.upstream is None:
+        metadata = read_metadata(source.files)
+        if metadata.task == "rerank":
+            return load_reranker(source, settings)
+        if metadata.static is not None:
+            return load_static(source, settings)
         return load_embedder(source, settings)
     from embedserve.engine.upstream import UpstreamEmbedder
 
@@ -94,10 +103,12 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
     cores to size it for (default: those this process may use)."""
     cores = cores or machine.cores()
     metadata = read_metadata(source.files)
+    if metadata.static is not None:
+        raise ModelUnavailable(f"{source.id} is a static model: load it with load_static")
     pools_instruction = metadata.pools_prompt and not is_instructor(source.id)
     if not pools_instruction:
         log.info("%s: instruction tokens are read but left out of pooling (INSTRUCTOR)", source.id)
-    tokenizer = ModelTokenizer(source.files / "tokenizer.json", metadata.max_tokens)
+    tokenizer = ModelTokenizer(source.files / metadata.tokenizer, metadata.max_tokens)
     backend, choice, selection = build_backend(
         source, tokenizer, settings, cores, pools_instruction
     )
@@ -132,6 +143,48 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
     return embedder
 
 
+def load_static(source: ModelSource, settings: Settings) -> StaticEmbedder:
+    """A static model: its token table, looked up and averaged in numpy (fp32, on the CPU);
+    no build, nothing to prove against fp32."""
+    from embedserve.backends.static import StaticBackend, load_table
+
+    metadata = read_metadata(source.files)
+    after = [m.rsplit(".", 1)[-1] for m in metadata.modules[1:]]
+    if set(after) - {"Normalize"}:
+        raise ModelUnavailable(
+            f"{source.id}: a static embedding followed by {after} is not served (only a "
+            f"Normalize may follow it)"
+        )
+    asked = [
+        f"--{name} {value}"
+        for name, value, served in (
+            ("backend", settings.backend, ("auto",)),
+            ("precision", settings.precision, ("auto", "fp32")),
+        )
+        if value not in served
+    ]
+    if asked:
+        raise ModelUnavailable(
+            f"{source.id} is a static model, served as a table lookup in fp32 on the CPU "
+            f"(drop {' and '.join(asked)} for it)"
+        )
+    assert metadata.static is not None
+    tokenizer = ModelTokenizer(source.files / metadata.tokenizer, metadata.max_tokens, static=True)
+    backend = StaticBackend(load_table(source.files / metadata.static))
+    selection = "a static model: a table lookup and mean in numpy, fp32, computed inline"
+    log.info("%s: %s (%d tokens x %d)", source.id, selection, *backend.table.shape)
+    embedder = StaticEmbedder(tokenizer, backend, token_ids=settings.token_ids, selection=selection)
+    key = calibration_key(
+        graph_digest(source.files),
+        tokenizer_digest(source.files),
+        tokenizer.max_tokens,
+        "static",
+        np.__version__,
+    )
+    embedder.ranges = calibrated(embedder.pooled_sync, cache_root(settings), key)
+    return embedder
+
+
 def load_reranker(source: ModelSource, settings: Settings, cores: int | None = None) -> Reranker:
     """A cross-encoder with one label, exported to ONNX and served in fp32 by ONNX Runtime
     (its scores are checked against the export's at build; other precisions are not proven
@@ -158,6 +211,7 @@ def load_reranker(source: ModelSource, settings: Settings, cores: int | None = N
         streams=settings.streams or machine.default_streams(cores),
         cache_root=cache_root(settings),
         kernel_cache=settings.kernel_cache,
+        trust_remote_code=source.trust_remote_code,
     )
     try:
         backend = BACKENDS["onnx"].build(spec)
@@ -215,6 +269,7 @@ def build_backend(
             cache_root=cache_root(settings),
             kernel_cache=settings.kernel_cache,
             pools_instruction=pools_instruction,
+            trust_remote_code=source.trust_remote_code,
         )
         key = _verdict_key(choice, spec, tokenizer) if choice.exact else ""
         known_verdict = verdicts.get(key) if key else None

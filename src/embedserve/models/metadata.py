@@ -38,17 +38,33 @@ class ModelMetadata:
     """What a cross-encoder's CrossEncoder.predict applies to its logit: "sigmoid" (the
     default for one label) or "identity", as its configuration says."""
 
+    static: str | None = None
+    """The folder (relative) of a StaticEmbedding module, for a static model; else None."""
+
+    tokenizer: str = "tokenizer.json"
+    """The tokenizer file, relative to the folder (a static model keeps it in its module)."""
+
+
+STATIC_MAX_TOKENS = 1_000_000
+"""A static model reads every token of a text (sentence-transformers' StaticEmbedding has no
+maximum length) unless its tokenizer truncates; --max-request-tokens still bounds a request."""
+
 
 def read_metadata(folder: Path) -> ModelMetadata:
     st_config = _json(folder / "sentence_bert_config.json")
     tok_config = _json(folder / "tokenizer_config.json")
     hf_config = _json(folder / "config.json")
+    static = _static_module(folder)
+    tokenizer = f"{static}/tokenizer.json" if static not in (None, ".", "") else "tokenizer.json"
     max_tokens = (
         st_config.get("max_seq_length")
         or _sane(tok_config.get("model_max_length"))
         or hf_config.get("max_position_embeddings")
         or 512
     )
+    if static is not None:  # what StaticEmbedding reads: the tokenizer's own truncation, if any
+        truncation = _json(folder / tokenizer).get("truncation") or {}
+        max_tokens = int(truncation.get("max_length") or STATIC_MAX_TOKENS)
     prompts = _json(folder / "config_sentence_transformers.json").get("prompts") or None
     architectures = hf_config.get("architectures") or []
     reranks = any(str(a).endswith("ForSequenceClassification") for a in architectures)
@@ -62,7 +78,17 @@ def read_metadata(folder: Path) -> ModelMetadata:
         task="rerank" if reranks else "embed",
         labels=len(hf_config.get("id2label") or {}) or int(hf_config.get("num_labels", 0) or 0),
         activation=_activation(hf_config),
+        static=static,
+        tokenizer=tokenizer,
     )
+
+
+def _static_module(folder: Path) -> str | None:
+    """The folder of the StaticEmbedding module that starts the stack, if one does."""
+    modules = _modules(folder)
+    if modules and str(modules[0].get("type", "")).endswith(".StaticEmbedding"):
+        return str(modules[0].get("path", "")) or "."
+    return None
 
 
 def _activation(hf_config: dict[str, Any]) -> str:
@@ -123,3 +149,22 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def code_files(folder: Path) -> list[str]:
+    """What in `folder` is code the model runs: the modules its configurations' `auto_map`
+    name (config.json, tokenizer_config.json) and sentence-transformers modules that are not
+    sentence-transformers' own, with the Python files the folder holds."""
+    named: list[str] = []
+    for config in ("config.json", "tokenizer_config.json"):
+        auto_map = _json(folder / config).get("auto_map") or {}
+        for target in auto_map.values() if isinstance(auto_map, dict) else ():
+            for reference in target if isinstance(target, list) else [target]:
+                if isinstance(reference, str):
+                    named.append(f"{reference.rsplit('.', 1)[0]} ({config} auto_map)")
+    for module in _modules(folder):
+        kind = str(module.get("type", ""))
+        if kind and not kind.startswith("sentence_transformers."):
+            named.append(f"{kind} (modules.json)")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py") if p.is_file())
+    return list(dict.fromkeys(named)) + files if named else []

@@ -10,6 +10,7 @@ from pathlib import Path
 from embedserve.errors import ModelUnavailable
 from embedserve.models.assembled import SPLIT_MODELS, assembled_folder
 from embedserve.models.cache import default_cache_dir
+from embedserve.models.metadata import code_files, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ class ModelSource:
 
     upstream: str | None = None
     """For "openai:<model>": the model name at the OpenAI-compatible upstream."""
+
+    trust_remote_code: bool = False
+    """The folder's own code may run (--trust-remote-code): where it ships code, it is refused
+    at resolve() without it."""
 
     @property
     def files(self) -> Path:
@@ -52,9 +57,12 @@ def packaged_folder(model_id: str) -> Path:
     return Path(str(root)) / subdir
 
 
-def resolve(ref: str | None, cache_root: Path | None = None) -> ModelSource:
+def resolve(
+    ref: str | None, cache_root: Path | None = None, *, trust_remote_code: bool = False
+) -> ModelSource:
     """Turn a --model value into files on disk; raise ModelUnavailable with one clear line.
-    `cache_root` holds models assembled from several packages (default: default_cache_dir)."""
+    `cache_root` holds models assembled from several packages (default: default_cache_dir).
+    A folder that ships code is refused unless `trust_remote_code`."""
     if ref is not None and ref.startswith(UPSTREAM_PREFIX):
         name = ref.removeprefix(UPSTREAM_PREFIX)
         if not name:
@@ -71,9 +79,10 @@ def resolve(ref: str | None, cache_root: Path | None = None) -> ModelSource:
             folder = packaged_folder(model_id)
         return ModelSource(model_id, _checked(folder, model_id))
     path = Path(ref).expanduser()
+    trust = trust_remote_code
     if path.exists() or ref.startswith((".", "/", "~")):
-        return ModelSource(path.resolve().name, _checked(path, ref))
-    return ModelSource(ref, _checked(_from_hub(ref), ref))
+        return ModelSource(path.resolve().name, _checked(path, ref, trust), trust_remote_code=trust)
+    return ModelSource(ref, _checked(_from_hub(ref), ref, trust), trust_remote_code=trust)
 
 
 def _packaged_id(ref: str | None) -> str | None:
@@ -96,7 +105,12 @@ def _from_hub(repo_id: str) -> Path:
         ) from exc
 
 
-WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+WEIGHTS = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",  # sharded: every model over ~5 GB ships so
+    "pytorch_model.bin.index.json",
+)
 ONNX_FILES = ("model.onnx", "onnx/model.onnx")
 
 
@@ -107,16 +121,25 @@ def onnx_file(folder: Path) -> Path | None:
     return next((folder / n for n in ONNX_FILES if (folder / n).is_file()), None)
 
 
-def _checked(folder: Path, ref: str) -> Path:
-    """Refuse, with the reason, a folder that cannot be served."""
+def _checked(folder: Path, ref: str, trust_remote_code: bool = False) -> Path:
+    """Refuse, with the reason, a folder that cannot be served (or whose code may not run)."""
     if not folder.is_dir():
         raise ModelUnavailable(f"model folder '{ref}' does not exist")
-    if not (folder / "tokenizer.json").is_file():
+    metadata = read_metadata(folder)
+    if not (folder / metadata.tokenizer).is_file():
         raise ModelUnavailable(
-            f"model folder '{ref}' has no tokenizer.json (a fast tokenizer is required)"
+            f"model folder '{ref}' has no {metadata.tokenizer} (a fast tokenizer is required)"
         )
-    if not any((folder / n).is_file() for n in (*WEIGHTS, *ONNX_FILES)):
+    weights = folder / metadata.static if metadata.static is not None else folder
+    if not any((weights / n).is_file() for n in (*WEIGHTS, *ONNX_FILES)):
         raise ModelUnavailable(
             f"model folder '{ref}' has no weights: none of {', '.join((*WEIGHTS, *ONNX_FILES))}"
+        )
+    code = code_files(folder)
+    if code and not trust_remote_code:
+        raise ModelUnavailable(
+            f"model '{ref}' runs code of its own ({'; '.join(code)}); serve it only if you "
+            f"trust that code: add --trust-remote-code after its --model (trust_remote_code = "
+            f"true for it in a config file)"
         )
     return folder

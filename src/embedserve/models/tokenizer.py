@@ -45,11 +45,14 @@ class Token:
 
 
 class ModelTokenizer:
-    def __init__(self, tokenizer_file: Path, max_tokens: int) -> None:
+    def __init__(self, tokenizer_file: Path, max_tokens: int, *, static: bool = False) -> None:
+        """`static`: a static model's, which reads texts as they are (no special tokens, not
+        stripped), as sentence-transformers' StaticEmbedding tokenizes them."""
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
-        self.prefix, self.suffix = self._special_frame()
+        self._strip = not static
+        self.prefix, self.suffix = ([], []) if static else self._special_frame()
         self.max_tokens = max_tokens
         self.max_content = max_tokens - len(self.prefix) - len(self.suffix)
         self._enough = self.max_content + _MARGIN_TOKENS
@@ -66,7 +69,8 @@ class ModelTokenizer:
         tail. So a megabyte of text costs what its head costs. The ids are exact as far as
         framing reads them; a part too short to decide falls back to the whole text.
         """
-        texts = [text.strip() for text in texts]  # as sentence-transformers reads them
+        if self._strip:  # as sentence-transformers' Transformer module reads them
+            texts = [text.strip() for text in texts]
         cut = _tail if left else _head
         parts = [cut(text, self._head_chars) for text in texts]
         ids = [e.ids for e in self._encode(parts)]
