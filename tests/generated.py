@@ -340,7 +340,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
     if family == "qwen3":
         from transformers import Qwen3Config, Qwen3Model
 
-        qwen = Qwen3Config(**shape, num_hidden_layers=2, max_position_embeddings=512)
+        qwen = Qwen3Config(**shape, num_hidden_layers=2, max_position_embeddings=1024)
         Qwen3Model(qwen).save_pretrained(hf)
         pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
     else:
@@ -352,7 +352,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
             sliding_window=8,
             use_bidirectional_attention=True,
-            max_position_embeddings=512,
+            max_position_embeddings=1024,
             query_pre_attn_scalar=16,
         )
         Gemma3TextModel(gemma).save_pretrained(hf)
@@ -365,7 +365,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
     for name in TOKENIZER_FILES:
         shutil.copy(tokenizer_from / name, hf / name)
     modules = [
-        st_models.Transformer(str(hf), max_seq_length=256),
+        st_models.Transformer(str(hf), max_seq_length=1024),
         st_models.Pooling(64, pooling_mode=pooling),
         *dense,
         st_models.Normalize(),

@@ -86,12 +86,38 @@ async def test_a_family_packs_with_its_own_positions(
     assert any(len(batch.spans) > len(batch.ids) for batch in passes)
 
 
-def test_a_dense_layer_after_pooling_is_served_padded(minilm: ModelSource, tmp_path: Path) -> None:
+async def test_a_dense_layer_after_pooling_is_packed_and_run_after_pooling(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    """CLS pooling, then Dense (tanh): the packed graph's token vectors are pooled, then the
+    Dense layer runs on them (dense_head.py), as sentence-transformers runs it."""
+    from sentence_transformers import SentenceTransformer
+
     folder = tiny_cls_dense_model(tmp_path, minilm.files)
-    assert "packing needs Transformer, Pooling" in (packed_export.not_packable(folder) or "")
+    assert packed_export.not_packable(folder) is None
     served = load_embedder(resolve(str(folder)), OPENVINO_FP32)
-    assert not served.backend.packs  # type: ignore[attr-defined]
-    served.close()
+    try:
+        assert served.backend.packs  # type: ignore[attr-defined]
+        texts = [*VARIED_TEXTS, *REAL_SENTENCES]
+        got = np.concatenate([(await served.embed([t])).vectors for t in texts])
+        want = SentenceTransformer(str(folder), device="cpu").encode(
+            texts, normalize_embeddings=True
+        )
+        assert cosines(got, want).min() >= 0.9999
+    finally:
+        served.close()
+
+
+def test_a_dense_layer_this_side_cannot_run_is_served_padded(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    import json
+
+    folder = tiny_cls_dense_model(tmp_path, minilm.files)
+    config = folder / "2_Dense" / "config.json"
+    gelu = {**json.loads(config.read_text()), "activation_function": "torch.nn.modules.GELU"}
+    config.write_text(json.dumps(gelu))
+    assert "activation GELU" in (packed_export.not_packable(folder) or "")
 
 
 @pytest.mark.parametrize(

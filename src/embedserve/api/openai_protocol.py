@@ -61,6 +61,12 @@ class EmbeddingRequest(BaseModel):
         description='"query" gets the model\'s query instruction; "document" (the default, as '
         'in h2oGPT) or "passage" its document instruction.',
     )
+    prompt_name: str | None = Field(
+        default=None,
+        description="One of the prompts the model's own configuration lists (EmbeddingGemma's "
+        '"Clustering", "Classification", ...), put before each input in place of input_type\'s '
+        "instruction.",
+    )
     truncate: StrictBool | None = Field(
         default=None,
         description="Truncate over-long inputs (default: the server's setting) or refuse them.",
@@ -186,6 +192,10 @@ class ModelCard(BaseModel):
     )
     query_instruction: str = Field(description="Put before inputs with input_type=query.")
     document_instruction: str = Field(description="Put before documents.")
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="The model's own prompts by name, each reachable with prompt_name.",
+    )
     quantization_ranges: list[list[float]] | None = Field(
         default=None,
         description="The ranges int8/uint8 vectors map onto 256 steps: each dimension's "

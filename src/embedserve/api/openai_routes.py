@@ -50,6 +50,7 @@ def embed_request(body: EmbeddingRequest) -> EmbedRequest:
         inputs=inputs,
         model=body.model,
         input_type=body.input_type or "document",
+        prompt_name=body.prompt_name,
         truncate=body.truncate,
         truncate_left=(body.truncation_direction or "right").lower() == "left",
         dimensions=body.dimensions,
@@ -119,5 +120,6 @@ def _card(model: ServedModel, created: int, dimensions: int | None = None) -> di
         "selection": getattr(service, "selection", None) or None,
         "query_instruction": model.instructions.query,
         "document_instruction": model.instructions.document,
+        "prompts": dict(model.metadata.prompts or {}),
         "quantization_ranges": ranges.tolist() if ranges is not None else None,
     }

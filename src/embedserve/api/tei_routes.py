@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
-from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from embedserve import __version__
@@ -19,10 +18,7 @@ from embedserve.api.openai_protocol import TruncationDirection, text_list
 from embedserve.api.rerank_routes import RerankBody, RerankQuery, reranked
 from embedserve.api.wire import state_of, wire_router
 from embedserve.engine.registry import ServedModel
-from embedserve.serving.requests import EmbedRequest, InputType, RerankRequest
-
-PROMPTS: dict[str, InputType] = {"query": "query", "document": "document", "passage": "document"}
-"""TEI's `prompt_name`s and the instruction each takes."""
+from embedserve.serving.requests import EmbedRequest, RerankRequest
 
 
 def tei_error(error: ApiError) -> dict[str, Any]:
@@ -62,23 +58,14 @@ class _Texts(BaseModel):
     prompt_name: str | None = Field(
         default=None,
         description='"query" puts the model\'s query instruction first; "document" or '
-        '"passage" its document instruction.',
+        '"passage" its document instruction; any other name one of the prompts the model\'s '
+        "own configuration lists (EmbeddingGemma's task prompts).",
     )
 
     @field_validator("inputs", mode="before")
     @classmethod
     def _check_inputs(cls, value: Any) -> Any:
         return text_list(value, "inputs")
-
-    @field_validator("prompt_name")
-    @classmethod
-    def _check_prompt(cls, value: str | None) -> str | None:
-        if value is not None and value not in PROMPTS:
-            names = ", ".join(PROMPTS)
-            raise PydanticCustomError(
-                "invalid_input", f"'prompt_name' must be one of {names}, got {value!r}"
-            )
-        return value
 
 
 class EmbedBody(_Texts):
@@ -135,7 +122,7 @@ async def embed(body: EmbedBody, request: Request) -> Response:
     texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
     embed_request = EmbedRequest(
         inputs=texts,
-        input_type=PROMPTS[body.prompt_name] if body.prompt_name else "document",
+        prompt_name=body.prompt_name,
         truncate=body.truncate,
         truncate_left=body.truncation_direction.lower() == "left",
         dimensions=body.dimensions,
@@ -153,9 +140,8 @@ async def embed(body: EmbedBody, request: Request) -> Response:
 )
 async def tokenize(body: TokenizeBody, request: Request) -> JSONBytes:
     texts: list[str] = body.inputs  # type: ignore[assignment]
-    input_type = PROMPTS[body.prompt_name] if body.prompt_name else ""
     _, tokens = await state_of(request).serving.tokenize(
-        body.model, texts, special=body.add_special_tokens, input_type=input_type
+        body.model, texts, special=body.add_special_tokens, prompt_name=body.prompt_name
     )
     return JSONBytes([[token.__dict__ for token in text] for text in tokens])
 

@@ -54,6 +54,7 @@ def _shipped_onnx(spec: BackendSpec, model: Path) -> Backend:
 def openvino(spec: BackendSpec) -> Backend:
     """OpenVINO on our fp32 ONNX export (fp32, or bf16 computed from it), or on an int8 model
     NNCF quantized from it: the packed export where the model packs, else the padded one."""
+    from embedserve.backends.dense_head import dense_head
     from embedserve.backends.onnx_build import cached_onnx_model
     from embedserve.backends.openvino import OpenVinoBackend
     from embedserve.backends.openvino_build import cached_openvino_int8
@@ -80,6 +81,7 @@ def openvino(spec: BackendSpec) -> Backend:
         kernel_cache=kernel_cache(spec),
         compile_cache=model.parent / "openvino-compiled",  # goes with its build when stale
         packed_pooling=pooling if packed else None,
+        head=dense_head(spec.files) if packed else None,
     )
 
 

@@ -37,7 +37,7 @@ class ExportFailed(RuntimeError):
     trace): every backend that runs the export would fail alike."""
 
 
-PIPELINE_VERSION = 3  # bump when the steps below change what they produce (3: no Normalize)
+PIPELINE_VERSION = 4  # bump when the steps below change what they produce (4: own decoder masks)
 _OPSET = 17
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -128,13 +128,30 @@ def without_torch_here(build_step: Callable[..., None], *args: Path | bool) -> N
 
 
 def _export_stack(folder: Path, out: Path, pools_instruction: bool, trust: bool = False) -> None:
-    """`trust`: run the code the folder ships (--trust-remote-code)."""
+    """`trust`: run the code the folder ships (--trust-remote-code). The graph is then compared
+    with the torch modules it came from (`check_against_torch`): one that differs is refused."""
     import torch
 
-    if read_metadata(folder).task == "rerank":
+    from embedserve.backends.attention_masks import masks_for, needs_own_masks
+    from embedserve.backends.torch import pool_apart
+
+    metadata = read_metadata(folder)
+    if metadata.task == "rerank":
         model, names = _cross_encoder(folder, trust)
     else:
         model, names = _sentence_transformer(folder, trust)
+    classifies = model.__class__.__name__.endswith("ForSequenceClassification")
+    transformer = None if classifies else getattr(model[0], "auto_model", None)
+    own_masks = transformer is not None and pools_instruction and needs_own_masks(transformer)
+
+    def reference(features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What sentence-transformers (or the classifier) computes, the model building its own
+        masks."""
+        if classifies:
+            return model(**features).logits  # type: ignore[no-any-return]
+        if not pools_instruction:
+            return pool_apart(model, features)  # type: ignore[no-any-return]
+        return model(dict(features))["sentence_embedding"]  # type: ignore[no-any-return]
 
     class Stack(torch.nn.Module):
         def __init__(self) -> None:
@@ -143,13 +160,17 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool, trust: bool 
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             features = dict(zip(names, inputs, strict=True))
-            if model.__class__.__name__.endswith("ForSequenceClassification"):
-                return self.model(**features).logits  # type: ignore[no-any-return]
-            if not pools_instruction:
-                return pool_apart(self.model, features)  # type: ignore[no-any-return]
-            return self.model(features)["sentence_embedding"]  # type: ignore[no-any-return]
-
-    from embedserve.backends.torch import pool_apart
+            if not own_masks or transformer is None:
+                return reference(features)
+            # The transformer reads masks of ours (attention_masks.py); the modules after it
+            # (pooling, dense) read the plain one, as in sentence-transformers.
+            mask = features["attention_mask"]
+            given = {k: v for k, v in features.items() if k != "attention_mask"}
+            states = transformer(**given, attention_mask=masks_for(transformer, mask))
+            features["token_embeddings"] = states.last_hidden_state
+            for module in list(self.model)[1:]:
+                features = module(features)
+            return features["sentence_embedding"]
 
     vocab = vocab_size(folder)
     sample = torch.randint(vocab // 2, vocab, (2, 16))
@@ -166,6 +187,75 @@ def _export_stack(folder: Path, out: Path, pools_instruction: bool, trust: bool 
             dynamic_axes=axes,
             opset_version=_OPSET,
             dynamo=False,
+        )
+        if classifies or transformer is not None:
+            check_against_torch(out, reference, names, vocab, probe_lengths_of(folder))
+
+
+PROBE_MAX = 512
+"""The longest probe text an export is checked on: the model's maximum where it is shorter. A
+longer one costs minutes on a 0.6B model and proves no rule the shorter ones do not."""
+
+
+def probe_lengths_of(folder: Path) -> list[int]:
+    """Texts of these lengths, side by side in one batch, check an export: short ones, ones on
+    either side of every local-attention window its configuration names, and the model's
+    maximum length (up to PROBE_MAX)."""
+    config = _json(folder / "config.json")
+    longest = min(read_metadata(folder).max_tokens, PROBE_MAX)
+    lengths = {2, 7, 19, longest}
+    for name in ("sliding_window", "local_attention"):
+        window = config.get(name)
+        if isinstance(window, int) and window > 1:
+            lengths |= {window - 1, window, window + 1, 2 * window + 3}
+    return sorted(n for n in lengths if 1 < n <= longest)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+EXPORT_EXACT = 0.99999
+"""An export's vectors against the torch modules it came from, on every probe text."""
+
+
+def check_against_torch(
+    graph: Path, reference: Callable[..., Any], names: list[str], vocab: int, lengths: list[int]
+) -> None:
+    """Raise (the build fails, the next backend is tried) unless the exported graph gives the
+    torch modules' vectors on texts of `lengths` tokens, padded side by side."""
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(0)
+    width = max(lengths)
+    ids = np.zeros((len(lengths), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(vocab // 2, vocab, length)
+        mask[row, :length] = 1
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    feeds = {name: feeds[name] for name in names}
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    declared = {i.name for i in session.get_inputs()}  # the exporter drops inputs never read
+    ours = session.run(None, {k: v for k, v in feeds.items() if k in declared})[0]
+    with torch.inference_mode():
+        theirs = reference({k: torch.from_numpy(v) for k, v in feeds.items()}).float().numpy()
+    if ours.shape[1] == 1:  # a cross-encoder's scores
+        worst = float(np.abs(ours - theirs).max())
+        if worst > 1e-3:
+            raise RuntimeError(f"the export's scores differ from torch's by up to {worst:.2g}")
+        return
+    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    if not (cos >= EXPORT_EXACT).all():
+        worst = int(np.argmin(cos))
+        raise RuntimeError(
+            f"the export differs from sentence-transformers' modules: cosine {cos[worst]:.6f} "
+            f"on a {lengths[worst]}-token text (probe lengths {lengths})"
         )
 
 

@@ -34,6 +34,7 @@ class OpenVinoBackend:
         kernel_cache: int = 1000,
         compile_cache: Path | None = None,
         packed_pooling: str | None = None,
+        head: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """`model` is an ONNX file or an OpenVINO model.xml. `streams`: passes the caller may run
         at once, each on its share of the `threads` (default: every core this process may use).
@@ -41,12 +42,14 @@ class OpenVinoBackend:
         `compile_cache`: a folder OpenVINO keeps its compiled models in, so that a warm start
         loads them instead of compiling. `packed_pooling`: `model` is a packed graph
         (packed_export.py), its token vectors pooled so; `embed_packed` then runs packed batches
-        and `embed` runs a padded one as one text a row."""
+        and `embed` runs a padded one as one text a row; `head`: the Dense layers that follow
+        the pooling of a packed graph's token vectors (dense_head.py)."""
         import openvino as ov
 
         self.precision = precision
         self.streams = streams
         self.packed_pooling = packed_pooling
+        self.head = head
         threads = threads or machine_cores()
         core = ov.Core()
         if compile_cache is not None:
@@ -140,4 +143,5 @@ class OpenVinoBackend:
             "segments": batch.segments,
         }
         tokens = request.infer(feeds)[0]  # pooled at once: the request reuses its buffers
-        return pool_packed(tokens, batch.spans, self.packed_pooling)
+        pooled = pool_packed(tokens, batch.spans, self.packed_pooling)
+        return self.head(pooled) if self.head is not None else pooled

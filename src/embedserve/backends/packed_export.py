@@ -19,14 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.backends.build_steps import step
-from embedserve.backends.onnx_build import export_key, vocab_size, without_torch_here
-from embedserve.backends.packing import PACKED_POOLINGS, lay_out, pool_packed
+from embedserve.backends.dense_head import dense_head, unsupported
+from embedserve.backends.onnx_build import (
+    export_key,
+    probe_lengths_of,
+    vocab_size,
+    without_torch_here,
+)
+from embedserve.backends.packing import PACKED_POOLINGS, fill_rows, lay_out, pool_packed
 from embedserve.models.cache import build_owner, cached_build
-from embedserve.models.metadata import ModelMetadata, read_metadata
+from embedserve.models.metadata import read_metadata
 
 log = logging.getLogger(__name__)
 
-PACKED_VERSION = 1  # bump when the export below changes what it produces
+PACKED_VERSION = 2  # bump when the export below changes what it produces (2: decoder masks)
 _REFUSED = "refused.json"  # a build that found the model cannot be packed: why
 _OPSET = 17
 _PACKED_INPUTS = ("input_ids", "position_ids", "segments")
@@ -34,14 +40,17 @@ _PACKED_INPUTS = ("input_ids", "position_ids", "segments")
 
 def not_packable(folder: Path) -> str | None:
     """Why `folder` cannot be served packed, or None: its stack must be a transformer and a
-    pooling that a token's position picks or averages (no Dense after it, no pooling that skips
-    an instruction, not a cross-encoder)."""
+    pooling that a token's position picks or averages, then only Dense layers this side can run
+    on the pooled vectors (dense_head.py) and a Normalize (no pooling that skips an
+    instruction, not a cross-encoder)."""
     metadata = read_metadata(folder)
     kinds = [m.rsplit(".", 1)[-1] for m in metadata.modules]
     if metadata.task != "embed":
         return "a cross-encoder"
-    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
-        return f"modules {kinds} (packing needs Transformer, Pooling[, Normalize])"
+    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Dense", "Normalize"}:
+        return f"modules {kinds} (packing needs Transformer, Pooling[, Dense...][, Normalize])"
+    if problem := unsupported(folder):
+        return problem
     if (metadata.pooling or "mean") not in PACKED_POOLINGS or not metadata.pools_prompt:
         return f"pooling '{metadata.pooling}' (packing pools {', '.join(PACKED_POOLINGS)})"
     return None
@@ -83,7 +92,7 @@ def cached_packed_onnx(
 
         def check() -> None:
             nonlocal problem
-            problem = _differs(exported, padded, vocab_size(folder), read_metadata(folder))
+            problem = _differs(exported, padded, folder)
 
         step(1, 2, "exporting the packed graph", export)
         if not problem:
@@ -113,6 +122,8 @@ def _export(folder: Path, out: Path, trust: bool = False) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from embedserve.backends.attention_masks import masks_for
+
     stack = SentenceTransformer(
         str(folder), device="cpu", local_files_only=True, trust_remote_code=trust,
         model_kwargs={"attn_implementation": "eager"},
@@ -138,7 +149,7 @@ def _export(folder: Path, out: Path, trust: bool = False) -> None:
             features = {
                 "input_ids": input_ids,
                 "position_ids": position_ids + offset,
-                "attention_mask": _text_mask(segments),
+                "attention_mask": masks_for(self.transformer, segments),
             }
             if "token_type_ids" in names:
                 features["token_type_ids"] = torch.zeros_like(input_ids)
@@ -160,16 +171,6 @@ def _export(folder: Path, out: Path, trust: bool = False) -> None:
         )
 
 
-def _text_mask(segments: object) -> object:
-    """The additive attention mask [rows, 1, width, width]: a token attends to the tokens of
-    its own text (segment), and no token to the row's empty tail."""
-    import torch
-
-    assert isinstance(segments, torch.Tensor)
-    allowed = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
-    return torch.where(allowed[:, None], 0.0, torch.finfo(torch.float32).min)
-
-
 def _position_offset(transformer: object, vocab: int) -> int | None:
     """The position the model gives a text's first token (0 for BERT, the padding id + 1 for
     the RoBERTa family), found by trying: a text after another in one row must read as it does
@@ -178,6 +179,8 @@ def _position_offset(transformer: object, vocab: int) -> int | None:
 
     assert isinstance(transformer, torch.nn.Module)
     config = getattr(transformer, "config", None)
+    from embedserve.backends.attention_masks import masks_for
+
     candidates = [0, int(getattr(config, "pad_token_id", None) or 0) + 1]
     rng = torch.Generator().manual_seed(0)
     first, second = (torch.randint(vocab // 2, vocab, (1, n), generator=rng) for n in (5, 9))
@@ -188,7 +191,9 @@ def _position_offset(transformer: object, vocab: int) -> int | None:
         segments = torch.tensor([[1] * 5 + [2] * 9])
         for offset in dict.fromkeys(candidates):
             packed = transformer(
-                input_ids=row, position_ids=positions + offset, attention_mask=_text_mask(segments)
+                input_ids=row,
+                position_ids=positions + offset,
+                attention_mask=masks_for(transformer, segments),
             )
             difference = (packed.last_hidden_state[:, 5:] - alone.last_hidden_state).abs().max()
             if float(difference) < 1e-4:
@@ -196,22 +201,35 @@ def _position_offset(transformer: object, vocab: int) -> int | None:
     return None
 
 
-def _differs(packed: Path, padded: Path, vocab: int, metadata: ModelMetadata) -> str:
-    """Why the packed graph's vectors are not the padded export's ('' when they are), on texts
-    of three lengths, two side by side in a row."""
+def _differs(packed: Path, padded: Path, folder: Path) -> str:
+    """Why the packed graph's vectors are not the padded export's ('' when they are), on the
+    export's probe lengths (across every local-attention window, up to the model's maximum):
+    texts side by side in rows as wide as the longest, pooled and run through the Dense head
+    here as serving does."""
     import onnxruntime as ort
 
     from embedserve.backends.onnx import OnnxBackend
 
+    metadata = read_metadata(folder)
+    vocab = vocab_size(folder)
     rng = np.random.default_rng(0)
-    texts = [rng.integers(vocab // 2, vocab, n).tolist() for n in (7, 12, 19)]
-    batch = lay_out([[texts[0], texts[1]], [texts[2]]], 19)
+    texts = [rng.integers(vocab // 2, vocab, n).tolist() for n in probe_lengths_of(folder)]
+    width = max(map(len, texts))
+    rows = fill_rows([len(t) for t in texts], width, len(texts))
+    batch = lay_out([[texts[i] for i in row] for row in rows], width)
+    order = [i for row in rows for i in row]
     session = ort.InferenceSession(str(packed), providers=["CPUExecutionProvider"])
     feeds = {"input_ids": batch.ids, "position_ids": batch.positions, "segments": batch.segments}
     ours = pool_packed(session.run(None, feeds)[0], batch.spans, metadata.pooling or "mean")
-    padded_ids = lay_out([[text] for text in texts], 19)  # one a row: the padded batch
+    head = dense_head(folder)
+    ours = head(ours) if head is not None else ours
+    padded_ids = lay_out([[texts[i]] for i in order], width)  # one a row: the padded batch
     theirs = OnnxBackend(padded, threads=1).embed(padded_ids.ids, padded_ids.segments)
     cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     if (cos >= 0.99999).all():
         return ""
-    return f"packed texts gave other vectors than padded ones (cosine {cos.min():.6f})"
+    worst = int(np.argmin(cos))
+    return (
+        f"packed texts gave other vectors than padded ones (cosine {cos[worst]:.6f} on a "
+        f"{len(texts[order[worst]])}-token text)"
+    )

@@ -68,9 +68,16 @@ class Serving:
             )
 
     async def tokenize(
-        self, name: str | None, texts: list[str], *, special: bool = True, input_type: str = ""
+        self,
+        name: str | None,
+        texts: list[str],
+        *,
+        special: bool = True,
+        input_type: str = "",
+        prompt_name: str | None = None,
     ) -> tuple[ServedModel, list[list[Token]]]:
-        """The tokens the model reads for each text (its instruction for `input_type` first)."""
+        """The tokens the model reads for each text (its instruction for `input_type`, or the
+        prompt named, first)."""
         model = self.model(name)
         self.check_count(len(texts), "inputs")
         service = await model.embedder()
@@ -80,7 +87,9 @@ class Serving:
                 f"{model.id} is served by an upstream API: its tokenizer is not here",
                 code="no_tokenizer",
             )
-        instruction = model.instructions.for_type(input_type) if input_type else ""
+        instruction = ""
+        if input_type or prompt_name is not None:
+            instruction = instruction_for(model, input_type or "document", prompt_name)
         tokens = await asyncio.to_thread(
             lambda: [tokenizer.tokens(instruction + text, special=special) for text in texts]
         )
@@ -136,7 +145,7 @@ class Serving:
         options = EmbedOptions(
             truncate=self.settings.truncate if request.truncate is None else request.truncate,
             truncate_left=request.truncate_left,
-            instruction=model.instructions.for_type(request.input_type),
+            instruction=instruction_for(model, request.input_type, request.prompt_name),
             dimensions=request.dimensions,
             normalize=request.normalize,
             max_tokens=self.settings.max_request_tokens,
@@ -155,6 +164,25 @@ class Serving:
             if name not in ("float", "base64")
         }
         return Embedded(model.id, result.vectors, result.prompt_tokens, encoded)
+
+
+INPUT_TYPES = ("query", "document", "passage")
+
+
+def instruction_for(model: ServedModel, input_type: str, prompt_name: str | None = None) -> str:
+    """What goes before each input: the prompt `prompt_name` names (an input type's name, or
+    one of the prompts the model's own configuration lists), else `input_type`'s instruction."""
+    if prompt_name is None or prompt_name in INPUT_TYPES:
+        return model.instructions.for_type(prompt_name or input_type)
+    prompts = model.metadata.prompts or {}
+    if prompt_name not in prompts:
+        known = ", ".join([*INPUT_TYPES, *(p for p in prompts if p not in INPUT_TYPES)])
+        raise InvalidInput(
+            f"model {model.id} has no prompt {prompt_name!r}; its prompts: {known}",
+            param="prompt_name",
+            code="unknown_prompt",
+        )
+    return prompts[prompt_name]
 
 
 def _check_bits(encodings: tuple[str, ...], dimension: int | None) -> None:

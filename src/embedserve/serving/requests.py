@@ -25,6 +25,10 @@ class EmbedRequest:
     input_type: InputType = "document"
     """"query" gets the model's query instruction; "document" or "passage" its document one."""
 
+    prompt_name: str | None = None
+    """One of the model's own prompts by name (EmbeddingGemma's "Clustering", ...), or an
+    input type's name; put before each input in place of `input_type`'s instruction."""
+
     truncate: bool | None = None
     """Truncate over-long inputs (None: the server's --truncate) or refuse them."""
 
