@@ -136,7 +136,7 @@ async def test_a_packed_graph_that_fails_is_refused_once_and_served_padded(  # t
         calls.append(args)
         if fault == "_export":
             raise TypeError("this transformer takes no position_ids")
-        return "packed texts gave other vectors than padded ones (cosine 0.9)"
+        return "packed texts gave other vectors than sentence-transformers' (cosine 0.9)"
 
     monkeypatch.setattr(packed_export, fault, failing)
     settings = Settings(precision="fp32", backend="openvino", cache_dir=str(tmp_path))

@@ -67,7 +67,7 @@ def openvino(spec: BackendSpec) -> Backend:
     packed = None
     if serves_packed(spec.files, spec.pools_instruction):
         packed = cached_packed_onnx(
-            spec.files, padded, spec.cache_root, spec.model_id, spec.trust_remote_code
+            spec.files, spec.cache_root, spec.model_id, spec.trust_remote_code
         )
     model = packed or padded
     if spec.precision == "int8":  # quantized from the graph that serves

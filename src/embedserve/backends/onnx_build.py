@@ -94,9 +94,16 @@ def cached_onnx_model(
 def _build_fp32(
     folder: Path, out: Path, scratch: Path, label: str, pools_instruction: bool, trust: bool
 ) -> None:
-    exported = scratch / "exported.onnx"
+    exported = scratch / "export" / "model.onnx"  # a folder: a big model's weights lie beside it
+    exported.parent.mkdir()
     log.info("building the ONNX model of %s (first start only; cached afterwards)", label)
     step(1, 2, "exporting with torch", lambda: _export(folder, exported, pools_instruction, trust))
+    if has_external_data(exported):
+        # Over protobuf's 2 GiB: ONNX Runtime's optimizer holds such a graph in memory several
+        # times (23 GB for Qwen3-Embedding-0.6B, then it died); OpenVINO fuses on its own.
+        log.info("  %s is over 2 GiB: its weights stay beside the graph, which is not fused", label)
+        move_graph(exported, out)
+        return
     optimized = scratch / "optimized.onnx"
     step(
         2,
@@ -111,6 +118,21 @@ def _build_fp32(
             "the fused graph of %s differs from the export; serving the export", folder.name
         )
         exported.replace(out)
+
+
+def has_external_data(graph: Path) -> bool:
+    """Whether the exporter wrote the graph's weights in files beside it (a model over protobuf's
+    2 GiB): its folder then holds more than the graph."""
+    return any(p != graph for p in graph.parent.iterdir())
+
+
+def move_graph(graph: Path, target: Path) -> None:
+    """Move `graph` to `target`, with the weight files beside it (their names are recorded in
+    the graph, so they keep them)."""
+    for path in graph.parent.iterdir():
+        if path != graph:
+            path.replace(target.parent / path.name)
+    graph.replace(target)
 
 
 def _export(folder: Path, out: Path, pools_instruction: bool, trust: bool = False) -> None:

@@ -55,9 +55,11 @@ class OpenVinoBackend:
         if compile_cache is not None:
             core.set_property({"CACHE_DIR": str(compile_cache)})
 
+        read = core.read_model(str(model))  # once: both compiled models share its weights
+
         def compiled_with(streams: int) -> Any:
             return core.compile_model(
-                str(model),
+                read,
                 "CPU",
                 {
                     # int8's other ops (attention, norms) stay in f32: in bf16 they ran slower,

@@ -3,10 +3,11 @@ once and cached. A padded batch of mixed lengths computes its padding; a packed 
 what its texts hold, so small batches of every length fill a pass (docs/engineering-notes.md).
 
 Exported with torch: the transformer's own code, given each token's position within its text and
-an attention mask in which a token sees only its own text; it returns the token vectors and
-pooling is done outside (packing.pool_packed). Proven at build, not assumed: texts packed side by
-side must give the padded export's vectors (cosine >= 0.99999), else the model is served padded,
-and that verdict is cached too.
+the masks in which a token sees only its own text (by the model's rules: attention_masks.py); it
+returns the token vectors, and pooling and any Dense layers run outside (packing.pool_packed,
+dense_head.py). Proven at build, not assumed: texts of every probe length packed side by side
+must give sentence-transformers' own vectors (cosine >= 0.99999), else the model is served
+padded, and that verdict is cached too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from embedserve.backends.build_steps import step
 from embedserve.backends.dense_head import dense_head, unsupported
 from embedserve.backends.onnx_build import (
     export_key,
+    move_graph,
     probe_lengths_of,
     vocab_size,
     without_torch_here,
@@ -68,16 +71,17 @@ def packed_key(folder: Path) -> str:
 
 
 def cached_packed_onnx(
-    folder: Path, padded: Path, cache_root: Path, name: str, trust_remote_code: bool = False
+    folder: Path, cache_root: Path, name: str, trust_remote_code: bool = False
 ) -> Path | None:
-    """The packed graph of `folder`, checked against its padded export `padded`, or None where
-    the packed graph did not prove exact (the reason logged). `trust_remote_code`: run the
-    code the folder ships."""
+    """The packed graph of `folder`, or None where it did not prove exact against
+    sentence-transformers' modules (the reason logged). `trust_remote_code`: run the code the
+    folder ships."""
     key = packed_key(folder)
     label = name.replace("/", "--")
 
     def build(out: Path, scratch: Path) -> None:
-        exported = scratch / "packed.onnx"
+        exported = scratch / "packed" / "model.onnx"  # a big model's weights lie beside it
+        exported.parent.mkdir()
         problem = ""
 
         def export() -> None:
@@ -87,20 +91,14 @@ def cached_packed_onnx(
             except Exception as exc:  # e.g. a transformer that takes no positions: served padded
                 problem = f"the packed graph could not be exported ({exc})"
             else:
-                refused = scratch / _REFUSED
+                refused = exported.parent / _REFUSED
                 problem = refused.read_text() if refused.exists() else ""
 
-        def check() -> None:
-            nonlocal problem
-            problem = _differs(exported, padded, folder)
-
-        step(1, 2, "exporting the packed graph", export)
-        if not problem:
-            step(2, 2, "checking packed texts against the padded graph", check)
+        step(1, 1, "exporting the packed graph, checked against sentence-transformers", export)
         if problem:
             (out / _REFUSED).write_text(json.dumps(problem))
         else:
-            exported.replace(out / "model.onnx")
+            move_graph(exported, out / "model.onnx")
 
     built = cached_build(
         cache_root / "onnx" / f"packed-{key[:24]}",
@@ -170,6 +168,17 @@ def _export(folder: Path, out: Path, trust: bool = False) -> None:
             dynamo=False,
         )
 
+    def reference(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """sentence-transformers' own forward, the model building its own masks."""
+        features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if "token_type_ids" in names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        with torch.inference_mode():
+            return stack(features)["sentence_embedding"].float().numpy()  # type: ignore[no-any-return]
+
+    if problem := _differs(out, reference, folder):
+        (out.parent / _REFUSED).write_text(problem)
+
 
 def _position_offset(transformer: object, vocab: int) -> int | None:
     """The position the model gives a text's first token (0 for BERT, the padding id + 1 for
@@ -201,14 +210,14 @@ def _position_offset(transformer: object, vocab: int) -> int | None:
     return None
 
 
-def _differs(packed: Path, padded: Path, folder: Path) -> str:
-    """Why the packed graph's vectors are not the padded export's ('' when they are), on the
+def _differs(
+    packed: Path, reference: Callable[[np.ndarray, np.ndarray], np.ndarray], folder: Path
+) -> str:
+    """Why the packed graph's vectors are not sentence-transformers' ('' when they are), on the
     export's probe lengths (across every local-attention window, up to the model's maximum):
     texts side by side in rows as wide as the longest, pooled and run through the Dense head
-    here as serving does."""
+    here as serving does; theirs one a row, padded."""
     import onnxruntime as ort
-
-    from embedserve.backends.onnx import OnnxBackend
 
     metadata = read_metadata(folder)
     vocab = vocab_size(folder)
@@ -221,15 +230,16 @@ def _differs(packed: Path, padded: Path, folder: Path) -> str:
     session = ort.InferenceSession(str(packed), providers=["CPUExecutionProvider"])
     feeds = {"input_ids": batch.ids, "position_ids": batch.positions, "segments": batch.segments}
     ours = pool_packed(session.run(None, feeds)[0], batch.spans, metadata.pooling or "mean")
+    del session  # a big model's weights: not held beside the reference's
     head = dense_head(folder)
     ours = head(ours) if head is not None else ours
-    padded_ids = lay_out([[texts[i]] for i in order], width)  # one a row: the padded batch
-    theirs = OnnxBackend(padded, threads=1).embed(padded_ids.ids, padded_ids.segments)
+    padded = lay_out([[texts[i]] for i in order], width)  # one a row: a padded batch
+    theirs = reference(padded.ids, (padded.segments > 0).astype(np.int64))
     cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     if (cos >= 0.99999).all():
         return ""
     worst = int(np.argmin(cos))
     return (
-        f"packed texts gave other vectors than padded ones (cosine {cos[worst]:.6f} on a "
-        f"{len(texts[order[worst]])}-token text)"
+        f"packed texts gave other vectors than sentence-transformers' (cosine {cos[worst]:.6f} "
+        f"on a {len(texts[order[worst]])}-token text)"
     )

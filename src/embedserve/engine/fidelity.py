@@ -112,15 +112,15 @@ def measure(
     them as it is served: every probe text packed beside others in rows of the longest's
     width."""
     sequences = sorted(tokenizer.encode(texts), key=len)
+    packed = packed_passes(candidate)
     expected, got = [], []
     for start in range(0, len(sequences), 8):
         ids, mask = pad(sequences[start : start + 8], tokenizer.pad_id)
         expected.append(reference.embed(ids, mask))
-        got.append(candidate.embed(ids, mask))
-    a, b = scaled_rows(np.concatenate(expected)), scaled_rows(np.concatenate(got))
-    packed = packed_passes(candidate)
-    if packed is not None:
-        b = scaled_rows(_packed(packed[0], sequences))
+        if packed is None:
+            got.append(candidate.embed(ids, mask))
+    a = scaled_rows(np.concatenate(expected))
+    b = scaled_rows(_packed(packed[0], sequences) if packed else np.concatenate(got))
     every = (a * b).sum(axis=1)
     return Fidelity(mean=float(every.mean()), min=float(every.min()), texts=len(every))
 
