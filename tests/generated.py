@@ -324,9 +324,10 @@ GEMMA_PROMPTS = {
 def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3") -> Path:
     """A decoder embedder in small, with its family's real transformers classes and module
     stack (random weights): "qwen3" as Qwen3-Embedding (causal attention, last-token pooling,
-    its query prompt) or "gemma3" as EmbeddingGemma (bidirectional Gemma3 whose sliding layers
-    see 8 tokens, mean pooling, two Dense layers, its task prompts). The borrowed tokenizer
-    frames texts with [CLS] ... [SEP]."""
+    its query prompt), "qwen2" and "mistral" the same with causal windows of 8 tokens (on one
+    layer type, or on every layer), or "gemma3" as EmbeddingGemma (bidirectional Gemma3 whose
+    sliding layers see 8 tokens, mean pooling, two Dense layers, its task prompts). The borrowed
+    tokenizer frames texts with [CLS] ... [SEP]."""
     import sentence_transformers.models as st_models
     import torch
     from sentence_transformers import SentenceTransformer
@@ -342,6 +343,23 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
 
         qwen = Qwen3Config(**shape, num_hidden_layers=2, max_position_embeddings=1024)
         Qwen3Model(qwen).save_pretrained(hf)
+        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+    elif family == "qwen2":  # gte-Qwen2's kind: a sliding layer of 8 tokens beside a full one
+        from transformers import Qwen2Config, Qwen2Model
+
+        qwen2 = Qwen2Config(
+            **shape, num_hidden_layers=2, max_position_embeddings=1024,
+            use_sliding_window=True, sliding_window=8, max_window_layers=1,
+        )  # fmt: skip
+        Qwen2Model(qwen2).save_pretrained(hf)
+        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+    elif family == "mistral":  # e5-mistral's kind: every layer sees the 8 tokens before
+        from transformers import MistralConfig, MistralModel
+
+        mistral = MistralConfig(
+            **shape, num_hidden_layers=2, max_position_embeddings=1024, sliding_window=8
+        )
+        MistralModel(mistral).save_pretrained(hf)
         pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
     else:
         from transformers import Gemma3TextConfig, Gemma3TextModel

@@ -40,7 +40,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["qwen3", "gemma3"])
+@pytest.fixture(scope="module", params=["qwen3", "gemma3", "qwen2", "mistral"])
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     minilm = resolve(None)
     return tiny_decoder_model(tmp_path_factory.mktemp(request.param), minilm.files, request.param)
@@ -130,8 +130,8 @@ async def test_a_models_own_task_prompts_are_reachable_by_prompt_name(
     """EmbeddingGemma lists task prompts beyond query and document: OpenAI's body takes
     `prompt_name` (extra_body), TEI's its own `prompt_name`; a prompt the model lacks is that
     format's 4xx naming the prompts it has."""
-    if family.name != "tiny-gemma3":
-        pytest.skip("Qwen3-Embedding lists only its query and document prompts")
+    if family.name != "tiny-gemma3":  # the others list only query and document prompts
+        pytest.skip("its prompts are query and document only")
     source = resolve(str(family))
     model = load_service(source, Settings(backend="onnx"))
     texts = REAL_SENTENCES[:3]

@@ -100,7 +100,7 @@ NO_BF16 = frozenset({"avx2", "avx512f"})
         (NO_BF16, "openvino", "cpu", "auto", [("openvino", "fp32")]),
         (BF16, "onnx", "cpu", "auto", [("onnx", "fp32")]),
         (BF16, "auto", "cpu", "fp32", [("onnx", "fp32"), ("torch", "fp32")]),
-        (BF16, "auto", "cuda", "auto", [("torch", "fp16")]),
+        (BF16, "auto", "cuda", "auto", [("torch", "fp16"), ("torch", "bf16"), ("torch", "fp32")]),
         (BF16, "auto", "cuda:1", "bf16", [("torch", "bf16")]),
         (BF16, "torch", "cpu", "fp32", [("torch", "fp32")]),
     ],
@@ -113,9 +113,9 @@ def test_the_rules_pick_backends_by_device_and_precision(  # type: ignore[no-unt
     monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     choices = choose(backend, device, precision)
     assert [(c.name, c.precision) for c in choices] == chosen
-    # only a CPU mode that auto picks but fp32 must prove it is exact
+    # a mode that auto picks, but fp32, must prove it is exact: on a GPU too (fp16, then bf16)
     assert [c.exact for c in choices] == [
-        p == "auto" and c.precision != "fp32" and c.device == "cpu"
+        p == "auto" and c.precision != "fp32"
         for c, p in zip(choices, [precision] * len(choices), strict=True)
     ]
     if (flags, backend, precision) == (NO_BF16, "auto", "auto"):

@@ -94,13 +94,14 @@ BACKENDS: dict[str, BackendEntry] = {
 
 AUTO: dict[str, tuple[tuple[str, str], ...]] = {
     # the fastest mode whose vectors are exact: bf16 where the CPU computes it natively (and
-    # the probe proves it at load), else fp32
+    # the probe proves it at load), else fp32; on a GPU fp16, else bf16 (fp16 overflows where
+    # a model's activations are large: TEI saw Gemma3 give NaN), else fp32
     "cpu": (("openvino", "bf16"), ("onnx", "fp32"), ("torch", "fp32")),
-    "cuda": (("torch", "fp16"),),
+    "cuda": (("torch", "fp16"), ("torch", "bf16"), ("torch", "fp32")),
 }
-"""What --precision auto tries on a device kind, as (backend, precision), in order. A CPU
-precision other than fp32 must prove exact (every probe text at cosine >= 0.9999 to fp32)
-or the next is tried."""
+"""What --precision auto tries on a device kind, as (backend, precision), in order. A
+precision other than fp32 must prove exact (every probe text at cosine >= 0.9999 to fp32: a
+NaN never does) or the next is tried."""
 
 AUTO_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("cpu", "fp32"): ("onnx", "torch"),  # torch serves what cannot be exported
@@ -191,7 +192,7 @@ def _auto(backend: str, device: str, kind: str) -> list[Choice]:
         candidates = [c for c, refusal in zip(candidates, refusals, strict=True) if not refusal]
         if not candidates:
             raise ModelUnavailable(str(refusals[0]))
-    return _available(candidates, device, kind, exact=kind == "cpu")
+    return _available(candidates, device, kind, exact=True)
 
 
 def _available(
@@ -209,7 +210,7 @@ def _available(
             log.info("%s without %s (%s)", precision, name, reason)
             why = reason
             continue
-        if exact and precision == "bf16":
+        if exact and precision == "bf16" and kind == "cpu":
             why = f"this CPU computes bf16 natively ({', '.join(native_bf16())})"
         choices.append(Choice(name, entry, precision, device, exact and precision != "fp32", why))
         why = ""

@@ -370,4 +370,14 @@ def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -
         choice.precision,
         versions,
         machine.cpu_identity(),
+        _gpu_name(choice.device),
     )
+
+
+def _gpu_name(device: str) -> str:
+    """The GPU a verdict was measured on ('' on the CPU): another GPU may round otherwise."""
+    if not device.startswith("cuda"):
+        return ""
+    import torch  # the GPU path runs on torch: it is loaded already
+
+    return str(torch.cuda.get_device_name(torch.device(device)))
