@@ -62,6 +62,19 @@ def test_each_variable_reaches_its_setting(described, raw) -> None:  # type: ign
 
 
 @pytest.mark.parametrize(
+    "described",
+    [d for d in SETTINGS if d.optional and d.kind in ("int", "float")],
+    ids=lambda d: d.name,
+)
+def test_a_setting_that_may_be_unset_takes_none_as_a_flag_and_a_variable(described) -> None:  # type: ignore[no-untyped-def]
+    # a default of 300,000 request tokens is lifted with --max-request-tokens none
+    flag = described.flags[0]
+    assert getattr(parse_settings(["serve", flag, "none"], {}), described.name) is None
+    assert getattr(parse_settings(["serve"], {described.env: "none"}), described.name) is None
+    assert getattr(parse_settings(["serve", flag, "1"], {}), described.name) == 1
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ('port = "eighty"', "port is not a valid value"),

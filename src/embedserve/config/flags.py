@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from embedserve.config.declare import Described, boolean
@@ -168,7 +169,8 @@ def _add_setting(parser: argparse.ArgumentParser, described: Described) -> None:
     elif kind == "choice":
         options |= {"choices": described.choices}
     else:
-        options |= {"type": {"int": int, "float": float, "str": str}[kind]}
+        convert = {"int": int, "float": float, "str": str}[kind]
+        options |= {"type": _or_none(convert) if described.optional else convert}
         options["metavar"] = described.declared.metavar
     parser.add_argument(*described.flags, help=help_text(described), **options)
     if described.declared.negative:
@@ -180,6 +182,16 @@ def _add_setting(parser: argparse.ArgumentParser, described: Described) -> None:
             default=argparse.SUPPRESS,
             help=f"the same as {described.flags[0]}=false",
         )
+
+
+def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A setting that may be unset takes "none" on the command line as in the environment."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "null") else convert(text)
+
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid int value"
+    return parse
 
 
 def help_text(described: Described) -> str:
