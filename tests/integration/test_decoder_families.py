@@ -153,7 +153,7 @@ async def test_a_models_own_task_prompts_are_reachable_by_prompt_name(
         assert "Clustering" in unknown.json()["error"]["message"]
         assert unknown.json()["error"]["param"] == "prompt_name"
         assert tei_unknown.status_code in (400, 422)
-        assert "error" in tei_unknown.json()
+        assert "prompt_name 'Nope'" in tei_unknown.json()["error"]
         assert card["prompts"]["Clustering"] == prompt(family, "Clustering")
     finally:
         model.close()  # type: ignore[attr-defined]

@@ -178,7 +178,8 @@ def instruction_for(model: ServedModel, input_type: str, prompt_name: str | None
     if prompt_name not in prompts:
         known = ", ".join([*INPUT_TYPES, *(p for p in prompts if p not in INPUT_TYPES)])
         raise InvalidInput(
-            f"model {model.id} has no prompt {prompt_name!r}; its prompts: {known}",
+            f"prompt_name {prompt_name!r} is not a prompt of model {model.id}; "
+            f"its prompts: {known}",
             param="prompt_name",
             code="unknown_prompt",
         )
