@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -57,15 +58,18 @@ def _run(job: EmbedJob, ray: Any, settings: Settings, actors: int | None) -> str
                 compute=ray.data.ActorPoolStrategy(size=count, max_tasks_in_flight_per_actor=1),
                 num_cpus=per_actor,
             )
-            for row in tallies.iter_rows():
-                engine = {"precision": row["precision"], "backend": row["backend"]}
-                _check_engine(job, engine, refused=bool(row["refused"]))
-                progress.advance(
-                    int(row["documents"]),
-                    int(row["rows"]),
-                    int(row["tokens"]),
-                    int(row["skipped"]),
-                )
+            # Closed on the way out, a refusal included: else the traceback keeps the rows'
+            # executor alive past ray.shutdown(), and its threads then kill the process (exit 1).
+            with closing(iter(tallies.iter_rows())) as rows:
+                for row in rows:
+                    engine = {"precision": row["precision"], "backend": row["backend"]}
+                    _check_engine(job, engine, refused=bool(row["refused"]))
+                    progress.advance(
+                        int(row["documents"]),
+                        int(row["rows"]),
+                        int(row["tokens"]),
+                        int(row["skipped"]),
+                    )
         job.finish()
         return progress.summary(len(done))
     finally:
