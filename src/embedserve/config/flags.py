@@ -4,8 +4,8 @@ flags among their spellings), plus the few inputs that only the command line has
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from embedserve.config.declare import Described, boolean
