@@ -334,6 +334,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
 
     torch.manual_seed(0)
     hf = target / f"hf-{family}"
+    dense: list[Any] = []
     shape: dict[str, Any] = {
         "vocab_size": 30522, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "pad_token_id": 0,
@@ -343,7 +344,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
 
         qwen = Qwen3Config(**shape, num_hidden_layers=2, max_position_embeddings=1024)
         Qwen3Model(qwen).save_pretrained(hf)
-        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+        pooling, prompts = "lasttoken", {"query": QWEN3_QUERY, "document": ""}
     elif family == "qwen2":  # gte-Qwen2's kind: a sliding layer of 8 tokens beside a full one
         from transformers import Qwen2Config, Qwen2Model
 
@@ -352,7 +353,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
             use_sliding_window=True, sliding_window=8, max_window_layers=1,
         )  # fmt: skip
         Qwen2Model(qwen2).save_pretrained(hf)
-        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+        pooling, prompts = "lasttoken", {"query": QWEN3_QUERY, "document": ""}
     elif family == "mistral":  # e5-mistral's kind: every layer sees the 8 tokens before
         from transformers import MistralConfig, MistralModel
 
@@ -360,7 +361,7 @@ def tiny_decoder_model(target: Path, tokenizer_from: Path, family: str = "qwen3"
             **shape, num_hidden_layers=2, max_position_embeddings=1024, sliding_window=8
         )
         MistralModel(mistral).save_pretrained(hf)
-        pooling, dense, prompts = "lasttoken", [], {"query": QWEN3_QUERY, "document": ""}
+        pooling, prompts = "lasttoken", {"query": QWEN3_QUERY, "document": ""}
     else:
         from transformers import Gemma3TextConfig, Gemma3TextModel
 

@@ -389,10 +389,10 @@ class GatedBatcher(Batcher):
     held = 4102
     gate = threading.Event()
 
-    def _prepare(self, batch):  # type: ignore[no-untyped-def]
-        if batch[0].tokens[1] == self.held:
+    def _laid_out(self, chosen):  # type: ignore[no-untyped-def]
+        if chosen.chosen[0].tokens[1] == self.held:
             assert self.gate.wait(10), "test never opened the gate"
-        return super()._prepare(batch)
+        return super()._laid_out(chosen)
 
 
 async def test_a_skipped_batch_frees_its_stream_for_waiting_background_work() -> None:
