@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--static-documents", type=int, default=20_000)
     parser.add_argument("--into", type=Path, default=Path.home() / ".cache" / "embedserve-bench")
+    parser.add_argument(
+        "--serving-only", action="store_true", help="only the served figures (no starts, no embed)"
+    )
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
     minilm = resolve(None).files
@@ -165,14 +168,15 @@ def main() -> None:
         for name in [s.strip() for s in args.shapes.split(",") if s.strip()]:
             folder = shape(name, args.into)
             cache = work / f"cache-{name}"
-            first, warm = first_and_warm_start(folder, cache)
+            first, warm = (0.0, 0.0) if args.serving_only else first_and_warm_start(folder, cache)
             print(f"{name}: first start {first:.0f} s, warm {warm:.1f} s", flush=True)
             table: dict[str, list[tuple[str, Result]]] = {}
             peaks: dict[str, int] = {}
             phase(plan, servers_of(folder, cache), counts, args, table, {}, peaks)
-            job = embed_against_st(folder, docs, work / name, cache)
+            job = {} if args.serving_only else embed_against_st(folder, docs, work / name, cache)
             lines += render_shape(name, first, warm, table, peaks, job, args.documents)
-        lines += static_rows(args, work, short)
+        if not args.serving_only:
+            lines += static_rows(args, work, short)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines)
@@ -216,6 +220,8 @@ def render_shape(
         )
     if not ours:
         out.append("| embedserve default | did not start | | | | | |")
+    if not job:
+        return [*out, ""]
     out += [
         "",
         f"`embedserve embed` over {count:,} mixed documents: {count / job['ours_s']:,.1f} docs/s "

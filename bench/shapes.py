@@ -10,6 +10,7 @@ its configuration (the embedding table is full size), only the ids a text gets a
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -46,7 +47,26 @@ def _save(folder: Path, hf: Path, pooling: str, max_length: int, prompts: dict[s
     ]
     SentenceTransformer(modules=modules, prompts=prompts).save(str(folder))
     shutil.rmtree(hf)
+    legacy_format(folder)
     return folder
+
+
+def legacy_format(folder: Path) -> None:
+    """The folder as every sentence-transformers reads it: module names such as
+    `sentence_transformers.models.Transformer`, and a sentence_bert_config.json without 6.x's
+    keys (Infinity's venv has 3.x, which can import neither)."""
+    path = folder / "modules.json"
+    modules = json.loads(path.read_text())
+    for module in modules:
+        module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[-1]
+    path.write_text(json.dumps(modules, indent=2))
+    config = folder / "sentence_bert_config.json"
+    if config.is_file():
+        kept = {k: v for k, v in json.loads(config.read_text()).items() if k in _ST3_KEYS}
+        config.write_text(json.dumps(kept, indent=2))
+
+
+_ST3_KEYS = ("max_seq_length", "do_lower_case")
 
 
 def qwen3_0_6b(folder: Path) -> Path:
@@ -97,6 +117,7 @@ def static_mrl(folder: Path) -> Path:
     table = np.random.default_rng(0).standard_normal((tokenizer.get_vocab_size(), 1024))
     static = StaticEmbedding(tokenizer, embedding_weights=table.astype(np.float32))
     SentenceTransformer(modules=[static]).save(str(folder))
+    legacy_format(folder)
     return folder
 
 
