@@ -11,10 +11,10 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel
 
-from embedserve.api.app import create_app
+from embedserve.api.app import create_app, route_table
 from embedserve.api.calls import json_response, unless_client_leaves
 from embedserve.api.errors import ApiError
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.wire import WireFormat, state_of
 from embedserve.config import ModelSpec, Settings
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.models.source import ModelSource
@@ -26,7 +26,13 @@ def plain_error(error: ApiError) -> dict[str, Any]:
     return {"failure": error.message, "status": error.status}
 
 
-router = wire_router(plain_error)
+class PlainError(BaseModel):
+    failure: str
+    status: int
+
+
+PLAIN = WireFormat("Plain", error_shape=plain_error, error_model=PlainError)
+router = PLAIN.router()
 
 
 class SentencesBody(BaseModel):
@@ -34,7 +40,7 @@ class SentencesBody(BaseModel):
     query: bool = False
 
 
-@router.post("/test/encode")
+@router.post("/test/encode", responses=PLAIN.responses)
 async def encode(body: SentencesBody, request: Request) -> Any:
     wanted = EmbedRequest(body.sentences, input_type="query" if body.query else "document")
     result = await unless_client_leaves(request, state_of(request).serving.embed(wanted))
@@ -90,3 +96,23 @@ async def test_its_errors_take_its_own_shape_and_the_servers_policy(minilm: Mode
     assert 'embedserve_requests_total{route="/test/encode",status="401"} 1.0' in metrics
     assert 'embedserve_requests_total{route="/test/encode",status="200"} 1.0' in metrics
     assert 'embedserve_inputs_total{model="sentence-transformers/all-MiniLM-L6-v2"} 2.0' in metrics
+
+
+def test_each_format_documents_its_own_error_body() -> None:
+    paths = route_table().openapi()["paths"]
+    owners = {
+        ("/v1/embeddings", "post"): "ErrorResponse",
+        ("/v1/rerank", "post"): "ErrorResponse",
+        ("/v1/files", "post"): "ErrorResponse",
+        ("/embed", "post"): "TeiError",
+        ("/rerank", "post"): "TeiError",
+        ("/api/embed", "post"): "OllamaError",
+        ("/v2/embed", "post"): "CohereError",
+        ("/v2/rerank", "post"): "CohereError",
+    }
+    for (path, method), model in owners.items():
+        responses = paths[path][method]["responses"]
+        for status in ("400", "401", "429", "500", "503"):
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["$ref"] == f"#/components/schemas/{model}", (path, status)
+    assert "422" in paths["/embed"]["post"]["responses"]  # TEI's own status for a bad body

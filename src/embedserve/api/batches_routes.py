@@ -15,15 +15,16 @@ from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError, body_error, from_domain, openai_error
 from embedserve.api.files_routes import find_file, owned, owner, page, store_of
 from embedserve.api.openai_protocol import EmbeddingRequest
-from embedserve.api.openai_routes import ERRORS, embed_request, embeddings_body
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.openai_routes import embed_request, embeddings_body
+from embedserve.api.wire import OPENAI, state_of
 from embedserve.batches.runner import window_seconds
 from embedserve.batches.store import BatchRecord, new_id, now
 from embedserve.errors import EmbedServeError, InvalidInput
 from embedserve.serving.embeddings import Serving
 
 log = logging.getLogger("embedserve")
-router = wire_router()  # OpenAI's error envelope
+router = OPENAI.router("Batches")
+ERRORS = OPENAI.responses
 
 ENDPOINTS = ("/v1/embeddings",)
 

@@ -15,9 +15,9 @@ from starlette.responses import Response
 from embedserve.api.calls import json_response, unless_client_leaves
 from embedserve.api.encoding import JSONBytes, encoded_rows
 from embedserve.api.errors import ApiError
-from embedserve.api.openai_protocol import text_list
-from embedserve.api.rerank_routes import RerankDocuments
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.fields import Dimensions, RerankDocuments, text_list
+from embedserve.api.reranking import ranked_rows
+from embedserve.api.wire import WireFormat, state_of
 from embedserve.serving.quantize import ENCODINGS
 from embedserve.serving.requests import EmbedRequest, InputType, RerankRequest
 
@@ -30,10 +30,9 @@ class CohereError(BaseModel):
     message: str
 
 
-router = wire_router(cohere_error, tags=["Cohere"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": CohereError} for code in (400, 401, 404, 413, 415, 429, 500, 503)
-}
+COHERE = WireFormat("Cohere", error_shape=cohere_error, error_model=CohereError)
+router = COHERE.router()
+ERRORS = COHERE.responses
 
 INPUT_TYPES: dict[str, InputType] = {
     "search_query": "query",
@@ -44,7 +43,7 @@ INPUT_TYPES: dict[str, InputType] = {
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
 
 
-class EmbedBody(BaseModel):
+class CohereEmbedBody(BaseModel):
     """Body of POST /v2/embed."""
 
     model_config = ConfigDict(
@@ -65,9 +64,7 @@ class EmbedBody(BaseModel):
     truncate: Literal["NONE", "START", "END"] = Field(
         default="END", description="Cut an over-long input's START or END, or refuse it (NONE)."
     )
-    output_dimension: StrictInt | None = Field(
-        default=None, json_schema_extra={"minimum": 1}, description="Keep the first N."
-    )
+    output_dimension: Dimensions
 
     @field_validator("texts", mode="before")
     @classmethod
@@ -84,7 +81,7 @@ class EmbedBody(BaseModel):
         return list(dict.fromkeys(value))
 
 
-class EmbedResponse(BaseModel):
+class CohereEmbedResponse(BaseModel):
     id: str
     embeddings: dict[str, list[list[float]] | list[list[int]] | list[str]]
     texts: list[str]
@@ -94,11 +91,11 @@ class EmbedResponse(BaseModel):
 
 @router.post(
     "/v2/embed",
-    response_model=EmbedResponse,
+    response_model=CohereEmbedResponse,
     responses=ERRORS,
     summary="Embed (Cohere v2's shape)",
 )
-async def embed(body: EmbedBody, request: Request) -> Response:
+async def embed(body: CohereEmbedBody, request: Request) -> Response:
     serving = state_of(request).serving
     embed_request = EmbedRequest(
         inputs=body.texts,
@@ -123,7 +120,7 @@ async def embed(body: EmbedBody, request: Request) -> Response:
     return await json_response(content, result.vectors.size * len(body.embedding_types))
 
 
-class RerankBody(RerankDocuments):
+class CohereRerankBody(RerankDocuments):
     """Body of POST /v2/rerank."""
 
     max_tokens_per_doc: StrictInt | None = Field(
@@ -131,7 +128,7 @@ class RerankBody(RerankDocuments):
     )
 
 
-class RerankResponse(BaseModel):
+class CohereRerankResponse(BaseModel):
     id: str
     results: list[dict[str, Any]]
     meta: dict[str, Any]
@@ -139,15 +136,13 @@ class RerankResponse(BaseModel):
 
 @router.post(
     "/v2/rerank",
-    response_model=RerankResponse,
+    response_model=CohereRerankResponse,
     responses=ERRORS,
     summary="Rerank (Cohere v2's shape)",
 )
-async def rerank(body: RerankBody, request: Request) -> JSONBytes:
+async def rerank(body: CohereRerankBody, request: Request) -> JSONBytes:
     asked = RerankRequest(body.query, body.texts, model=body.model, top_n=body.top_n)
     result = await unless_client_leaves(request, state_of(request).serving.rerank(asked))
-    results = [
-        {"index": index, "relevance_score": float(result.scores[index])} for index in result.order
-    ]
+    results = ranked_rows(result)
     meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
     return JSONBytes({"id": str(uuid.uuid4()), "results": results, "meta": meta})

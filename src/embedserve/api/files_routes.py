@@ -18,13 +18,13 @@ from starlette.responses import FileResponse
 from embedserve.api.auth import bearer
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.limits import StreamedLimit
-from embedserve.api.openai_routes import ERRORS
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.wire import OPENAI, state_of
 from embedserve.batches.store import FileRecord, Store, new_id, now, owner_of
 from embedserve.config import Settings
 from embedserve.errors import InvalidInput, MissingDependency, NotFound, TooLarge
 
-router = wire_router()  # OpenAI's error envelope
+router = OPENAI.router("Files")
+ERRORS = OPENAI.responses
 
 Found = TypeVar("Found")
 UPLOAD_PATH = "/v1/files"

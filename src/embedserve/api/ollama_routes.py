@@ -24,8 +24,8 @@ from embedserve import __version__
 from embedserve.api.calls import json_response, unless_client_leaves
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError
-from embedserve.api.openai_protocol import check_unicode, text_list
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.fields import Dimensions, check_unicode, text_list
+from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
 from embedserve.serving.embeddings import Serving
 from embedserve.serving.requests import Embedded, EmbedRequest
@@ -39,10 +39,9 @@ class OllamaError(BaseModel):
     error: str
 
 
-router = wire_router(ollama_error, tags=["Ollama"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": OllamaError} for code in (400, 401, 404, 413, 415, 429, 500, 503)
-}
+OLLAMA = WireFormat("Ollama", error_shape=ollama_error, error_model=OllamaError)
+router = OLLAMA.router()
+ERRORS = OLLAMA.responses
 
 
 class _Request(BaseModel):
@@ -55,7 +54,7 @@ class _Request(BaseModel):
     options: dict[str, Any] | None = Field(default=None, description="Accepted, ignored.")
 
 
-class EmbedBody(_Request):
+class OllamaEmbedBody(_Request):
     """Body of POST /api/embed."""
 
     model_config = ConfigDict(
@@ -64,9 +63,7 @@ class EmbedBody(_Request):
 
     input: str | list[str] = Field(description="A text or a list of texts.")
     truncate: StrictBool = Field(default=True, description="Truncate over-long inputs.")
-    dimensions: StrictInt | None = Field(
-        default=None, json_schema_extra={"minimum": 1}, description="Keep the first N."
-    )
+    dimensions: Dimensions
 
     @field_validator("input", mode="before")
     @classmethod
@@ -74,7 +71,7 @@ class EmbedBody(_Request):
         return text_list(value, "input", allow_empty=True)
 
 
-class EmbeddingsBody(_Request):
+class OllamaEmbeddingsBody(_Request):
     """Body of the legacy POST /api/embeddings."""
 
     prompt: str = Field(description="One text.")
@@ -86,7 +83,7 @@ class EmbeddingsBody(_Request):
         return value
 
 
-class EmbedResponse(BaseModel):
+class OllamaEmbedResponse(BaseModel):
     model: str
     embeddings: list[list[float]]
     total_duration: int = Field(description="Nanoseconds.")
@@ -94,17 +91,17 @@ class EmbedResponse(BaseModel):
     prompt_eval_count: int
 
 
-class EmbeddingsResponse(BaseModel):
+class OllamaEmbeddingsResponse(BaseModel):
     embedding: list[float]
 
 
 @router.post(
     "/api/embed",
-    response_model=EmbedResponse,
+    response_model=OllamaEmbedResponse,
     responses=ERRORS,
     summary="Embed (Ollama's shape)",
 )
-async def embed(body: EmbedBody, request: Request) -> Response:
+async def embed(body: OllamaEmbedBody, request: Request) -> Response:
     started = time.perf_counter_ns()
     serving = state_of(request).serving
     model = _model(serving, body.model)
@@ -124,11 +121,11 @@ async def embed(body: EmbedBody, request: Request) -> Response:
 
 @router.post(
     "/api/embeddings",
-    response_model=EmbeddingsResponse,
+    response_model=OllamaEmbeddingsResponse,
     responses=ERRORS,
     summary="Embed one text (Ollama's legacy shape)",
 )
-async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
+async def embeddings(body: OllamaEmbeddingsBody, request: Request) -> Response:
     serving = state_of(request).serving
     model = _model(serving, body.model)
     texts = [body.prompt] if body.prompt else []  # Ollama answers an empty prompt with []

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
+from embedserve.api.fields import Dimensions, TruncationDirection, check_unicode
 from embedserve.serving.quantize import Encoding
-
-TruncationDirection = Literal["left", "right", "Left", "Right"]
-"""TEI's spelling and ours."""
 
 _INPUT_HELP = (
     "'input' must be a string, an array of strings, an array of token ids, "
@@ -50,11 +48,7 @@ class EmbeddingRequest(BaseModel):
         'ranges in GET /v1/models/{id}), "binary"/"ubinary" (sign bits packed 8 per byte, as '
         "signed/unsigned integers).",
     )
-    dimensions: StrictInt | None = Field(
-        default=None,
-        json_schema_extra={"minimum": 1},  # the model checks it, naming its own dimension
-        description="Keep the first N components (1..model dimension), re-normalized.",
-    )
+    dimensions: Dimensions
     user: str | None = Field(default=None, description="End-user id; accepted and ignored.")
     input_type: Literal["query", "document", "passage"] | None = Field(
         default=None,
@@ -108,38 +102,8 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-def text_list(value: Any, field: str, *, allow_empty: bool = False, one: bool = True) -> list[str]:
-    """A string (unless not `one`) or an array of strings, for the wire formats that take only
-    text (TEI's `inputs`, Ollama's `input`, Cohere's `texts`), as a list; each checked for
-    Unicode."""
-    texts = [value] if isinstance(value, str) and one else value
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        kinds = "a string or an array of strings" if one else "an array of strings"
-        raise PydanticCustomError("invalid_input", f"'{field}' must be {kinds}")
-    if not texts and not allow_empty:
-        raise PydanticCustomError("empty_input", f"'{field}' must not be empty")
-    for index, text in enumerate(texts):
-        check_unicode(text, f"{field}[{index}]" if texts is value else f"'{field}'")
-    return texts
-
-
 def _check_unicode(text: str, index: int | None) -> None:
     check_unicode(text, "'input'" if index is None else f"input[{index}]")
-
-
-def check_unicode(text: str, where: str) -> None:
-    """JSON allows lone surrogates (\\ud800); they are not text and no tokenizer takes them.
-    `where`: the field, as the message names it."""
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise PydanticCustomError(
-            "invalid_input",
-            f"{where} is not valid Unicode: it holds an unpaired surrogate at character "
-            f"{exc.start}",
-        ) from None
 
 
 def _kind(item: Any) -> str | None:

@@ -10,22 +10,20 @@ from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
 from embedserve.api.encoding import JSONBytes, encoded_rows
+from embedserve.api.fields import cuts_left
 from embedserve.api.openai_protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
-    ErrorResponse,
     ModelCard,
     ModelList,
 )
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.wire import OPENAI, state_of
 from embedserve.engine.registry import ServedModel
 from embedserve.errors import InvalidInput
 from embedserve.serving.requests import Embedded, EmbedRequest
 
-router = wire_router()  # OpenAI's error envelope
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 429, 500, 503)
-}
+router = OPENAI.router("Embeddings")
+ERRORS = OPENAI.responses
 
 
 @router.post(
@@ -52,7 +50,7 @@ def embed_request(body: EmbeddingRequest) -> EmbedRequest:
         input_type=body.input_type or "document",
         prompt_name=body.prompt_name,
         truncate=body.truncate,
-        truncate_left=(body.truncation_direction or "right").lower() == "left",
+        truncate_left=cuts_left(body.truncation_direction),
         dimensions=body.dimensions,
         normalize=body.normalize,
         encodings=(body.encoding_format or "float",),

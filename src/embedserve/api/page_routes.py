@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import Request
 from starlette.responses import HTMLResponse, Response
 
-from embedserve.api.wire import wire_router
+from embedserve.api.wire import OPENAI
 from embedserve.errors import NotFound
 
 PAGE_PATH = "/"
@@ -29,7 +29,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 
-router = wire_router(tags=["Web page"])
+router = OPENAI.router("Web page")
 
 
 def is_page(method: str, path: str) -> bool:

@@ -6,10 +6,10 @@ from fastapi import Request
 from starlette.responses import Response
 
 from embedserve.api.encoding import JSONBytes
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.wire import OPENAI, state_of
 from embedserve.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-router = wire_router()
+router = OPENAI.router("Probes")
 
 
 @router.get("/health", summary="Liveness: the process is up")

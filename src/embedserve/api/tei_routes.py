@@ -7,16 +7,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from starlette.responses import Response
 
 from embedserve import __version__
 from embedserve.api.calls import json_body, json_response, unless_client_leaves, validated
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError
-from embedserve.api.openai_protocol import TruncationDirection, text_list
-from embedserve.api.rerank_routes import RerankBody, RerankQuery, reranked
-from embedserve.api.wire import state_of, wire_router
+from embedserve.api.fields import Dimensions, RerankQuery, TruncationDirection, cuts_left, text_list
+from embedserve.api.reranking import RerankBody, ranked_rows
+from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
 from embedserve.serving.requests import EmbedRequest, RerankRequest
 
@@ -45,10 +45,15 @@ class TeiError(BaseModel):
     error_type: Literal["Validation", "Empty", "Overloaded", "Unhealthy", "Backend"]
 
 
-router = wire_router(tei_error, tei_status, tags=["TEI"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": TeiError} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503)
-}
+TEI = WireFormat(
+    "TEI",
+    error_shape=tei_error,
+    error_model=TeiError,
+    error_status=tei_status,
+    statuses=(400, 401, 404, 413, 415, 422, 429, 500, 503),
+)
+router = TEI.router()
+ERRORS = TEI.responses
 
 
 class _Texts(BaseModel):
@@ -68,7 +73,7 @@ class _Texts(BaseModel):
         return text_list(value, "inputs")
 
 
-class EmbedBody(_Texts):
+class TeiEmbedBody(_Texts):
     """Body of POST /embed."""
 
     model_config = ConfigDict(
@@ -82,9 +87,7 @@ class EmbedBody(_Texts):
     truncation_direction: TruncationDirection = Field(
         default="Right", description="Which end of an over-long input is cut."
     )
-    dimensions: StrictInt | None = Field(
-        default=None, json_schema_extra={"minimum": 1}, description="Keep the first N."
-    )
+    dimensions: Dimensions
 
 
 class TokenizeBody(_Texts):
@@ -117,14 +120,14 @@ class SimpleToken(BaseModel):
     responses=ERRORS,
     summary="Embed at the root, as TEI serves an embedding model",
 )
-async def embed(body: EmbedBody, request: Request) -> Response:
+async def embed(body: TeiEmbedBody, request: Request) -> Response:
     serving = state_of(request).serving
     texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
     embed_request = EmbedRequest(
         inputs=texts,
         prompt_name=body.prompt_name,
         truncate=body.truncate,
-        truncate_left=body.truncation_direction.lower() == "left",
+        truncate_left=cuts_left(body.truncation_direction),
         dimensions=body.dimensions,
         normalize=body.normalize,
     )
@@ -217,21 +220,19 @@ _RERANK_BODY = {
 )
 async def rerank(request: Request) -> JSONBytes:
     payload = await json_body(request)
-    if not (isinstance(payload, dict) and "texts" in payload):
-        return await reranked(validated(RerankBody, payload), request)
+    serving = state_of(request).serving
+    if not (isinstance(payload, dict) and "texts" in payload):  # Cohere's / Jina's body
+        documents = validated(RerankBody, payload)
+        result = await unless_client_leaves(request, serving.rerank(documents.request()))
+        return JSONBytes(documents.answer(result))
     body = validated(TeiRerankBody, payload)
     asked = RerankRequest(
         query=body.query,
         documents=body.texts,
         raw=body.raw_scores,
         truncate=body.truncate,
-        truncate_left=body.truncation_direction.lower() == "left",
+        truncate_left=cuts_left(body.truncation_direction),
     )
-    result = await unless_client_leaves(request, state_of(request).serving.rerank(asked))
-    rows = []
-    for index in result.order:
-        row: dict[str, Any] = {"index": index, "score": float(result.scores[index])}
-        if body.return_text:
-            row["text"] = body.texts[index]
-        rows.append(row)
-    return JSONBytes(rows)
+    result = await unless_client_leaves(request, serving.rerank(asked))
+    echoed = body.texts if body.return_text else None
+    return JSONBytes(ranked_rows(result, "score", echoed, echo=lambda text: {"text": text}))

@@ -1,0 +1,87 @@
+"""The rerank body and answer Cohere (v1), Jina, Infinity and LiteLLM share, which /v1/rerank
+takes and TEI's /rerank takes too when a body has `documents`; and the one writer of ranked rows
+every rerank answer is made of."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from embedserve.api.fields import RerankDocuments, TruncationDirection, cuts_left
+from embedserve.serving.requests import Reranked, RerankRequest
+
+Echo = Callable[[str], dict[str, Any]]
+"""What a row carries of its document's text: {"document": {"text": ...}}, {"text": ...}."""
+
+
+def ranked_rows(
+    result: Reranked,
+    score_key: str = "relevance_score",
+    documents: list[str] | None = None,
+    echo: Echo = lambda text: {"document": {"text": text}},
+) -> list[dict[str, Any]]:
+    """One row a document, best first: its index, its score under `score_key`, and (given the
+    documents) what `echo` makes of its text."""
+    rows = []
+    for index in result.order:
+        row: dict[str, Any] = {"index": index, score_key: float(result.scores[index])}
+        if documents is not None:
+            row |= echo(documents[index])
+        rows.append(row)
+    return rows
+
+
+class RerankBody(RerankDocuments):
+    """Body of POST /v1/rerank."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {"query": "capital of France", "documents": ["Paris is...", "Berlin..."]}
+        },
+    )
+
+    return_documents: StrictBool = Field(default=False, description="Echo each document.")
+    raw_scores: StrictBool = Field(default=False, description="A reranker's logits.")
+    truncate: StrictBool | None = Field(
+        default=None, description="Cut over-long pairs (default: the server's setting)."
+    )
+    truncation_direction: TruncationDirection | None = Field(
+        default=None, description="Which end of an over-long pair is cut."
+    )
+
+    def request(self) -> RerankRequest:
+        return RerankRequest(
+            query=self.query,
+            documents=self.texts,
+            model=self.model,
+            top_n=self.top_n,
+            raw=self.raw_scores,
+            truncate=self.truncate,
+            truncate_left=cuts_left(self.truncation_direction),
+        )
+
+    def answer(self, result: Reranked) -> dict[str, Any]:
+        """The response body for `result`."""
+        documents = self.texts if self.return_documents else None
+        return {
+            "model": result.model,
+            "results": ranked_rows(result, documents=documents),
+            "usage": {"total_tokens": result.prompt_tokens},
+            "scored_by": result.scored_by,
+        }
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
+    usage: dict[str, int]
+    scored_by: str = Field(description='"cross-encoder", or "cosine" for an embedding model.')
