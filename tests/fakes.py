@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +15,7 @@ import numpy as np
 
 from embedserve.api.app import create_app
 from embedserve.config import Settings
+from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.models.source import ModelSource
@@ -89,10 +92,30 @@ class FailingBackend(EchoBackend):
         return super().embed(input_ids, attention_mask)
 
 
+TEST_LIMITS = BatchLimits(
+    max_batch_tokens=16384,
+    max_batch_size=64,
+    max_padding=0.15,
+    max_padding_tokens=math.inf,
+    coarse_widths=False,
+    max_wait_s=0.002,
+    max_queued=16384,
+    timeout_s=None,
+)
+"""The batches of the tests' fake engines: a roomy CPU's, waiting 2 ms to fill a batch so that
+concurrent requests share it."""
+
+
+def batch_limits(**changes: Any) -> BatchLimits:
+    """TEST_LIMITS with `changes`."""
+    return dataclasses.replace(TEST_LIMITS, **changes)
+
+
 def fake_embedder(
     source: ModelSource, backend: EchoBackend, max_tokens: int = 256, **kwargs: object
 ) -> Embedder:
     tokenizer = ModelTokenizer(source.files / "tokenizer.json", max_tokens)
+    kwargs.setdefault("limits", TEST_LIMITS)
     return Embedder(tokenizer, backend, **kwargs)  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedserve.config import Settings
+from embedserve.config.flags import command_line_flag
 from embedserve.errors import ConfigError
 from embedserve.logs import configure as configure_logging
 from embedserve.ray_cluster import cluster
@@ -40,18 +41,15 @@ class Replicas:
     most: int | None = None
 
     def __post_init__(self) -> None:
+        """What the flags' declarations cannot say alone (each is at least 1 as parsed)."""
+        count, least, most = map(command_line_flag, ("replicas", "min_replicas", "max_replicas"))
         autoscaled = self.least is not None or self.most is not None
         if self.count is not None and autoscaled:
-            raise ConfigError("give --replicas, or --min-replicas and --max-replicas, not both")
+            raise ConfigError(f"give {count}, or {least} and {most}, not both")
         if autoscaled and (self.least is None or self.most is None):
-            raise ConfigError("autoscaling needs both --min-replicas and --max-replicas")
-        if self.least is not None and self.most is not None and not 0 < self.least <= self.most:
-            raise ConfigError(
-                f"--min-replicas ({self.least}) must be at least 1 and at most --max-replicas "
-                f"({self.most})"
-            )
-        if self.count is not None and self.count < 1:
-            raise ConfigError(f"--replicas must be at least 1, got {self.count}")
+            raise ConfigError(f"autoscaling needs both {least} and {most}")
+        if self.least is not None and self.most is not None and self.least > self.most:
+            raise ConfigError(f"{least} ({self.least}) must be at most {most} ({self.most})")
 
     def options(self) -> dict[str, Any]:
         if self.least is not None:

@@ -20,6 +20,7 @@ from tests.fakes import (
     BlockingBackend,
     EchoBackend,
     FailingBackend,
+    batch_limits,
     client_for,
     fake_embedder,
     registry_with,
@@ -340,10 +341,9 @@ async def test_health_answers_while_a_batch_computes(minilm) -> None:  # type: i
 
 
 async def test_overload_is_a_429_with_retry_after_and_recovers(minilm) -> None:  # type: ignore[no-untyped-def]
-    from embedserve.engine.batcher import BatchLimits
 
     backend = BlockingBackend()
-    limits = BatchLimits(max_batch_size=1, max_queued=2)
+    limits = batch_limits(max_batch_size=1, max_queued=2)
     embedder = fake_embedder(minilm, backend, limits=limits)
     async with client_for(registry_with(minilm, embedder)) as client:
         # The held backend takes at most 1 + 1 prepared + 1 in hand + 2 queued: 10 must overflow.

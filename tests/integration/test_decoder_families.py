@@ -118,10 +118,10 @@ def test_an_export_that_differs_from_sentence_transformers_is_not_served(
     model = load_service(resolve(str(family)), fresh)
     try:
         assert model.kind == "torch"
-        got = model.embed_sync(TEXTS[:4]).vectors  # type: ignore[attr-defined]
+        got = model.embed_sync(TEXTS[:4]).vectors  # type: ignore[union-attr]
         assert cosines(got, reference(family, TEXTS[:4])).min() >= 0.9999
     finally:
-        model.close()  # type: ignore[attr-defined]
+        model.close()  # type: ignore[union-attr]
 
 
 async def test_a_models_own_task_prompts_are_reachable_by_prompt_name(
@@ -156,4 +156,4 @@ async def test_a_models_own_task_prompts_are_reachable_by_prompt_name(
         assert "prompt_name 'Nope'" in tei_unknown.json()["error"]
         assert card["prompts"]["Clustering"] == prompt(family, "Clustering")
     finally:
-        model.close()  # type: ignore[attr-defined]
+        model.close()  # type: ignore[union-attr]

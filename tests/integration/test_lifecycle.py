@@ -166,5 +166,5 @@ async def test_a_closed_model_is_not_loaded_again_by_a_late_request(minilm: Mode
     async with app.router.lifespan_context(app):
         pass
     with pytest.raises(ModelNotReady, match="the server is stopping"):
-        await model.embedder()
+        await model.service()
     assert len(loader.loaded) == 1  # nothing left running that no one will close

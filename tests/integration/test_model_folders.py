@@ -177,8 +177,8 @@ def test_with_trust_remote_code_the_folders_code_is_exported_and_served(
         remote = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
         want = remote.encode(texts, normalize_embeddings=True)
         plain = SentenceTransformer(str(tmp_path / "tiny-bert-mean"), device="cpu")
-        served = embedder.embed_sync(texts).vectors  # type: ignore[attr-defined]
+        served = embedder.embed_sync(texts).vectors  # type: ignore[union-attr]
         assert cosines(served, want).min() >= 0.9999
         assert cosines(served, plain.encode(texts, normalize_embeddings=True)).min() < 0.999
     finally:
-        embedder.close()  # type: ignore[attr-defined]
+        embedder.close()  # type: ignore[union-attr]

@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from embedserve.api.app import create_app
 from embedserve.config import Settings
-from embedserve.engine.batcher import BatchLimits
 from embedserve.models.source import ModelSource
 from tests.fakes import (
     BlockingBackend,
     EchoBackend,
     SlowBackend,
+    batch_limits,
     fake_embedder,
     registry_with,
     state_of,
@@ -201,7 +201,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(minilm) -> None:  # type: ignore[no-untyped-def]
     model = "sentence-transformers/all-MiniLM-L6-v2"
     backend = BlockingBackend()
-    limits = BatchLimits(max_batch_size=1, max_queued=1)
+    limits = batch_limits(max_batch_size=1, max_queued=1)
     app, client = app_client(minilm, backend, api_keys=(KEY,), embedder={"limits": limits})
     headers = {"Authorization": f"Bearer {KEY}"}
     async with client:
@@ -257,7 +257,7 @@ async def test_metrics_count_requests_tokens_batches_queue_load_and_rejections(m
 
 async def test_a_request_queued_past_its_deadline_is_a_503_and_never_computed(minilm) -> None:  # type: ignore[no-untyped-def]
     backend = BlockingBackend()
-    limits = BatchLimits(max_batch_size=1, timeout_s=0.3)
+    limits = batch_limits(max_batch_size=1, timeout_s=0.3)
     _, client = app_client(minilm, backend, embedder={"limits": limits, "token_ids": "native"})
     async with client:
         busy = asyncio.create_task(client.post("/v1/embeddings", json={"input": [[7001]]}))
@@ -309,7 +309,7 @@ async def test_a_request_over_openais_token_limit_is_refused_at_once_by_default(
 async def test_a_big_request_computing_past_the_timeout_is_not_a_timeout(minilm) -> None:  # type: ignore[no-untyped-def]
     """Its passes take far longer than the request timeout in all, but it never waits: 200."""
     backend = SlowBackend(0.03)
-    limits = BatchLimits(max_batch_size=64, timeout_s=0.3)
+    limits = batch_limits(max_batch_size=64, timeout_s=0.3)
     _, client = app_client(minilm, backend, embedder={"limits": limits}, max_request_tokens=None)
     async with client:
         big = await client.post("/v1/embeddings", json={"input": BIG_REQUEST})
@@ -345,7 +345,7 @@ async def test_a_batch_that_fails_fails_only_its_requests_and_serving_goes_on(mi
     from tests.fakes import FailingBackend
 
     backend = FailingBackend(poison=7777)
-    limits = BatchLimits(max_batch_size=1)
+    limits = batch_limits(max_batch_size=1)
     _, client = app_client(minilm, backend, embedder={"limits": limits, "token_ids": "native"})
     async with client:
         ids = [[1234], [7777], [2345], [3456]]

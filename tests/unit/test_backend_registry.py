@@ -11,7 +11,7 @@ import pytest
 from embedserve.backends import registry
 from embedserve.backends.registry import BACKENDS, BackendEntry, choose
 from embedserve.backends.spec import BackendSpec
-from embedserve.config import Settings
+from embedserve.config import PrecisionSetting, Settings
 from embedserve.engine.loading import build_registry, load_embedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.source import ModelSource
@@ -134,7 +134,7 @@ def test_the_rules_pick_backends_by_device_and_precision(  # type: ignore[no-unt
     ],
 )
 def test_what_cannot_be_served_is_refused_with_the_reason(
-    backend: str, device: str, precision: str, reason: str
+    backend: str, device: str, precision: PrecisionSetting, reason: str
 ) -> None:
     with pytest.raises(ModelUnavailable, match=reason.replace("(", r"\(").replace(")", r"\)")):
         choose(backend, device, precision)

@@ -10,13 +10,14 @@ import threading
 import numpy as np
 import pytest
 
-from embedserve.engine.batcher import Batcher, BatchLimits, coarse_width
+from embedserve.engine.batcher import Batcher, coarse_width
 from embedserve.errors import ModelNotReady, Overloaded, QueueTimeout
 from tests.fakes import (
     BlockingBackend,
     EchoBackend,
     FailingBackend,
     SlowBackend,
+    batch_limits,
     state_of,
     taken_or_refused,
     until,
@@ -25,7 +26,7 @@ from tests.fakes import (
 
 
 def batcher_for(backend: EchoBackend, **limits: float) -> Batcher:
-    return Batcher(backend.embed, backend.dimension, 0, BatchLimits(**limits))  # type: ignore[arg-type]
+    return Batcher(backend.embed, backend.dimension, 0, batch_limits(**limits))
 
 
 def seq(token: int, length: int) -> list[int]:
@@ -85,7 +86,7 @@ class MeetingBackend(EchoBackend):
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_workers_compute_batches_at_once_and_rows_stay_owned(workers: int) -> None:
     backend = MeetingBackend(parties=workers)
-    limits = BatchLimits(max_batch_tokens=256, max_batch_size=4)
+    limits = batch_limits(max_batch_tokens=256, max_batch_size=4)
     batcher = Batcher(backend.embed, backend.dimension, 0, limits, workers=workers)
     await assert_each_request_gets_its_own(batcher, first_token=8000)
     batcher.close()
@@ -126,7 +127,7 @@ class AloneBackend(EchoBackend):
 
 async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
     backend = AloneBackend()
-    limits = BatchLimits(max_batch_size=4)
+    limits = batch_limits(max_batch_size=4)
     batcher = Batcher(
         backend.embed, backend.dimension, 0, limits, workers=2, every_core_pass=backend.embed_alone
     )
@@ -282,7 +283,7 @@ async def test_a_batcher_with_coarse_widths_pads_to_the_grid_with_the_same_vecto
     vectors = {}
     for coarse in (False, True):
         backend = EchoBackend()
-        limits = BatchLimits(coarse_widths=coarse)
+        limits = batch_limits(coarse_widths=coarse)
         batcher = Batcher(backend.embed, backend.dimension, 0, limits, max_width=66)
         vectors[coarse] = [await batcher.submit(request) for request in requests]
         batcher.close()
@@ -346,7 +347,7 @@ async def test_background_work_runs_only_when_no_online_work_waits() -> None:
         backend.embed,
         backend.dimension,
         0,
-        BatchLimits(max_batch_size=64),
+        batch_limits(max_batch_size=64),
         workers=1,
         every_core_pass=backend.embed_alone,
     )
@@ -375,7 +376,7 @@ async def test_background_work_runs_only_when_no_online_work_waits() -> None:
 async def test_on_an_idle_server_background_passes_take_the_whole_budget() -> None:
     backend = EchoBackend()
     batcher = Batcher(
-        backend.embed, backend.dimension, 0, BatchLimits(max_batch_size=64), workers=2
+        backend.embed, backend.dimension, 0, batch_limits(max_batch_size=64), workers=2
     )
     rows = await batcher.submit([seq(9000 + i, 40) for i in range(128)], background=True)
     assert sorted(int(r[1]) for r in rows) == list(range(9000, 9128))
@@ -400,7 +401,7 @@ async def test_a_skipped_batch_frees_its_stream_for_waiting_background_work() ->
     former, which waits for a free stream while background work waits. No online request comes
     to wake it otherwise."""
     backend = BlockingBackend()
-    batcher = GatedBatcher(backend.embed, backend.dimension, 0, BatchLimits(max_batch_size=1))
+    batcher = GatedBatcher(backend.embed, backend.dimension, 0, batch_limits(max_batch_size=1))
     GatedBatcher.gate.clear()
     busy = asyncio.create_task(batcher.submit([seq(4101, 5)]))
     await asyncio.to_thread(backend.entered.wait, 5)

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from embedserve.engine.batcher import BatchLimits
 from embedserve.engine.embedder import EmbedOptions
 from embedserve.errors import InvalidInput
 from embedserve.models.source import ModelSource
-from tests.fakes import EchoBackend, fake_embedder
+from tests.fakes import EchoBackend, batch_limits, fake_embedder
 
 
 async def test_vectors_come_back_in_input_order(minilm: ModelSource) -> None:
@@ -97,7 +96,7 @@ async def test_a_lone_request_runs_on_every_core_where_the_backend_can(minilm: M
 
 async def test_coarse_widths_never_pass_the_models_longest_sequence(minilm: ModelSource) -> None:
     backend = EchoBackend()
-    limits = BatchLimits(coarse_widths=True)
+    limits = batch_limits(coarse_widths=True)
     embedder = fake_embedder(minilm, backend, max_tokens=250, limits=limits)
     await embedder.embed(["word " * 400, "a short one"])  # truncated to 250 tokens; 6 tokens
     assert sorted(width for _, width in backend.batches) == [6, 250]  # not 256, the grid's

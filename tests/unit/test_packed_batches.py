@@ -17,7 +17,8 @@ from embedserve.backends.packing import (
     pool_packed,
 )
 from embedserve.backends.pooling import pool
-from embedserve.engine.batcher import Batcher, BatchLimits, coarse_width
+from embedserve.engine.batcher import Batcher, coarse_width
+from tests.fakes import batch_limits
 
 
 def test_rows_hold_the_first_text_then_the_longest_that_fit() -> None:
@@ -102,7 +103,7 @@ def seq(token: int, length: int) -> list[int]:
 
 async def test_packed_batches_take_every_length_and_each_request_gets_its_own() -> None:
     backend = PackedEcho()
-    limits = BatchLimits(max_batch_tokens=256, max_batch_size=16, coarse_widths=True)
+    limits = batch_limits(max_batch_tokens=256, max_batch_size=16, coarse_widths=True)
     batcher = Batcher(
         backend.embed, backend.dimension, 0, limits, workers=2, packed=(backend.embed_packed, None)
     )
@@ -133,7 +134,7 @@ async def test_packed_batches_take_every_length_and_each_request_gets_its_own() 
 
 async def test_a_lone_short_text_is_not_widened_and_the_oldest_always_goes_first() -> None:
     backend = PackedEcho()
-    limits = BatchLimits(max_batch_tokens=128, max_batch_size=64)
+    limits = batch_limits(max_batch_tokens=128, max_batch_size=64)
     batcher = Batcher(
         backend.embed, backend.dimension, 0, limits, packed=(backend.embed_packed, None)
     )

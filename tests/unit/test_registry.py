@@ -37,7 +37,7 @@ async def test_lazy_load_happens_once_under_16_concurrent_first_requests(
 
     model = ServedModel(minilm, slow_loader)
     assert model.loaded is None
-    embedders = await asyncio.gather(*(model.embedder() for _ in range(16)))
+    embedders = await asyncio.gather(*(model.service() for _ in range(16)))
     assert calls == [minilm.id]
     assert all(e is embedders[0] for e in embedders)
 
@@ -48,7 +48,7 @@ async def test_a_failed_load_is_reported_not_retried_silently(minilm: ModelSourc
 
     model = ServedModel(minilm, broken)
     with pytest.raises(ModelNotReady, match="weights are corrupt"):
-        await model.embedder()
+        await model.service()
     assert model.error is not None
     assert "weights are corrupt" in model.error
 

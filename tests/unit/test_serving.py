@@ -9,21 +9,28 @@ import numpy as np
 import pytest
 
 from embedserve.config import ModelSpec, Settings
-from embedserve.engine.batcher import BatchLimits
+from embedserve.engine.embedder import Embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import InvalidInput, ModelNotFound, Overloaded
 from embedserve.models.source import ModelSource
-from embedserve.serving.embeddings import Serving
 from embedserve.serving.metrics import Metrics
+from embedserve.serving.policy import Serving
 from embedserve.serving.requests import EmbedRequest, InputType
-from tests.fakes import BlockingBackend, EchoBackend, fake_embedder, state_of, until_equal
+from tests.fakes import (
+    BlockingBackend,
+    EchoBackend,
+    batch_limits,
+    fake_embedder,
+    state_of,
+    until_equal,
+)
 
 
 def serving_for(
     minilm: ModelSource, backend: EchoBackend | None = None, **settings: object
 ) -> Serving:
     spec = ModelSpec(query_instruction="query: ", document_instruction="passage: ")
-    limits = BatchLimits(max_batch_size=1, max_queued=1)
+    limits = batch_limits(max_batch_size=1, max_queued=1)
     embedder = fake_embedder(minilm, backend or EchoBackend(), token_ids="native", limits=limits)
     model = ServedModel(minilm, lambda _s: embedder, spec)
     registry = ModelRegistry([model], strict=True)
@@ -48,7 +55,9 @@ async def test_inputs_past_the_limit_are_refused(minilm: ModelSource) -> None:
 
 async def test_the_instruction_follows_the_input_type(minilm: ModelSource) -> None:
     serving = serving_for(minilm)
-    tokenizer = serving.registry.models[0].load().tokenizer  # type: ignore[attr-defined]
+    embedder = serving.registry.models[0].load()
+    assert isinstance(embedder, Embedder)
+    tokenizer = embedder.tokenizer
     types: list[tuple[InputType, str]] = [("query", "query: "), ("document", "passage: ")]
     for input_type, instruction in types:
         got = await serving.embed(EmbedRequest([[2000]], input_type=input_type, normalize=False))
@@ -80,7 +89,8 @@ async def test_an_unknown_model_is_named(minilm: ModelSource) -> None:
 async def test_results_and_refusals_are_counted(minilm: ModelSource) -> None:
     backend = BlockingBackend()
     serving = serving_for(minilm, backend)
-    batcher = serving.registry.models[0].load().batcher  # type: ignore[attr-defined]
+    batcher = serving.registry.models[0].load().batcher
+    assert batcher is not None
     busy = []
     # one computes, two are formed (one handed over, one being padded), one waits in the queue
     for i, state in enumerate([(1, 0, 0), (1, 1, 0), (1, 2, 0), (1, 2, 1)]):

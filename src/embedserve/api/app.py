@@ -36,7 +36,7 @@ from embedserve.batches.service import Batches
 from embedserve.config import Settings
 from embedserve.engine.registry import ModelRegistry
 from embedserve.errors import EmbedServeError
-from embedserve.serving.embeddings import Serving
+from embedserve.serving.policy import Serving
 
 _BODY_HEADERS = ("content-length", "content-type")
 

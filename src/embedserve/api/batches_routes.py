@@ -20,7 +20,7 @@ from embedserve.api.wire import OPENAI, state_of
 from embedserve.batches.runner import window_seconds
 from embedserve.batches.store import BatchRecord, new_id, now
 from embedserve.errors import EmbedServeError, InvalidInput
-from embedserve.serving.embeddings import Serving
+from embedserve.serving.policy import Serving
 
 log = logging.getLogger("embedserve")
 router = OPENAI.router("Batches")

@@ -27,7 +27,7 @@ from embedserve.api.errors import ApiError
 from embedserve.api.fields import Dimensions, check_unicode, text_list
 from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
-from embedserve.serving.embeddings import Serving
+from embedserve.serving.policy import Serving
 from embedserve.serving.requests import Embedded, EmbedRequest
 
 

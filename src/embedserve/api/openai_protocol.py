@@ -160,6 +160,13 @@ class ModelCard(BaseModel):
         default_factory=dict,
         description="The model's own prompts by name, each reachable with prompt_name.",
     )
+    limits: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Every limit a request to the model meets, as resolved from the settings, "
+        "the machine and the model: per request (max_inputs, max_request_tokens, "
+        "max_input_tokens, request_timeout_s) and per batch once loaded (max_batch_tokens, "
+        "max_batch_size, max_padding, max_padding_tokens, max_wait_ms, max_queued).",
+    )
     quantization_ranges: list[list[float]] | None = Field(
         default=None,
         description="The ranges int8/uint8 vectors map onto 256 steps: each dimension's "

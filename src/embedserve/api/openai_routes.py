@@ -19,7 +19,9 @@ from embedserve.api.openai_protocol import (
 )
 from embedserve.api.wire import OPENAI, state_of
 from embedserve.engine.registry import ServedModel
+from embedserve.engine.reranker import Reranker
 from embedserve.errors import InvalidInput
+from embedserve.serving.policy import Serving
 from embedserve.serving.requests import Embedded, EmbedRequest
 
 router = OPENAI.router("Embeddings")
@@ -73,7 +75,7 @@ def embeddings_body(result: Embedded, encoding_format: str | None) -> dict[str, 
 @router.get("/v1/models", response_model=ModelList, summary="List served models")
 async def list_models(request: Request) -> JSONBytes:
     state = state_of(request)
-    cards = [_card(m, state.started) for m in state.serving.registry.models]
+    cards = [_card(m, state.serving, state.started) for m in state.serving.registry.models]
     return JSONBytes({"object": "list", "data": cards})
 
 
@@ -95,13 +97,17 @@ async def get_model(
             f"'dimensions' must be at most the model's {served} (loaded)",
             param="dimensions",
         )
-    return JSONBytes(_card(model, state.started, dimensions))
+    return JSONBytes(_card(model, state.serving, state.started, dimensions))
 
 
-def _card(model: ServedModel, created: int, dimensions: int | None = None) -> dict[str, Any]:
+def _card(
+    model: ServedModel, serving: Serving, created: int, dimensions: int | None = None
+) -> dict[str, Any]:
     service = model.loaded
     # int8/uint8 ranges of vectors cut to `dimensions` (and renormalized), as requests get them.
-    ranges = service.quantization_ranges(dimensions) if service else None
+    ranges = None
+    if service is not None and not isinstance(service, Reranker):
+        ranges = service.quantization_ranges(dimensions)
     return {
         "id": model.id,
         "object": "model",
@@ -115,9 +121,10 @@ def _card(model: ServedModel, created: int, dimensions: int | None = None) -> di
         "pooling": model.metadata.pooling,
         "backend": service.kind if service else None,
         "precision": service.precision if service else None,
-        "selection": getattr(service, "selection", None) or None,
+        "selection": (service.selection or None) if service else None,
         "query_instruction": model.instructions.query,
         "document_instruction": model.instructions.document,
         "prompts": dict(model.metadata.prompts or {}),
         "quantization_ranges": ranges.tolist() if ranges is not None else None,
+        "limits": serving.limits(model),
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from embedserve.batches.service import Batches
 from embedserve.config import Settings
 from embedserve.errors import EmbedServeError
-from embedserve.serving.embeddings import Serving
+from embedserve.serving.policy import Serving
 
 
 @dataclass

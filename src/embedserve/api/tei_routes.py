@@ -157,17 +157,18 @@ async def info(request: Request) -> JSONBytes:
     settings = state.settings
     model = state.serving.model(None)
     service = model.loaded
+    limits = state.serving.limits(model)  # resolved; the batches' once the model is loaded
     return JSONBytes(
         {
             "model_id": model.id,
             "model_sha": None,
             "model_dtype": _DTYPES.get(service.precision or "", "float32") if service else None,
             "model_type": _model_type(model),
-            "max_concurrent_requests": settings.max_queued or 512,
-            "max_input_length": service.max_tokens if service else model.metadata.max_tokens,
-            "max_batch_tokens": settings.max_request_tokens or settings.max_batch_tokens,
-            "max_batch_requests": settings.max_batch_size,
-            "max_client_batch_size": settings.max_inputs,
+            "max_concurrent_requests": limits["max_queued"],
+            "max_input_length": limits["max_input_tokens"],
+            "max_batch_tokens": limits["max_batch_tokens"],
+            "max_batch_requests": limits["max_batch_size"],
+            "max_client_batch_size": limits["max_inputs"],
             "auto_truncate": settings.truncate,
             "tokenization_workers": 1,
             "version": __version__,

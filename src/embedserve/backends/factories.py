@@ -19,13 +19,13 @@ def onnx(spec: BackendSpec) -> Backend:
     """ONNX Runtime on the model's own ONNX graph when it ships only that, else on our export
     of its whole module stack (fp32, or int8 quantized from it)."""
     from embedserve.backends.onnx import OnnxBackend
-    from embedserve.backends.onnx_build import cached_onnx_model
+    from embedserve.backends.onnx_build import OnnxPrecision, cached_onnx_model
 
     shipped = onnx_file(spec.files)
     if shipped is not None:
         return _shipped_onnx(spec, shipped)
     model = cached_onnx_model(
-        spec.files, spec.precision, spec.cache_root, spec.model_id,  # type: ignore[arg-type]
+        spec.files, spec.precision_of(OnnxPrecision), spec.cache_root, spec.model_id,
         pools_instruction=spec.pools_instruction, trust_remote_code=spec.trust_remote_code,
     )  # fmt: skip
     return OnnxBackend(model, precision=spec.precision, streams=spec.streams, cores=spec.cores)
@@ -56,7 +56,7 @@ def openvino(spec: BackendSpec) -> Backend:
     NNCF quantized from it: the packed export where the model packs, else the padded one."""
     from embedserve.backends.dense_head import dense_head
     from embedserve.backends.onnx_build import cached_onnx_model
-    from embedserve.backends.openvino import OpenVinoBackend
+    from embedserve.backends.openvino import OpenVinoBackend, OpenVinoPrecision
     from embedserve.backends.openvino_build import cached_openvino_int8
     from embedserve.backends.packed_export import cached_packed_onnx, serves_packed
 
@@ -75,7 +75,7 @@ def openvino(spec: BackendSpec) -> Backend:
     pooling = read_metadata(spec.files).pooling or "mean"
     return OpenVinoBackend(
         model,
-        spec.precision,  # type: ignore[arg-type]
+        spec.precision_of(OpenVinoPrecision),
         threads=spec.cores,
         streams=spec.streams,
         kernel_cache=kernel_cache(spec),
@@ -96,9 +96,9 @@ def kernel_cache(spec: BackendSpec) -> int:
 
 def torch(spec: BackendSpec) -> Backend:
     """The model's own sentence-transformers stack on PyTorch (one stream)."""
-    from embedserve.backends.torch import TorchBackend
+    from embedserve.backends.torch import TorchBackend, TorchPrecision
 
     return TorchBackend(
-        spec.files, spec.device, spec.precision, cores=spec.cores,  # type: ignore[arg-type]
+        spec.files, spec.device, spec.precision_of(TorchPrecision), cores=spec.cores,
         trust_remote_code=spec.trust_remote_code,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from embedserve.backends import factories
 from embedserve.backends.base import Backend
 from embedserve.backends.openvino_build import NO_BF16, openvino_missing
 from embedserve.backends.spec import BackendSpec
+from embedserve.config import Precision, PrecisionSetting
 from embedserve.errors import ModelUnavailable
 from embedserve.machine import cpu_supports_bf16, native_bf16, native_int8
 
@@ -92,7 +93,7 @@ BACKENDS: dict[str, BackendEntry] = {
     ),
 }
 
-AUTO: dict[str, tuple[tuple[str, str], ...]] = {
+AUTO: dict[str, tuple[tuple[str, Precision], ...]] = {
     # the fastest mode whose vectors are exact: bf16 where the CPU computes it natively (and
     # the probe proves it at load), else fp32; on a GPU fp16, else bf16 (fp16 overflows where
     # a model's activations are large: TEI saw Gemma3 give NaN), else fp32
@@ -124,7 +125,7 @@ UNSERVED = {
 class Choice:
     name: str
     entry: BackendEntry
-    precision: str
+    precision: Precision
     device: str
     exact: bool = False
     """It serves only if the probe finds it exact (chosen by --precision auto)."""
@@ -141,7 +142,7 @@ def known(backend: str) -> None:
 
 
 def choose(
-    backend: str, device: str, precision: str, *, onnx_only: str | None = None
+    backend: str, device: str, precision: PrecisionSetting, *, onnx_only: str | None = None
 ) -> list[Choice]:
     """The backends to try, in order, for `backend` (a name or "auto") on `device` ("cpu",
     "cuda", "cuda:1", ...) at `precision` (or "auto"). `onnx_only`: the id of a model that ships
@@ -196,7 +197,7 @@ def _auto(backend: str, device: str, kind: str) -> list[Choice]:
 
 
 def _available(
-    candidates: list[tuple[str, str]], device: str, kind: str, *, exact: bool
+    candidates: list[tuple[str, Precision]], device: str, kind: str, *, exact: bool
 ) -> list[Choice]:
     """The candidates this machine can run, each with why it is tried: the first as asked (or,
     for an exact bf16, because the CPU computes it natively), a later one because of what ruled

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args
+
+from embedserve.config import Precision
 
 
 @dataclass(frozen=True)
@@ -12,7 +15,7 @@ class BackendSpec:
 
     files: Path
     model_id: str
-    precision: str
+    precision: Precision
     device: str
     cores: int
     """Cores this process may use, counted once (machine.cores) and shared out by the backend."""
@@ -29,3 +32,11 @@ class BackendSpec:
 
     trust_remote_code: bool = False
     """The model's folder ships code that loading it runs, and the user allowed it."""
+
+    def precision_of(self, computes: Any) -> Any:
+        """The precision, checked against the Literal of those a backend computes in (its
+        constructor's type): the registry's rules keep others away, and this says so if not."""
+        if self.precision not in get_args(computes):
+            allowed = ", ".join(get_args(computes))
+            raise ValueError(f"{self.model_id}: asked for {self.precision}; computes in {allowed}")
+        return self.precision

@@ -36,7 +36,7 @@ from embedserve.config import Settings
 from embedserve.engine.embedder import Embedder
 from embedserve.engine.loading import build_registry
 from embedserve.errors import BadInput
-from embedserve.serving.embeddings import Serving
+from embedserve.serving.policy import Serving
 from embedserve.serving.requests import EmbedRequest, InputType
 
 WINDOW = 1024
@@ -237,7 +237,7 @@ class PartWorker:
     async def start(self) -> None:
         await self.serving.start()
         model = self.serving.model(self.job.settings.default_model)
-        self.service = await model.embedder()
+        self.service = await self.serving.embedding_service(model)
         self._check_chunking()
         self.dimension = self.options.dimensions or self.service.dimension or 0
         most = self.service.dimension

@@ -57,6 +57,9 @@ class Declared:
 
     metavar: str | None = None
 
+    job: bool = False
+    """`embedserve embed` takes it too: it chooses the model or its engine, not HTTP."""
+
 
 def setting(default: Any, help: str, *, secret: bool = False, **options: Any) -> Any:
     """A dataclass field declared as a setting (see `Declared` for the options); a `secret`

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from embedserve.config.declare import Described, boolean
+from embedserve.config.declare import AT_LEAST_1, Bound, Described, boolean
 from embedserve.config.settings import MODEL_FIELDS, SETTINGS
 
 MODEL_OPS = "model_ops"
@@ -27,6 +27,12 @@ class CommandLineOnly:
     action: str = "store"  # "store", "append" or "boolean"
     metavar: str | None = None
     type: type = str
+    bound: Bound | None = None
+
+
+def command_line_flag(dest: str) -> str:
+    """How messages name a command-line-only input: its first flag."""
+    return next(flag.flags[0] for flag in COMMAND_LINE_ONLY if flag.dest == dest)
 
 
 COMMAND_LINE_ONLY = (
@@ -78,6 +84,7 @@ COMMAND_LINE_ONLY = (
         "with --ray: a fixed number of replicas (default: 1)",
         metavar="N",
         type=int,
+        bound=AT_LEAST_1,
     ),
     CommandLineOnly(
         "min_replicas",
@@ -85,6 +92,7 @@ COMMAND_LINE_ONLY = (
         "with --ray: autoscaled on ongoing requests, from this many replicas",
         metavar="A",
         type=int,
+        bound=AT_LEAST_1,
     ),
     CommandLineOnly(
         "max_replicas",
@@ -92,6 +100,7 @@ COMMAND_LINE_ONLY = (
         "with --ray: autoscaled up to this many replicas",
         metavar="B",
         type=int,
+        bound=AT_LEAST_1,
     ),
     CommandLineOnly(
         "langchain_mode",
@@ -101,27 +110,7 @@ COMMAND_LINE_ONLY = (
 )
 
 
-JOB_SETTINGS = frozenset(
-    {
-        "default_model",
-        "device",
-        "backend",
-        "precision",
-        "streams",
-        "kernel_cache",
-        "cache_dir",
-        "max_batch_tokens",
-        "max_batch_size",
-        "max_padding",
-        "max_padding_tokens",
-        "max_wait_ms",
-        "openai_base_url",
-        "openai_timeout_s",
-        "openai_max_inputs",
-        "log_format",
-        "log_level",
-    }
-)
+JOB_SETTINGS = frozenset(d.name for d in SETTINGS if d.declared.job)
 """The settings a job without HTTP reads (`embedserve embed`): the model and its engine."""
 
 
@@ -155,7 +144,7 @@ def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = Non
         else:
             options |= {"action": flag.action, "metavar": flag.metavar}
             if flag.action == "store":
-                options["type"] = flag.type
+                options["type"] = _bounded(flag.type, flag.bound) if flag.bound else flag.type
         parser.add_argument(*flag.flags, default=argparse.SUPPRESS, **options)
 
 
@@ -182,6 +171,18 @@ def _add_setting(parser: argparse.ArgumentParser, described: Described) -> None:
             default=argparse.SUPPRESS,
             help=f"the same as {described.flags[0]}=false",
         )
+
+
+def _bounded(convert: Callable[[str], Any], bound: Bound) -> Callable[[str], Any]:
+    """A number checked against its declared bound as argparse reads it."""
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if not bound.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bound.text}, got {value}")
+        return value
+
+    return parse
 
 
 def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from embedserve.config import batch_defaults
 from embedserve.config.declare import (
     ABOVE_0,
     AT_LEAST_0,
@@ -17,7 +18,10 @@ from embedserve.config.declare import (
 )
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
-Precision = Literal["auto", "fp32", "int8", "bf16", "fp16"]
+Precision = Literal["fp32", "int8", "bf16", "fp16"]
+"""What a model computes in; each backend computes in some of these."""
+PrecisionSetting = Literal["auto", "fp32", "int8", "bf16", "fp16"]
+"""--precision: one of the Precisions, or auto (the fastest proven exact)."""
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -72,6 +76,7 @@ class Settings:
     default_model: str | None = setting(
         None,
         "with several embedding models, the one serving requests that name none of them (else 404)",
+        job=True,
     )
     default_reranker: str | None = setting(
         None,
@@ -85,16 +90,19 @@ class Settings:
         "load and warm the models before the port accepts traffic; false loads each on first use",
         flags=("--pre_load_embedding_model", "--preload"),
     )
-    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N", job=True)
     backend: str = setting(
         "auto",
         "onnx (ONNX Runtime: CPU fp32 and int8), openvino (CPU int8, bf16, fp32), torch (GPUs, "
         "models that cannot be exported), or auto (backends/registry.py)",
+        job=True,
     )
-    precision: Precision = setting(
+    precision: PrecisionSetting = setting(
         "auto",
-        "fp32 is exact (the CPU's auto); int8 (CPU) and bf16 are faster and are measured against "
-        "fp32 at start-up; fp16 is the GPU's auto",
+        "auto: the fastest precision proven exact at start-up (cosine >= 0.9999 to fp32 on "
+        "probe texts): on a CPU bf16 where it computes bf16 natively, else fp32; on a GPU fp16, "
+        "then bf16, then fp32. int8 (CPU) is faster still, measured against fp32 at start-up",
+        job=True,
     )
     streams: int | None = setting(
         None,
@@ -102,6 +110,7 @@ class Settings:
         "on every core",
         bound=AT_LEAST_1,
         shown_default="2 on 2-8 cores, cores / 4 above",
+        job=True,
     )
     kernel_cache: int | None = setting(
         None,
@@ -109,11 +118,13 @@ class Settings:
         "shape that fell out is rebuilt",
         bound=AT_LEAST_0,
         shown_default="300 (bf16, fp32), 1000 (int8, whose kernels take longer to build)",
+        job=True,
     )
     cache_dir: str | None = setting(
         None,
         "where ONNX and OpenVINO builds and assembled models are kept",
         shown_default="~/.cache/embedserve",
+        job=True,
     )
     data_dir: str | None = setting(
         None,
@@ -162,40 +173,49 @@ class Settings:
         None,
         "padded tokens (longest sequence x rows) in one forward pass",
         bound=AT_LEAST_1,
-        shown_default="1024 per thread of a stream (CPU), 65536 (GPU)",
+        shown_default=batch_defaults.shown("max_batch_tokens"),
+        job=True,
     )
     max_batch_size: int | None = setting(
-        None, "sequences in one forward pass", bound=AT_LEAST_1, shown_default="64 (CPU), 256 (GPU)"
+        None,
+        "sequences in one forward pass",
+        bound=AT_LEAST_1,
+        shown_default=batch_defaults.shown("max_batch_size"),
+        job=True,
     )
     max_padding: float | None = setting(
         None,
         "largest share of a batch that may be padding",
         bound=SHARE,
-        shown_default="0.15 (CPU), 0.5 (GPU)",
+        shown_default=batch_defaults.shown("max_padding"),
+        job=True,
     )
     max_padding_tokens: float | None = setting(
         None,
         "most padding tokens in one batch",
         bound=AT_LEAST_0,
         shown_default="CPU: what a forward pass's fixed cost is worth, timed at start; GPU: none",
+        job=True,
     )
     max_wait_ms: float | None = setting(
         None,
         "how long a batch that is not full waits for more sequences",
         bound=AT_LEAST_0,
-        shown_default="0 (CPU), 2 (GPU)",
+        shown_default=batch_defaults.shown("max_wait_ms"),
+        job=True,
     )
     max_queued: int | None = setting(
         None,
         "sequences waiting per model before requests get 429",
         bound=AT_LEAST_1,
-        shown_default="8 x --max-inputs",
+        shown_default=batch_defaults.shown("max_queued"),
     )
     openai_base_url: str = setting(
         "https://api.openai.com/v1",
         "the OpenAI-compatible upstream of openai:<model> models; its key comes from "
         "$OPENAI_API_KEY only",
         flags=("--openai_base_url", "--openai-base-url"),
+        job=True,
     )
     openai_model: str = setting(
         "text-embedding-3-small",
@@ -203,10 +223,13 @@ class Settings:
         flags=("--openai_model", "--openai-model"),
     )
     openai_timeout_s: float = setting(
-        30.0, "seconds one upstream call may take before it is retried or a 504", bound=ABOVE_0
+        30.0,
+        "seconds one upstream call may take before it is retried or a 504",
+        bound=ABOVE_0,
+        job=True,
     )
     openai_max_inputs: int = setting(
-        2048, "inputs per upstream call; larger requests are split", bound=AT_LEAST_1
+        2048, "inputs per upstream call; larger requests are split", bound=AT_LEAST_1, job=True
     )
     api_keys: tuple[str, ...] = setting(
         (),
@@ -252,8 +275,10 @@ class Settings:
     drain_timeout_s: float = setting(
         30.0, "seconds in-flight requests get to finish on SIGTERM/SIGINT", bound=AT_LEAST_0
     )
-    log_format: LogFormat = setting("text", "log lines (text) or one JSON object a line (json)")
-    log_level: LogLevel = setting("info", "logging level of embedserve and uvicorn")
+    log_format: LogFormat = setting(
+        "text", "log lines (text) or one JSON object a line (json)", job=True
+    )
+    log_level: LogLevel = setting("info", "logging level of embedserve and uvicorn", job=True)
     access_log: bool = setting(True, "log one line per HTTP request", negative="--no-access-log")
 
     def __post_init__(self) -> None:

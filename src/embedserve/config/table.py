@@ -85,7 +85,8 @@ def page() -> str:
     lines += ["", _COMMAND_LINE, _row(["flags", "environment", "meaning"]), _row(["---"] * 3)]
     for flag in COMMAND_LINE_ONLY:
         env = f"`{flag.env}`" if flag.env else "none"
-        lines.append(_row([", ".join(f"`{f}`" for f in flag.flags), env, flag.help + "."]))
+        meaning = flag.help + "." + (f" Must be {flag.bound.text}." if flag.bound else "")
+        lines.append(_row([", ".join(f"`{f}`" for f in flag.flags), env, meaning]))
     return "\n".join(lines) + "\n"
 
 

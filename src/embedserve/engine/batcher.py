@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -74,30 +73,33 @@ BACKGROUND_FIRST_TOKENS = 256
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_tokens: int = 16384
+    """Every limit of a model's batches, resolved in one place (engine/sizing.py), so none has
+    a default here."""
+
+    max_batch_tokens: int
     """Most padded tokens (padded width x rows) in one forward pass."""
 
-    max_batch_size: int = 64
+    max_batch_size: int
     """Most sequences in one forward pass."""
 
-    max_padding: float = 0.15
+    max_padding: float
     """Largest share of a batch's padded tokens that may be padding."""
 
-    max_padding_tokens: float = math.inf
+    max_padding_tokens: float
     """Most padding tokens in one batch. A forward pass has a fixed cost; on a CPU it is worth
     only a few tokens of compute, and padding beyond that costs more than the pass it saves."""
 
-    coarse_widths: bool = False
+    coarse_widths: bool
     """Pad each batch to a width on a coarse grid (see `coarse_width`), for a backend that builds
     kernels for every shape it meets (OpenVINO): fewer shapes stay within its kernel cache."""
 
-    max_wait_s: float = 0.002
+    max_wait_s: float
     """How long the former waits for more sequences to fill a batch that is not full."""
 
-    max_queued: int = 16384
+    max_queued: int
     """Most sequences waiting; past it new requests get 429 (a request alone is always taken)."""
 
-    timeout_s: float | None = None
+    timeout_s: float | None
     """How long a request may wait with none of its sequences computing (before its first pass,
     or between two of its passes); past it its waiting sequences are dropped and it fails with
     QueueTimeout (503). A big request whose passes keep coming is not waiting, however long."""
@@ -415,16 +417,14 @@ class Batcher:
                 log.exception("a batch observer failed")
 
 
-def batcher_for(
-    backend: Backend, pad_id: int, limits: BatchLimits | None, max_width: int
-) -> Batcher:
+def batcher_for(backend: Backend, pad_id: int, limits: BatchLimits, max_width: int) -> Batcher:
     """A batcher over `backend`'s passes: one worker a stream, its every-core pass for a lone
     batch; packed batches where the backend runs them."""
     return Batcher(
         backend.embed,
         backend.dimension,
         pad_id,
-        limits or BatchLimits(),
+        limits,
         workers=backend.streams,
         every_core_pass=backend.every_core_pass,
         max_width=max_width,

@@ -9,21 +9,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from embedserve.backends.base import Backend
-from embedserve.engine.batcher import BatchLimits, batcher_for, pad
+from embedserve.config import TokenIdMode
+from embedserve.engine.batcher import Batcher, BatchLimits, batcher_for, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
+from embedserve.engine.quantization import QuantizationRanges
+from embedserve.engine.vectors import scaled_rows
 from embedserve.errors import InvalidInput
 from embedserve.models.tokenizer import ModelTokenizer
 
-if TYPE_CHECKING:
-    from embedserve.engine.quantization import QuantizationRanges
-
 Item = str | Sequence[int]
-TokenIdMode = Literal["tiktoken", "native", "reject"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,20 @@ class Embeddings:
 
 
 class EmbeddingService(Protocol):
-    """What a served model offers the HTTP layer: a local model or an upstream API."""
+    """An embedding model as the serving layer sees it: a local model (batched or static) or
+    an upstream API."""
 
     kind: str
     precision: str | None
+    selection: str
+
+    @property
+    def tokenizer(self) -> ModelTokenizer | None:
+        """None: an upstream's tokens are not known here."""
+
+    @property
+    def batcher(self) -> Batcher | None:
+        """None: its requests share no forward passes (a static model, an upstream)."""
 
     @property
     def dimension(self) -> int | None: ...
@@ -191,7 +200,7 @@ class Embedder(LocalModel):
         backend: Backend,
         *,
         token_ids: TokenIdMode = "tiktoken",
-        limits: BatchLimits | None = None,
+        limits: BatchLimits,
         pools_instruction: bool = True,
         selection: str = "",
     ) -> None:
@@ -243,14 +252,3 @@ def check_request_tokens(
             param=field,
             code="too_many_tokens",
         )
-
-
-def scaled_rows(
-    vectors: np.ndarray, dimensions: int | None = None, *, normalize: bool = True
-) -> np.ndarray:
-    """Keep the first `dimensions` components and scale each row to unit length (unless not
-    `normalize`: sentence-transformers' `encode(normalize_embeddings=False)`)."""
-    kept = vectors[:, :dimensions] if dimensions else vectors
-    if normalize:
-        kept = kept / np.maximum(np.linalg.norm(kept, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(kept, dtype=np.float32)

@@ -16,7 +16,7 @@ import numpy as np
 from embedserve.backends.base import Backend
 from embedserve.backends.packing import PackedBatch, fill_rows, lay_out, packed_passes
 from embedserve.engine.batcher import pad
-from embedserve.engine.embedder import scaled_rows
+from embedserve.engine.vectors import scaled_rows
 from embedserve.models.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from embedserve.backends.packed_export import packed_key, serves_packed
 from embedserve.backends.registry import BACKENDS, Choice, choose, known, resolve_device
 from embedserve.backends.spec import BackendSpec
 from embedserve.config import Settings
-from embedserve.engine.embedder import Embedder, EmbeddingService
+from embedserve.engine.embedder import Embedder
 from embedserve.engine.fidelity import (
     EXACT,
     PROBE_TEXTS,
@@ -33,9 +33,9 @@ from embedserve.engine.fidelity import (
 )
 from embedserve.engine.instructions import is_instructor
 from embedserve.engine.quantization import calibrated, calibration_key
-from embedserve.engine.registry import Loader, ModelRegistry, ServedModel
+from embedserve.engine.registry import Loader, ModelRegistry, ServedModel, Service
 from embedserve.engine.reranker import Reranker
-from embedserve.engine.sizing import batch_limits, max_padding_tokens
+from embedserve.engine.sizing import batch_limits, described, max_padding_tokens
 from embedserve.engine.static_embedder import StaticEmbedder
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
@@ -71,7 +71,7 @@ def cache_root(settings: Settings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
 
-def load_service(source: ModelSource, settings: Settings) -> EmbeddingService:
+def load_service(source: ModelSource, settings: Settings) -> Service:
     """A served model: an upstream API for "openai:<model>", else the local model (an embedder,
     or a reranker for a cross-encoder)."""
     if source.upstream is None:
@@ -122,6 +122,7 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
         max_padding_tokens=max_padding_tokens(source.id, backend, settings, on_gpu),
         coarse_widths=backend.kernels_per_shape,
     )
+    log.info("%s: %s", source.id, described(limits))
     embedder = Embedder(
         tokenizer,
         backend,
@@ -224,6 +225,7 @@ def load_reranker(source: ModelSource, settings: Settings, cores: int | None = N
         streams=backend.streams,
         max_padding_tokens=max_padding_tokens(source.id, backend, settings, on_gpu=False),
     )
+    log.info("%s: %s", source.id, described(limits))
     selection = "a reranker (cross-encoder): fp32 on ONNX Runtime"
     log.info("%s: %s", source.id, selection)
     reranker = Reranker(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.backends.calibration import calibration_texts
+from embedserve.engine.vectors import scaled_rows
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ class QuantizationRanges:
         """[2, dimensions]: the minimums, then the maximums (quantize_embeddings' `ranges`)."""
         key = (dimensions, normalize)
         if key not in self._ranges:
-            from embedserve.engine.embedder import scaled_rows
-
             vectors = scaled_rows(self.pooled, dimensions, normalize=normalize)
             self._ranges[key] = np.stack([vectors.min(axis=0), vectors.max(axis=0)])
         return self._ranges[key]

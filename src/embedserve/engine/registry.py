@@ -11,13 +11,18 @@ from collections.abc import Callable
 from embedserve.config import ModelSpec
 from embedserve.engine.embedder import EmbeddingService
 from embedserve.engine.instructions import instructions_for
+from embedserve.engine.reranker import Reranker
 from embedserve.errors import ConfigError, EmbedServeError, ModelNotFound, ModelNotReady
 from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[ModelSource], EmbeddingService]
+Service = EmbeddingService | Reranker
+"""A loaded model, of the kind its task chose at load: an embedding model (local, static or an
+upstream) or a reranker. Callers tell them apart by type."""
+
+Loader = Callable[[ModelSource], Service]
 
 
 class ServedModel:
@@ -37,10 +42,10 @@ class ServedModel:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self._loader = loader
-        self._embedder: EmbeddingService | None = None
+        self._service: Service | None = None
         self._lock = threading.Lock()
-        self._pending: asyncio.Future[EmbeddingService] | None = None
-        self._on_load: list[Callable[[EmbeddingService], None]] = []
+        self._pending: asyncio.Future[Service] | None = None
+        self._on_load: list[Callable[[Service], None]] = []
         self._closed = False  # closed by aclose until opened again
 
     @property
@@ -55,22 +60,22 @@ class ServedModel:
         return tuple(dict.fromkeys((*candidates, *self.aliases)))
 
     @property
-    def loaded(self) -> EmbeddingService | None:
-        return self._embedder
+    def loaded(self) -> Service | None:
+        return self._service
 
-    def load(self) -> EmbeddingService:
-        """Load once (thread-safe); later calls return the same embedder."""
+    def load(self) -> Service:
+        """Load once (thread-safe); later calls return the same service."""
         with self._lock:
             if self._closed:
                 raise ModelNotReady(f"model {self.id} is closed: the server is stopping")
-            if self._embedder is None:
+            if self._service is None:
                 if self.error is not None:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}")
                 started = time.perf_counter()
                 origin = self.source.folder or f"the upstream (openai:{self.source.upstream})"
                 log.info("loading model %s from %s", self.id, origin)
                 try:
-                    self._embedder = self._loader(self.source)
+                    self._service = self._loader(self.source)
                 except EmbedServeError as exc:  # a reason we gave ourselves: one line
                     self.error = exc.message
                     log.error("model %s cannot be served: %s", self.id, exc.message)
@@ -82,20 +87,20 @@ class ServedModel:
                 self.load_seconds = time.perf_counter() - started
                 log.info("model %s ready in %.1fs", self.id, self.load_seconds)
                 for callback in self._on_load:
-                    callback(self._embedder)
-            return self._embedder
+                    callback(self._service)
+            return self._service
 
-    def when_loaded(self, callback: Callable[[EmbeddingService], None]) -> None:
-        """Call `callback` with the embedder once loaded (now, if it already is)."""
+    def when_loaded(self, callback: Callable[[Service], None]) -> None:
+        """Call `callback` with the service once loaded (now, if it already is)."""
         with self._lock:
             self._on_load.append(callback)
-            if self._embedder is not None:
-                callback(self._embedder)
+            if self._service is not None:
+                callback(self._service)
 
-    async def embedder(self) -> EmbeddingService:
-        """The loaded embedder; loads it off the event loop on first use, once."""
-        if self._embedder is not None:
-            return self._embedder
+    async def service(self) -> Service:
+        """The loaded service; loads it off the event loop on first use, once."""
+        if self._service is not None:
+            return self._service
         if self._pending is None:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self.load))
         return await asyncio.shield(self._pending)
@@ -114,10 +119,10 @@ class ServedModel:
             await service.aclose()
             log.info("model %s closed", self.id)
 
-    def _detach(self) -> EmbeddingService | None:
+    def _detach(self) -> Service | None:
         with self._lock:
             self._closed = True
-            service, self._embedder = self._embedder, None
+            service, self._service = self._service, None
             self._pending = None
             return service
 

@@ -11,14 +11,7 @@ import numpy as np
 
 from embedserve.backends.base import Backend
 from embedserve.engine.batcher import BatchLimits, batcher_for, pad
-from embedserve.engine.embedder import (
-    DEFAULT_OPTIONS,
-    Embeddings,
-    EmbedOptions,
-    Item,
-    check_request_tokens,
-)
-from embedserve.errors import InvalidInput
+from embedserve.engine.embedder import check_request_tokens
 from embedserve.models.pair_tokenizer import PairTokenizer
 
 
@@ -32,7 +25,7 @@ class Scores:
 
 
 class Reranker:
-    """Also an EmbeddingService to the registry, whose embed refuses: it scores pairs."""
+    """A model that scores (query, document) pairs; it embeds nothing."""
 
     task = "rerank"
 
@@ -42,7 +35,7 @@ class Reranker:
         backend: Backend,
         *,
         model_id: str,
-        limits: BatchLimits | None = None,
+        limits: BatchLimits,
         selection: str = "",
         raw: bool = False,
     ) -> None:
@@ -90,21 +83,6 @@ class Reranker:
             [p.ids for p in pairs], self.tokenizer.pad_id, second=[p.second for p in pairs]
         )
         return _scores(self.backend.embed(ids, mask), raw or self.raw)
-
-    async def embed(
-        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
-    ) -> Embeddings:
-        raise InvalidInput(
-            f"{self.model_id} is a reranker (a cross-encoder): it scores query-document pairs "
-            f"on /v1/rerank and does not embed; ask an embedding model",
-            param="model",
-            code="model_cannot_embed",
-        )
-
-    def quantization_ranges(
-        self, dimensions: int | None = None, normalize: bool = True
-    ) -> np.ndarray | None:
-        return None
 
     def close(self) -> None:
         self.batcher.close()

@@ -7,6 +7,7 @@ import math
 
 from embedserve.backends.base import Backend, pass_cost_in_tokens
 from embedserve.config import Settings
+from embedserve.config.batch_defaults import CPU, GPU, QUEUED_PER_INPUT
 from embedserve.engine.batcher import BatchLimits
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,39 @@ def batch_limits(
     max_padding_tokens: float = math.inf,
     coarse_widths: bool = False,
 ) -> BatchLimits:
-    """Batch sizes from the flags, or from the machine's `cores` and the backend's `streams`.
-    On a CPU, ~1024 padded tokens per thread of a stream: past that a pass's activations
-    outgrow the core's cache and every token costs more. A GPU wants large batches.
-    `coarse_widths` for a backend that builds kernels per shape (`Backend.kernels_per_shape`)."""
-    threads = max(1, cores // streams)
-    tokens = 65536 if on_gpu else min(1024 * threads, 32768)
-    padding = 0.5 if on_gpu else 0.15
-    wait_ms = 2.0 if on_gpu else 0.0
+    """Every batch limit a model is served with: the flag where one is given, else the device's
+    default (config/batch_defaults.py), sized to the machine's `cores` and the backend's
+    `streams`. `coarse_widths` for a backend that builds kernels per shape
+    (`Backend.kernels_per_shape`)."""
+    defaults = GPU if on_gpu else CPU
+    tokens = defaults.max_batch_tokens
+    if defaults.tokens_per_thread is not None:
+        threads = max(1, cores // streams)
+        tokens = min(defaults.tokens_per_thread * threads, tokens)
+    wait_ms = defaults.max_wait_ms if settings.max_wait_ms is None else settings.max_wait_ms
     return BatchLimits(
         max_batch_tokens=settings.max_batch_tokens or tokens,
-        max_batch_size=settings.max_batch_size or (256 if on_gpu else 64),
-        max_padding=padding if settings.max_padding is None else settings.max_padding,
+        max_batch_size=settings.max_batch_size or defaults.max_batch_size,
+        max_padding=defaults.max_padding if settings.max_padding is None else settings.max_padding,
         max_padding_tokens=max_padding_tokens,
         coarse_widths=coarse_widths,
-        max_wait_s=(wait_ms if settings.max_wait_ms is None else settings.max_wait_ms) / 1000,
-        max_queued=settings.max_queued or 8 * settings.max_inputs,
+        max_wait_s=wait_ms / 1000,
+        max_queued=settings.max_queued or QUEUED_PER_INPUT * settings.max_inputs,
         timeout_s=settings.request_timeout_s,
+    )
+
+
+def described(limits: BatchLimits) -> str:
+    """The limits as the log says them at load."""
+    padding = (
+        ""
+        if math.isinf(limits.max_padding_tokens)
+        else f" and {limits.max_padding_tokens:.0f} tokens"
+    )
+    return (
+        f"batches of at most {limits.max_batch_tokens} padded tokens and {limits.max_batch_size} "
+        f"sequences, padding at most {limits.max_padding:.0%}{padding}, waiting "
+        f"{limits.max_wait_s * 1000:g} ms to fill; at most {limits.max_queued} sequences queued"
     )
 
 

@@ -8,20 +8,23 @@ import asyncio
 from collections.abc import Sequence
 
 from embedserve.backends.static import StaticBackend
+from embedserve.config import TokenIdMode
+from embedserve.engine.batcher import Batcher
 from embedserve.engine.embedder import (
     DEFAULT_OPTIONS,
     Embeddings,
     EmbedOptions,
     Item,
     LocalModel,
-    TokenIdMode,
     check_request_tokens,
-    scaled_rows,
 )
+from embedserve.engine.vectors import scaled_rows
 from embedserve.models.tokenizer import ModelTokenizer
 
 
 class StaticEmbedder(LocalModel):
+    batcher: Batcher | None = None  # nothing to share: a request is looked up on its own thread
+
     def __init__(
         self,
         tokenizer: ModelTokenizer,

@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedserve.engine.embedder import DEFAULT_OPTIONS, Embeddings, EmbedOptions, Item, scaled_rows
+from embedserve.engine.batcher import Batcher
+from embedserve.engine.embedder import DEFAULT_OPTIONS, Embeddings, EmbedOptions, Item
+from embedserve.engine.vectors import scaled_rows
 from embedserve.errors import InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from embedserve.models.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 class UpstreamEmbedder:
     kind = "upstream"
     precision: str | None = None
+    selection = "an OpenAI-compatible upstream API"
+    tokenizer: ModelTokenizer | None = None  # the upstream's tokens are not known here
+    batcher: Batcher | None = None  # the upstream batches on its side
 
     def __init__(
         self,

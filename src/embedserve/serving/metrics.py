@@ -15,8 +15,7 @@ from prometheus_client import (
 )
 
 from embedserve.engine.batcher import BatchReport
-from embedserve.engine.embedder import EmbeddingService
-from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.engine.registry import ModelRegistry, ServedModel, Service
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -131,9 +130,9 @@ class Metrics:
         self.background_queue.labels(name).set_function(lambda: _queued(model.loaded, True))
         model.when_loaded(lambda service: self._observe_batches(name, service))
 
-    def _observe_batches(self, name: str, service: EmbeddingService) -> None:
-        batcher = getattr(service, "batcher", None)
-        if batcher is None:  # an upstream model has no batches of its own
+    def _observe_batches(self, name: str, service: Service) -> None:
+        batcher = service.batcher
+        if batcher is None:  # a static or upstream model runs no batches of its own
             return
         rows, tokens, seconds = (
             self.batch_rows.labels(name),
@@ -149,8 +148,8 @@ class Metrics:
         batcher.observers.append(observe)
 
 
-def _queued(service: EmbeddingService | None, background: bool = False) -> float:
-    batcher = getattr(service, "batcher", None)
+def _queued(service: Service | None, background: bool = False) -> float:
+    batcher = service.batcher if service is not None else None
     if batcher is None:
         return 0.0
     return float(batcher.state().background if background else batcher.queued)

@@ -1,12 +1,15 @@
-"""Request policy for embeddings, in one place for every wire format and every job: which model,
-how many inputs, the truncate default, the instruction, the dimensions, the token budget, and
-what the metrics count."""
+"""The request policy, in one place for every wire format and every job: which model (and of
+which kind) serves a request, how many inputs, the truncate default, the instruction, the
+dimensions, the token budget, the limits as resolved, and what the metrics count; and the served
+models' lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,10 +19,16 @@ from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.engine.reranker import Reranker
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
-from embedserve.models.tokenizer import ModelTokenizer, Token
+from embedserve.models.tokenizer import Token
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.quantize import BIT_ENCODINGS, RANGED_ENCODINGS, quantized
-from embedserve.serving.requests import Embedded, EmbedRequest, Reranked, RerankRequest
+from embedserve.serving.requests import (
+    Embedded,
+    EmbedRequest,
+    InputType,
+    Reranked,
+    RerankRequest,
+)
 
 log = logging.getLogger("embedserve")
 
@@ -80,8 +89,7 @@ class Serving:
         prompt named, first)."""
         model = self.model(name)
         self.check_count(len(texts), "inputs")
-        service = await model.embedder()
-        tokenizer: ModelTokenizer | None = getattr(service, "tokenizer", None)
+        tokenizer = (await self.embedding_service(model)).tokenizer
         if tokenizer is None:
             raise InvalidInput(
                 f"{model.id} is served by an upstream API: its tokenizer is not here",
@@ -100,7 +108,7 @@ class Serving:
         embedding model as the cosine of the query (embedded as a query) and each document."""
         model = self.model(request.model, "rerank")
         self.check_count(len(request.documents), "documents")
-        service = await model.embedder()
+        service = await model.service()
         if isinstance(service, Reranker):
             truncate = self.settings.truncate if request.truncate is None else request.truncate
             scored = await service.rerank(
@@ -111,21 +119,59 @@ class Serving:
                 left=request.truncate_left,
                 max_tokens=self.settings.max_request_tokens,
             )
-            scores, tokens, by = scored.scores, scored.prompt_tokens, "cross-encoder"
-        else:
-            options = {"truncate": request.truncate, "truncate_left": request.truncate_left}
-            query = await self.embed(
-                EmbedRequest([request.query], model.id, "query", **options)  # type: ignore[arg-type]
+            self.metrics.embedded(model.id, len(request.documents), scored.prompt_tokens)
+            return _ranked(model, scored.scores, scored.prompt_tokens, "cross-encoder", request)
+        asked: list[tuple[Sequence[str], InputType]] = [
+            ([request.query], "query"),
+            (request.documents, "document"),
+        ]
+        query, documents = [
+            await self.embed(
+                EmbedRequest(
+                    texts,
+                    model.id,
+                    input_type,
+                    truncate=request.truncate,
+                    truncate_left=request.truncate_left,
+                )
             )
-            documents = await self.embed(
-                EmbedRequest(request.documents, model.id, "document", **options)  # type: ignore[arg-type]
+            for texts, input_type in asked
+        ]
+        scores = documents.vectors @ query.vectors[0]
+        tokens = query.prompt_tokens + documents.prompt_tokens
+        return _ranked(model, scores, tokens, "cosine", request)
+
+    async def embedding_service(self, model: ServedModel) -> EmbeddingService:
+        """The model's loaded embedding service (loaded now if it is not): a reranker's is not
+        one, and a request that would embed with it is refused."""
+        service = await model.service()
+        if isinstance(service, Reranker):
+            raise InvalidInput(
+                f"{model.id} is a reranker (a cross-encoder): it scores query-document pairs "
+                f"on /v1/rerank and does not embed; ask an embedding model",
+                param="model",
+                code="model_cannot_embed",
             )
-            scores = documents.vectors @ query.vectors[0]
-            tokens, by = query.prompt_tokens + documents.prompt_tokens, "cosine"
-        if by == "cross-encoder":
-            self.metrics.embedded(model.id, len(request.documents), tokens)
-        order = np.argsort(-scores, kind="stable").tolist()[: request.top_n]
-        return Reranked(model.id, scores, order, tokens, by)  # type: ignore[arg-type]
+        return service
+
+    def limits(self, model: ServedModel) -> dict[str, Any]:
+        """Every limit a request to `model` meets, as resolved: the server's per request, and
+        the model's batches once it is loaded (a static or upstream model runs none)."""
+        service = model.loaded
+        batches = service.batcher.limits if service is not None and service.batcher else None
+        padding = batches.max_padding_tokens if batches else math.inf  # inf: none set
+        return {
+            "max_inputs": self.settings.max_inputs,
+            "max_request_tokens": self.settings.max_request_tokens,
+            "max_input_tokens": service.max_tokens if service else model.metadata.max_tokens,
+            "request_timeout_s": self.settings.request_timeout_s,
+            "max_batch_tokens": batches.max_batch_tokens if batches else None,
+            "max_batch_size": batches.max_batch_size if batches else None,
+            "max_padding": batches.max_padding if batches else None,
+            "max_padding_tokens": None if math.isinf(padding) else round(padding),
+            "max_wait_ms": batches.max_wait_s * 1000 if batches else None,
+            "max_queued": batches.max_queued if batches else None,
+        }
 
     def model(self, name: str | None, task: str = "embed") -> ServedModel:
         """The served model a request names (ModelNotFound where none serves it), or the default
@@ -138,7 +184,7 @@ class Serving:
         model = self.model(request.model)
         count = len(request.inputs)
         self.check_count(count)
-        service = await model.embedder()
+        service = await self.embedding_service(model)
         _check_dimensions(request.dimensions, service.dimension)
         _check_bits(request.encodings, request.dimensions or service.dimension)
         ranges = {name: _ranges(model, service, name, request) for name in request.encodings}
@@ -167,6 +213,17 @@ class Serving:
 
 
 INPUT_TYPES = ("query", "document", "passage")
+
+
+def _ranked(
+    model: ServedModel,
+    scores: np.ndarray,
+    tokens: int,
+    by: Literal["cross-encoder", "cosine"],
+    request: RerankRequest,
+) -> Reranked:
+    order = np.argsort(-scores, kind="stable").tolist()[: request.top_n]
+    return Reranked(model.id, scores, order, tokens, by)
 
 
 def instruction_for(model: ServedModel, input_type: str, prompt_name: str | None = None) -> str:
