@@ -25,10 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# With torch loaded, ONNX builds run in this process instead of in child processes that would
-# each load torch again (test_onnx_cache checks the child-process path on its own).
-import torch  # noqa: F401
-
 from embedserve.config import Settings
 from embedserve.engine.batcher import Batcher
 from embedserve.engine.embedder import Embedder
@@ -95,6 +91,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("process"):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Torch (~2 s, ~700 MB) only for a run with slow tests: a quick one loads it only where a
+    test compares with sentence-transformers or exports a model."""
+    if any(item.get_closest_marker("slow") for item in session.items):
+        # With torch loaded, ONNX builds run in this process instead of in child processes that
+        # would each load torch again (test_onnx_cache checks the child-process path on its own).
+        import torch  # noqa: F401
 
 
 @pytest.fixture(scope="session")

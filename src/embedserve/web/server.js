@@ -53,14 +53,17 @@ async function models() {
 
 async function readiness() {
   try {
-    const { data } = await get("/ready");
-    return Object.fromEntries(data.models.map((m) => [m.id, m.ready ? "ready" : m.error ? "failed" : "loading"]));
+    return modelStates((await get("/ready")).data);
   } catch (error) {
-    if (error.body && error.body.models) {  // 503 while loading or draining: still its answer
-      return Object.fromEntries(error.body.models.map((m) => [m.id, m.ready ? error.body.status : m.error ? "failed" : "loading"]));
-    }
+    if (error.body && error.body.models) return modelStates(error.body);  // a 503: still its answer
     throw error;
   }
+}
+
+// Each model's state in /ready's answer: a loaded one is ready, or draining with the server.
+function modelStates(answer) {
+  const loaded = answer.status === "draining" ? "draining" : "ready";
+  return Object.fromEntries(answer.models.map((m) => [m.id, m.ready ? loaded : m.error ? "failed" : "loading"]));
 }
 
 async function traffic() {
