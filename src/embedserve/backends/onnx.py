@@ -111,7 +111,7 @@ def _session(model: Path, threads: int) -> Any:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.use_env_allocators", "1")
     # A memory pattern plans one block per input shape; batch shapes vary without end here, and
-    # the blocks fragmented the arena: 10x the corpus kept ~100 MiB more. Off, no slower.
+    # the blocks fragmented the arena.
     options.enable_mem_pattern = False
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

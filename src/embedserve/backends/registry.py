@@ -171,8 +171,7 @@ def choose(
         return [Choice(backend, entry, precision, device, why="as asked")]
     names = AUTO_BACKENDS.get((kind, precision))
     if (kind, precision) == ("cpu", "int8") and not native_int8():
-        # measured on an AVX2-only EPYC: OpenVINO int8 min cosine 0.964 on odd texts (its 16-bit
-        # pair sums saturate), ONNX Runtime's >= 0.97
+        # without VNNI, OpenVINO's int8 kernels sum in 16 bits and saturate on odd texts
         log.info("int8 on ONNX Runtime first: this CPU has no VNNI int8 dot products")
         names = ("onnx", "openvino")
     if not names:

@@ -35,7 +35,7 @@ Execute = Callable[[dict[str, Any]], Coroutine[Any, Any, tuple[int, Any]]]
 
 IN_FLIGHT = 128
 """Requests of one batch handed to the engine at once: enough to fill every pass with similar
-lengths (32 ran ~9% slower on 5,000 requests of 1-8 texts; 512 was no faster than 128)."""
+lengths, no more (docs/engineering-notes.md, "Constants")."""
 COMMIT_EVERY_S = 1.0
 IDLE_CHECK_S = 30.0
 """How often an idle runner looks for expired batches and files, and for the runner lock."""

@@ -63,7 +63,7 @@ __all__ = ["BatchLimits", "BatchReport", "Batcher", "BatcherState", "coarse_widt
 BACKGROUND_PASS_S = 0.02
 """How long a pass of background work may take, at the measured rate, while online requests
 come: what one arriving during it waits at most. Shorter passes pay a pass's fixed cost more
-often (at 20 ms a batch ran at ~81% of the job's rate, at 40 ms ~96% but online p50 went 4x)."""
+often; longer ones make online requests wait (docs/engineering-notes.md, "Constants")."""
 ONLINE_RECENT_S = 10.0
 """With no online request for this long, background passes take the normal budget: an idle
 server runs batch work at the speed of a job."""
