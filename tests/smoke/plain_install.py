@@ -156,6 +156,16 @@ def other_wire_formats(server: Server) -> None:
     kinds = cohere.json()["embeddings"]
     expect(sorted(kinds) == ["float", "int8"], "POST /v2/embed", "float and int8", cohere)
     expect(len(kinds["float"][0]) == DIMENSION, "POST /v2/embed", "384 floats", cohere)
+    v1 = server.call("POST", "/v1/embed", {"texts": ["hello"], "model": "embed-english-v2.0"})
+    floats = v1.json()["embeddings"]
+    expect(len(floats) == 1 and len(floats[0]) == DIMENSION, "POST /v1/embed", "1x384", v1)
+    pair = {"inputs": {"source_sentence": "a dog", "sentences": ["a dog", "the stock market"]}}
+    similar = server.call("POST", "/similarity", pair).json()
+    expect(similar[0] > similar[1], "POST /similarity", f"the same text closest, got {similar}")
+    decoded = server.call("POST", "/decode", {"ids": [101, 7592, 102]}).json()
+    expect(decoded == ["hello"], "POST /decode", f"['hello'], got {decoded}")
+    shown = server.call("POST", "/api/show", {"model": "all-MiniLM-L6-v2:latest"}).json()
+    expect(shown["model_info"].get("bert.embedding_length") == DIMENSION, "POST /api/show", "384")
     rerank = server.call(
         "POST",
         "/v1/rerank",

@@ -20,6 +20,7 @@ from embedserve.api import (
     cohere_routes,
     errors,
     files_routes,
+    infinity_routes,
     ollama_routes,
     openai_routes,
     page_routes,
@@ -100,6 +101,7 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(tei_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(cohere_routes.router)
+    app.include_router(infinity_routes.router)
 
 
 @asynccontextmanager

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError, body_error, from_domain, openai_error
 from embedserve.api.files_routes import find_file, owned, owner, page, store_of
-from embedserve.api.openai_protocol import EmbeddingRequest
-from embedserve.api.openai_routes import embed_request, embeddings_body
+from embedserve.api.openai_protocol import EmbeddingRequest, embed_request, embeddings_body
 from embedserve.api.wire import OPENAI, state_of
 from embedserve.batches.runner import window_seconds
 from embedserve.batches.store import BatchRecord, new_id, now

@@ -143,13 +143,13 @@ def body_error(problems: Sequence[Any]) -> ApiError:
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = loc[0] if loc else None
     if first.get("type") == "missing":
-        message = f"'{param}' is required" if param else "a JSON object body is required"
+        message = f"'{'.'.join(loc)}' is required" if loc else "a JSON object body is required"
+    elif first.get("type") in _WHOLE_MESSAGES:  # ours, naming the fields (one, or several)
+        message = first.get("msg", "invalid value")
     elif not loc:
         message = "the request body must be a JSON object"
     else:
-        message = first.get("msg", "invalid value")
-        if first.get("type") not in _WHOLE_MESSAGES:
-            message = f"'{'.'.join(loc)}': {message}"
+        message = f"'{'.'.join(loc)}': {first.get('msg', 'invalid value')}"
     code = "empty_input" if first.get("type") == "empty_input" else "invalid_value"
     return ApiError(400, message, param=param, code=code)
 

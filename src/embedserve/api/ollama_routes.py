@@ -27,6 +27,7 @@ from embedserve.api.errors import ApiError
 from embedserve.api.fields import Dimensions, check_unicode, text_list
 from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
+from embedserve.errors import InvalidInput
 from embedserve.serving.policy import Serving
 from embedserve.serving.requests import Embedded, EmbedRequest
 
@@ -150,12 +151,75 @@ async def _embed(
     return await unless_client_leaves(request, serving.embed(embed_request))
 
 
-def _model(serving: Serving, name: str | None) -> ServedModel:
-    """The model `name` names, with or without Ollama's ":latest" tag."""
+def _model(serving: Serving, name: str | None, known_only: bool = False) -> ServedModel:
+    """The model `name` names, with or without Ollama's ":latest" tag (`known_only`: a name no
+    model has is a 404, whatever --strict-model says)."""
     known = {known for model in serving.registry.models for known in model.names}
     if name and name.endswith(":latest") and name not in known:
         name = name.removesuffix(":latest")
+    if known_only and name is not None:
+        return serving.registry.get(name)
     return serving.model(name)
+
+
+class OllamaShowBody(BaseModel):
+    """Body of POST /api/show: the model by `model` (or `name`, the older field)."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"example": {"model": "all-minilm"}}
+    )
+
+    model: str | None = Field(default=None, description="Served model name (tag optional).")
+    name: str | None = Field(default=None, description="The same, as older clients send it.")
+    verbose: StrictBool = Field(default=False, description="Accepted; the answer is whole.")
+
+
+@router.post("/api/show", responses=ERRORS, summary="One model's facts (Ollama's shape)")
+async def show(body: OllamaShowBody, request: Request) -> JSONBytes:
+    state = state_of(request)
+    name = body.model or body.name
+    if not name:
+        raise InvalidInput("'model' is required", param="model", code="invalid_value")
+    model = _model(state.serving, name, known_only=True)  # facts of another model mislead
+    metadata, service = model.metadata, model.loaded
+    family = metadata.family or "unknown"
+    info: dict[str, Any] = {"general.architecture": family}
+    if metadata.parameters:
+        info["general.parameter_count"] = metadata.parameters
+    dimension = (service.dimension if service else None) or metadata.dimension
+    if dimension:
+        info[f"{family}.embedding_length"] = dimension
+    info[f"{family}.context_length"] = service.max_tokens if service else metadata.max_tokens
+    precision = (service.precision or "") if service else ""
+    return JSONBytes(
+        {
+            "license": "",
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": {
+                "parent_model": "",
+                "format": service.kind if service else "",
+                "family": family,
+                "families": [family],
+                "parameter_size": _count(metadata.parameters),
+                "quantization_level": precision.upper(),
+            },
+            "model_info": info,
+            "capabilities": ["embedding"] if model.task == "embed" else [],
+            "modified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started)),
+        }
+    )
+
+
+def _count(parameters: int | None) -> str:
+    """As Ollama writes a parameter count: 22.7M, 595.8M, 1.2B."""
+    if not parameters:
+        return ""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if parameters >= scale:
+            return f"{parameters / scale:.1f}{unit}"
+    return str(parameters)
 
 
 @router.get("/api/tags", summary="The served models (Ollama's shape)")

@@ -1,4 +1,5 @@
-"""OpenAI-compatible request and response models: the only place pydantic models live."""
+"""OpenAI-compatible request and response models, and the request and body they turn into
+(which the Batch API and Infinity's root routes use too)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from embedserve.api.fields import Dimensions, TruncationDirection, check_unicode
+from embedserve.api.encoding import encoded_rows
+from embedserve.api.fields import Dimensions, TruncationDirection, check_unicode, cuts_left
 from embedserve.serving.quantize import Encoding
+from embedserve.serving.requests import Embedded, EmbedRequest
 
 _INPUT_HELP = (
     "'input' must be a string, an array of strings, an array of token ids, "
@@ -188,3 +191,37 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def embed_request(body: EmbeddingRequest) -> EmbedRequest:
+    """What an OpenAI embeddings body asks of the serving layer."""
+    value = body.input
+    if isinstance(value, str) or isinstance(value[0], int):
+        inputs: Any = [value]  # one text, or one token-id sequence
+    else:
+        inputs = value
+    return EmbedRequest(
+        inputs=inputs,
+        model=body.model,
+        input_type=body.input_type or "document",
+        prompt_name=body.prompt_name,
+        truncate=body.truncate,
+        truncate_left=cuts_left(body.truncation_direction),
+        dimensions=body.dimensions,
+        normalize=body.normalize,
+        encodings=(body.encoding_format or "float",),
+    )
+
+
+def embeddings_body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
+    """OpenAI's embeddings response for `result`."""
+    rows = encoded_rows(result, encoding_format or "float")
+    tokens = result.prompt_tokens
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)
+        ],
+        "model": result.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

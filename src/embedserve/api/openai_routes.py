@@ -9,20 +9,20 @@ from fastapi import Query, Request
 from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
-from embedserve.api.encoding import JSONBytes, encoded_rows
-from embedserve.api.fields import cuts_left
+from embedserve.api.encoding import JSONBytes
 from embedserve.api.openai_protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
     ModelCard,
     ModelList,
+    embed_request,
+    embeddings_body,
 )
 from embedserve.api.wire import OPENAI, state_of
 from embedserve.engine.registry import ServedModel
 from embedserve.engine.reranker import Reranker
 from embedserve.errors import InvalidInput
 from embedserve.serving.policy import Serving
-from embedserve.serving.requests import Embedded, EmbedRequest
 
 router = OPENAI.router("Embeddings")
 ERRORS = OPENAI.responses
@@ -38,38 +38,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     serving = state_of(request).serving
     result = await unless_client_leaves(request, serving.embed(embed_request(body)))
     return await json_response(embeddings_body(result, body.encoding_format), result.vectors.size)
-
-
-def embed_request(body: EmbeddingRequest) -> EmbedRequest:
-    value = body.input
-    if isinstance(value, str) or isinstance(value[0], int):
-        inputs: Any = [value]  # one text, or one token-id sequence
-    else:
-        inputs = value
-    return EmbedRequest(
-        inputs=inputs,
-        model=body.model,
-        input_type=body.input_type or "document",
-        prompt_name=body.prompt_name,
-        truncate=body.truncate,
-        truncate_left=cuts_left(body.truncation_direction),
-        dimensions=body.dimensions,
-        normalize=body.normalize,
-        encodings=(body.encoding_format or "float",),
-    )
-
-
-def embeddings_body(result: Embedded, encoding_format: str | None) -> dict[str, Any]:
-    rows = encoded_rows(result, encoding_format or "float")
-    tokens = result.prompt_tokens
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)
-        ],
-        "model": result.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List served models")

@@ -1,9 +1,12 @@
-"""The rerank body and answer Cohere (v1), Jina, Infinity and LiteLLM share, which /v1/rerank
-takes and TEI's /rerank takes too when a body has `documents`; and the one writer of ranked rows
-every rerank answer is made of."""
+"""The rerank body Cohere (v1), Jina, Infinity and LiteLLM share, which /v1/rerank takes (and
+answers in Cohere v1's and Jina's shape) and the root's /rerank takes when a body has
+`documents` (and answers in Infinity's); and the one writer of ranked rows every rerank answer
+is made of."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +66,23 @@ class RerankBody(RerankDocuments):
             truncate_left=cuts_left(self.truncation_direction),
         )
 
+    def infinity_answer(self, result: Reranked) -> dict[str, Any]:
+        """The same in Infinity's shape, as its clients (LiteLLM's infinity/) parse it at the
+        root's /rerank: each document a string, and `object`, `id`, `created`."""
+        documents = self.texts if self.return_documents else None
+        tokens = result.prompt_tokens
+        return {
+            "object": "rerank",
+            "results": ranked_rows(result, documents=documents, echo=lambda t: {"document": t}),
+            "model": result.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "id": f"infinity-{uuid.uuid4()}",
+            "created": int(time.time()),
+            "scored_by": result.scored_by,
+        }
+
     def answer(self, result: Reranked) -> dict[str, Any]:
-        """The response body for `result`."""
+        """The response body for `result` (Cohere v1's and Jina's)."""
         documents = self.texts if self.return_documents else None
         return {
             "model": result.model,

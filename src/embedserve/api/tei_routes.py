@@ -7,14 +7,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from starlette.responses import Response
 
 from embedserve import __version__
 from embedserve.api.calls import json_body, json_response, unless_client_leaves, validated
 from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError
-from embedserve.api.fields import Dimensions, RerankQuery, TruncationDirection, cuts_left, text_list
+from embedserve.api.fields import (
+    Dimensions,
+    RerankQuery,
+    TruncationDirection,
+    check_unicode,
+    cuts_left,
+    text_list,
+)
 from embedserve.api.reranking import RerankBody, ranked_rows
 from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
@@ -114,12 +121,6 @@ class SimpleToken(BaseModel):
     responses=ERRORS,
     summary="Embed (text-embeddings-inference's shape)",
 )
-@router.post(
-    "/",
-    response_model=list[list[float]],
-    responses=ERRORS,
-    summary="Embed at the root, as TEI serves an embedding model",
-)
 async def embed(body: TeiEmbedBody, request: Request) -> Response:
     serving = state_of(request).serving
     texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
@@ -133,6 +134,122 @@ async def embed(body: TeiEmbedBody, request: Request) -> Response:
     )
     result = await unless_client_leaves(request, serving.embed(embed_request))
     return await json_response(list(result.vectors), result.vectors.size)
+
+
+class SimilarityInputs(BaseModel):
+    source_sentence: str = Field(description="The text the others are compared with.")
+    sentences: list[str] = Field(description="The texts compared with it.", min_length=1)
+
+    @field_validator("source_sentence", mode="before")
+    @classmethod
+    def _check_source(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            check_unicode(value, "'inputs.source_sentence'")
+        return value
+
+    @field_validator("sentences", mode="before")
+    @classmethod
+    def _check_sentences(cls, value: Any) -> Any:
+        return text_list(value, "inputs.sentences", one=False)
+
+
+class SimilarityParameters(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt_name: str | None = None
+    truncate: StrictBool | None = None
+    truncation_direction: TruncationDirection = "Right"
+
+
+class TeiSimilarityBody(BaseModel):
+    """Body of POST /similarity (and of POST / with these inputs): the sentence-similarity task
+    of TEI and of huggingface_hub's InferenceClient.sentence_similarity."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {"inputs": {"source_sentence": "a cat", "sentences": ["a dog", "a car"]}}
+        },
+    )
+
+    inputs: SimilarityInputs
+    parameters: SimilarityParameters | None = None
+
+
+@router.post(
+    "/similarity",
+    response_model=list[float],
+    responses=ERRORS,
+    summary="Cosine of each sentence to the source sentence (text-embeddings-inference's shape)",
+)
+async def similarity(body: TeiSimilarityBody, request: Request) -> JSONBytes:
+    parameters = body.parameters or SimilarityParameters()
+    options = EmbedRequest(
+        inputs=[],
+        prompt_name=parameters.prompt_name,
+        truncate=parameters.truncate,
+        truncate_left=cuts_left(parameters.truncation_direction),
+    )
+    serving = state_of(request).serving
+    sources = body.inputs
+    scores = await unless_client_leaves(
+        request, serving.similarity(sources.source_sentence, sources.sentences, options)
+    )
+    return JSONBytes(scores.tolist())
+
+
+_ROOT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [TeiEmbedBody.model_json_schema(), TeiSimilarityBody.model_json_schema()]
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/",
+    responses=ERRORS,
+    summary="At the root, as TEI serves an embedding model: embed, or with inputs "
+    "{source_sentence, sentences} the similarity task",
+    openapi_extra={"requestBody": _ROOT_BODY},
+)
+async def root(request: Request) -> Response:
+    payload = await json_body(request)
+    if isinstance(payload, dict) and isinstance(payload.get("inputs"), dict):
+        return await similarity(validated(TeiSimilarityBody, payload), request)
+    return await embed(validated(TeiEmbedBody, payload), request)
+
+
+class TeiDecodeBody(BaseModel):
+    """Body of POST /decode."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": {"ids": [101, 102]}})
+
+    ids: list[StrictInt] | list[list[StrictInt]] = Field(
+        description="Token ids, or several sequences of them.", min_length=1
+    )
+    skip_special_tokens: StrictBool = Field(default=True, description="Leave out [CLS], [SEP]...")
+    model: str | None = Field(
+        default=None, description="Which served model's vocabulary (an extension)."
+    )
+
+
+@router.post(
+    "/decode",
+    response_model=list[str],
+    responses=ERRORS,
+    summary="Token ids to text (text-embeddings-inference's shape)",
+)
+async def decode(body: TeiDecodeBody, request: Request) -> JSONBytes:
+    ids = body.ids if isinstance(body.ids[0], list) else [body.ids]
+    texts = await state_of(request).serving.decode(
+        body.model, ids, skip_special=body.skip_special_tokens
+    )
+    return JSONBytes(texts)
 
 
 @router.post(
@@ -216,16 +333,16 @@ _RERANK_BODY = {
 @router.post(
     "/rerank",
     responses=ERRORS,
-    summary="Rerank: TEI's shape with `texts`, Cohere's / Jina's with `documents`",
+    summary="Rerank: TEI's shape with `texts`, Infinity's with `documents`",
     openapi_extra={"requestBody": _RERANK_BODY},
 )
 async def rerank(request: Request) -> JSONBytes:
     payload = await json_body(request)
     serving = state_of(request).serving
-    if not (isinstance(payload, dict) and "texts" in payload):  # Cohere's / Jina's body
+    if not (isinstance(payload, dict) and "texts" in payload):  # Infinity's, at the root
         documents = validated(RerankBody, payload)
         result = await unless_client_leaves(request, serving.rerank(documents.request()))
-        return JSONBytes(documents.answer(result))
+        return JSONBytes(documents.infinity_answer(result))
     body = validated(TeiRerankBody, payload)
     asked = RerankRequest(
         query=body.query,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ class ModelMetadata:
     """The folder (relative) of a StaticEmbedding module, for a static model; else None."""
 
     tokenizer: str = "tokenizer.json"
+
+    family: str | None = None
+    """The architecture's name in transformers (config.json's model_type): "bert", "qwen3"..."""
+
+    parameters: int | None = None
+    """Weights in its safetensors files, counted from their headers (None: none there)."""
     """The tokenizer file, relative to the folder (a static model keeps it in its module)."""
 
 
@@ -80,7 +87,27 @@ def read_metadata(folder: Path) -> ModelMetadata:
         activation=_activation(hf_config),
         static=static,
         tokenizer=tokenizer,
+        family=str(hf_config["model_type"]) if hf_config.get("model_type") else None,
+        parameters=_parameters(folder),
     )
+
+
+def _parameters(folder: Path) -> int | None:
+    """The weights' count from each safetensors file's header (its first 8 bytes give the JSON
+    header's length): no tensor is read."""
+    total, found = 0, False
+    for weights in sorted(folder.rglob("*.safetensors")):
+        try:
+            with weights.open("rb") as file:
+                size = int.from_bytes(file.read(8), "little")
+                header = json.loads(file.read(size)) if 0 < size < 100_000_000 else {}
+        except (OSError, ValueError):
+            continue
+        for name, tensor in header.items():
+            if name != "__metadata__" and isinstance(tensor, dict):
+                found = True
+                total += math.prod(tensor.get("shape") or [1])
+    return total if found else None
 
 
 def _static_module(folder: Path) -> str | None:

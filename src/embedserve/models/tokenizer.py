@@ -162,13 +162,21 @@ class ModelTokenizer:
             self._spans[instruction] = span if span > 1 else 0
         return self._spans[instruction]
 
-    def check_native(self, ids: Sequence[int], index: int) -> None:
+    def decode(self, ids: Sequence[Sequence[int]], *, skip_special: bool = True) -> list[str]:
+        """The text of each id sequence (each id checked against the vocabulary first)."""
+        for index, sequence in enumerate(ids):
+            self.check_native(sequence, index, field="ids")
+        return self._tokenizer.decode_batch(
+            [list(sequence) for sequence in ids], skip_special_tokens=skip_special
+        )
+
+    def check_native(self, ids: Sequence[int], index: int, field: str = "input") -> None:
         bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
         if bad is not None:
             raise InvalidInput(
-                f"input[{index}] holds token id {bad}, outside this model's vocabulary "
+                f"{field}[{index}] holds token id {bad}, outside this model's vocabulary "
                 f"(0..{self.vocab_size - 1})",
-                param="input",
+                param=field,
                 code="invalid_token_id",
             )
 

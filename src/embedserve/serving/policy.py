@@ -9,6 +9,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.engine.reranker import Reranker
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
-from embedserve.models.tokenizer import Token
+from embedserve.models.tokenizer import ModelTokenizer, Token
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.quantize import BIT_ENCODINGS, RANGED_ENCODINGS, quantized
 from embedserve.serving.requests import (
@@ -89,12 +90,7 @@ class Serving:
         prompt named, first)."""
         model = self.model(name)
         self.check_count(len(texts), "inputs")
-        tokenizer = (await self.embedding_service(model)).tokenizer
-        if tokenizer is None:
-            raise InvalidInput(
-                f"{model.id} is served by an upstream API: its tokenizer is not here",
-                code="no_tokenizer",
-            )
+        tokenizer = await self._tokenizer(model)
         instruction = ""
         if input_type or prompt_name is not None:
             instruction = instruction_for(model, input_type or "document", prompt_name)
@@ -102,6 +98,35 @@ class Serving:
             lambda: [tokenizer.tokens(instruction + text, special=special) for text in texts]
         )
         return model, tokens
+
+    async def decode(
+        self, name: str | None, ids: list[list[int]], *, skip_special: bool = True
+    ) -> list[str]:
+        """The text each sequence of token ids stands for, in the model's own vocabulary."""
+        model = self.model(name)
+        self.check_count(len(ids), "ids")
+        tokenizer = await self._tokenizer(model)
+        return await asyncio.to_thread(tokenizer.decode, ids, skip_special=skip_special)
+
+    async def _tokenizer(self, model: ServedModel) -> ModelTokenizer:
+        """The embedding model's tokenizer (an upstream's is not here)."""
+        tokenizer = (await self.embedding_service(model)).tokenizer
+        if tokenizer is None:
+            raise InvalidInput(
+                f"{model.id} is served by an upstream API: its tokenizer is not here",
+                code="no_tokenizer",
+            )
+        return tokenizer
+
+    async def similarity(
+        self, source: str, sentences: list[str], options: EmbedRequest
+    ) -> np.ndarray:
+        """The cosine of each sentence's vector to the source's, all embedded alike (`options`:
+        the model, prompt and truncation; its inputs are ignored), as sentence-transformers'
+        similarity task and TEI answer it."""
+        request = replace(options, inputs=[source, *sentences], normalize=True)
+        vectors = (await self.embed(request)).vectors
+        return np.asarray(vectors[1:] @ vectors[0], dtype=np.float32)
 
     async def rerank(self, request: RerankRequest) -> Reranked:
         """The documents scored against the query: by a reranker (a cross-encoder), or by an
