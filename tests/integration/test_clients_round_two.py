@@ -184,3 +184,25 @@ def test_infinitys_root_routes_for_its_clients(server: str) -> None:
     refused = httpx.post(f"{server}/embeddings", json={"input": []})
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "input"
+
+
+def test_litellm_infinity_provider_embeds_and_reranks(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LiteLLM fetches a model-cost map from the internet at import unless told to use its own
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    got = litellm.embedding(model=f"infinity/{MODEL}", input=TEXTS, api_base=server)
+    vectors = np.array([row["embedding"] for row in got.data], dtype=np.float32)
+    assert cosines(vectors, openai_vectors(server, TEXTS)).min() >= 0.9999
+    ranked = litellm.rerank(
+        model=f"infinity/{MODEL}",
+        query="a pet",
+        documents=["the stock market", "my dog"],
+        api_base=server,
+        return_documents=True,
+    )
+    results = ranked.results or []
+    assert [r["index"] for r in results] == [1, 0]
+    assert results[0]["document"]["text"] == "my dog"
