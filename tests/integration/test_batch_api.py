@@ -41,6 +41,12 @@ WORDS = [
 ]
 
 
+# Long enough that no other bytes of the database hold one by chance (the two-letter key "ka"
+# once matched bytes of the SQLite file in CI).
+KEY_A = "sk-batch-owner-alpha-4f1c9e27"
+KEY_B = "sk-batch-owner-beta-8d3a6b50"
+
+
 def texts_for(n: int, count: int) -> list[str]:
     return [f"{WORDS[(n + i) % 10]} {WORDS[(n * 3 + i) % 10]} number {n}-{i}" for i in range(count)]
 
@@ -297,11 +303,11 @@ def test_an_upload_over_the_limit_is_refused_and_not_kept(
 def test_two_keys_cannot_see_each_others_files_or_batches(tmp_path: Path) -> None:
     data = tmp_path / "data"
     process, base, _ = served(
-        tmp_path, "--data-dir", str(data), "--api-key", "ka", "--api-key", "kb"
+        tmp_path, "--data-dir", str(data), "--api-key", KEY_A, "--api-key", KEY_B
     )
     try:
-        a = OpenAI(base_url=f"{base}/v1", api_key="ka", max_retries=0)
-        b = OpenAI(base_url=f"{base}/v1", api_key="kb", max_retries=0)
+        a = OpenAI(base_url=f"{base}/v1", api_key=KEY_A, max_retries=0)
+        b = OpenAI(base_url=f"{base}/v1", api_key=KEY_B, max_retries=0)
         upload = a.files.create(
             file=("a.jsonl", jsonl([request_line("1", {"input": "x"})])), purpose="batch"
         )
@@ -330,7 +336,8 @@ def test_two_keys_cannot_see_each_others_files_or_batches(tmp_path: Path) -> Non
         database = (data / "embedserve.sqlite3").read_bytes() + b"".join(
             p.read_bytes() for p in data.glob("*.sqlite3-wal")
         )
-        assert b"ka" not in database  # keys are kept as digests only
+        assert KEY_A.encode() not in database  # keys are kept as digests only
+        assert KEY_B.encode() not in database
     finally:
         stopped(process)
 
