@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from embedserve.api.fields import Dimensions, check_unicode, text_list
 from embedserve.api.wire import WireFormat, state_of
 from embedserve.engine.registry import ServedModel
 from embedserve.errors import InvalidInput
+from embedserve.models.metadata import parameter_count
 from embedserve.serving.policy import Serving
 from embedserve.serving.requests import Embedded, EmbedRequest
 
@@ -182,10 +184,12 @@ async def show(body: OllamaShowBody, request: Request) -> JSONBytes:
         raise InvalidInput("'model' is required", param="model", code="invalid_value")
     model = _model(state.serving, name, known_only=True)  # facts of another model mislead
     metadata, service = model.metadata, model.loaded
+    folder = model.source.folder
+    parameters = await asyncio.to_thread(parameter_count, folder) if folder else None
     family = metadata.family or "unknown"
     info: dict[str, Any] = {"general.architecture": family}
-    if metadata.parameters:
-        info["general.parameter_count"] = metadata.parameters
+    if parameters:
+        info["general.parameter_count"] = parameters
     dimension = (service.dimension if service else None) or metadata.dimension
     if dimension:
         info[f"{family}.embedding_length"] = dimension
@@ -202,7 +206,7 @@ async def show(body: OllamaShowBody, request: Request) -> JSONBytes:
                 "format": service.kind if service else "",
                 "family": family,
                 "families": [family],
-                "parameter_size": _count(metadata.parameters),
+                "parameter_size": _count(parameters),
                 "quantization_level": precision.upper(),
             },
             "model_info": info,

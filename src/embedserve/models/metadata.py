@@ -47,8 +47,6 @@ class ModelMetadata:
     family: str | None = None
     """The architecture's name in transformers (config.json's model_type): "bert", "qwen3"..."""
 
-    parameters: int | None = None
-    """Weights in its safetensors files, counted from their headers (None: none there)."""
     """The tokenizer file, relative to the folder (a static model keeps it in its module)."""
 
 
@@ -88,13 +86,13 @@ def read_metadata(folder: Path) -> ModelMetadata:
         static=static,
         tokenizer=tokenizer,
         family=str(hf_config["model_type"]) if hf_config.get("model_type") else None,
-        parameters=_parameters(folder),
     )
 
 
-def _parameters(folder: Path) -> int | None:
-    """The weights' count from each safetensors file's header (its first 8 bytes give the JSON
-    header's length): no tensor is read."""
+def parameter_count(folder: Path) -> int | None:
+    """The weights in a folder's safetensors files, from each file's header (its first 8 bytes
+    give the JSON header's length): no tensor is read. Asked for on demand (Ollama's
+    /api/show), not at every read of the metadata. None: no safetensors file there."""
     total, found = 0, False
     for weights in sorted(folder.rglob("*.safetensors")):
         try:
