@@ -6,7 +6,10 @@ import logging
 
 import pytest
 
-from embedserve.engine.fidelity import Fidelity, report
+from embedserve.engine.fidelity import PROBE_TEXTS, Fidelity, measure, report
+from embedserve.models.source import ModelSource
+from embedserve.models.tokenizer import ModelTokenizer
+from tests.fakes import EchoBackend
 
 
 def test_a_mode_within_its_bar_is_logged_quietly(caplog: pytest.LogCaptureFixture) -> None:
@@ -28,3 +31,21 @@ def test_a_mode_below_its_bar_is_an_error_that_stands_out(
     assert record.levelno == logging.ERROR
     assert "BELOW THE BAR" in record.getMessage()
     assert record.getMessage().startswith("!" * 20)
+
+
+def test_the_probe_does_not_pad_short_texts_to_the_long_ones(minilm: ModelSource) -> None:
+    """Probe passes are grouped by length: a pass of several texts holds at most 1,024
+    padded tokens, so the texts truncated to the maximum are not padded beside short ones."""
+    reference, candidate = EchoBackend(), EchoBackend()
+    tokenizer = ModelTokenizer(minilm.files / "tokenizer.json", 512)
+    fidelity = measure(reference, candidate, tokenizer)
+    assert fidelity.texts == len(PROBE_TEXTS)
+    assert fidelity.min == pytest.approx(1.0)  # the same vectors from both
+    assert reference.batches == candidate.batches
+    assert sum(rows for rows, _width in reference.batches) == len(PROBE_TEXTS)
+    assert max(width for _rows, width in reference.batches) == 512  # truncated to the maximum
+    for rows, width in reference.batches:
+        assert rows <= 8
+        assert rows == 1 or rows * width <= 1024
+    padding = sum(reference.padding)
+    assert padding < sum(rows * width for rows, width in reference.batches) / 4

@@ -3,14 +3,14 @@ ranges are measured once and kept with the model's builds."""
 
 from __future__ import annotations
 
+import asyncio
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embedserve.engine.quantization import QuantizationRanges, calibrated
+from embedserve.engine.quantization import Calibration, QuantizationRanges
 from embedserve.serving.quantize import quantized
 
 
@@ -46,21 +46,45 @@ def test_values_beyond_the_ranges_saturate() -> None:
     assert quantized(vectors, "int8", ranges).tolist() == [[-128, 127], [-1, 63]]
 
 
-def test_ranges_are_measured_once_and_kept(tmp_path: Path) -> None:
+def test_ranges_are_measured_once_on_first_ask_and_kept(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def embed(texts: Sequence[str]) -> np.ndarray:
+    async def embed(texts: list[str]) -> np.ndarray:
         calls.append(len(texts))
+        await asyncio.sleep(0.01)  # the measurement is under way while the others ask
         return np.array([[len(t), -len(t), 1.0] for t in texts], np.float32)
 
-    first = calibrated(embed, tmp_path, "key-a")
-    assert sum(calls) == 200
-    assert max(calls) <= 32
-    again = calibrated(embed, tmp_path, "key-a")
-    assert sum(calls) == 200  # read from the cache, not measured again
-    assert np.array_equal(first.ranges(), again.ranges())
-    calibrated(embed, tmp_path, "key-b")  # another build: measured anew
-    assert sum(calls) == 400
+    async def asks(calibration: Calibration, count: int) -> list[QuantizationRanges]:
+        return list(await asyncio.gather(*(calibration.ranges(embed) for _ in range(count))))
+
+    first = Calibration(tmp_path, "key-a")
+    assert first.known is None  # nothing measured until asked
+    assert calls == []
+    ranges = asyncio.run(asks(first, 5))
+    assert calls == [200]  # five concurrent asks, one measurement
+    assert all(r is ranges[0] for r in ranges)
+    again = Calibration(tmp_path, "key-a")  # the next start: read from the cache
+    assert again.known is not None
+    assert asyncio.run(asks(again, 1))[0].ranges().tolist() == ranges[0].ranges().tolist()
+    assert calls == [200]
+    asyncio.run(asks(Calibration(tmp_path, "key-b"), 1))  # another build: measured anew
+    assert calls == [200, 200]
+
+
+def test_a_failed_measurement_is_tried_again(tmp_path: Path) -> None:
+    outcomes = [RuntimeError("the queue is full"), None]
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        failure = outcomes.pop(0)
+        if failure is not None:
+            raise failure
+        return np.ones((len(texts), 4), np.float32)
+
+    calibration = Calibration(tmp_path, "key")
+    with pytest.raises(RuntimeError, match="queue is full"):
+        asyncio.run(calibration.ranges(embed))
+    assert asyncio.run(calibration.ranges(embed)).pooled.shape == (200, 4)
+    assert outcomes == []
 
 
 def test_ranges_follow_dimensions_and_normalization() -> None:

@@ -43,7 +43,9 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 @router.get("/v1/models", response_model=ModelList, summary="List served models")
 async def list_models(request: Request) -> JSONBytes:
     state = state_of(request)
-    cards = [_card(m, state.serving, state.started) for m in state.serving.registry.models]
+    # the list shows the int8 ranges measured so far; one model's card measures them if need be
+    models = state.serving.registry.models
+    cards = [await _card(m, state.serving, state.started, measure=False) for m in models]
     return JSONBytes({"object": "list", "data": cards})
 
 
@@ -65,17 +67,22 @@ async def get_model(
             f"'dimensions' must be at most the model's {served} (loaded)",
             param="dimensions",
         )
-    return JSONBytes(_card(model, state.serving, state.started, dimensions))
+    return JSONBytes(await _card(model, state.serving, state.started, dimensions))
 
 
-def _card(
-    model: ServedModel, serving: Serving, created: int, dimensions: int | None = None
+async def _card(
+    model: ServedModel,
+    serving: Serving,
+    created: int,
+    dimensions: int | None = None,
+    *,
+    measure: bool = True,
 ) -> dict[str, Any]:
     service = model.loaded
     # int8/uint8 ranges of vectors cut to `dimensions` (and renormalized), as requests get them.
     ranges = None
     if service is not None and not isinstance(service, Reranker):
-        ranges = service.quantization_ranges(dimensions)
+        ranges = await service.quantization_ranges(dimensions, measure=measure)
     return {
         "id": model.id,
         "object": "model",

@@ -17,7 +17,7 @@ from embedserve.backends.base import Backend
 from embedserve.config import TokenIdMode
 from embedserve.engine.batcher import Batcher, BatchLimits, batcher_for, pad
 from embedserve.engine.openai_tokens import OpenAITokenDecoder
-from embedserve.engine.quantization import QuantizationRanges
+from embedserve.engine.quantization import Calibration
 from embedserve.engine.vectors import scaled_rows
 from embedserve.errors import InvalidInput
 from embedserve.models.tokenizer import ModelTokenizer
@@ -91,10 +91,11 @@ class EmbeddingService(Protocol):
 
     async def aclose(self) -> None: ...
 
-    def quantization_ranges(
-        self, dimensions: int | None = None, normalize: bool = True
+    async def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True, *, measure: bool = True
     ) -> np.ndarray | None:
-        """[2, dimension] minimums and maximums for int8/uint8 vectors (None: not calibrated)."""
+        """[2, dimension] minimums and maximums for int8/uint8 vectors (None: not calibrated,
+        or not yet measured and not `measure`)."""
 
 
 class LocalModel:
@@ -114,7 +115,7 @@ class LocalModel:
         (INSTRUCTOR models). `selection`: why it got its backend and precision."""
         self.tokenizer = tokenizer
         self.selection = selection
-        self.ranges: QuantizationRanges | None = None  # calibrated by the loader
+        self.calibration: Calibration | None = None  # where the loader keeps its int8 ranges
         self.pools_instruction = pools_instruction
         self.backend = backend
         self.token_ids = token_ids
@@ -130,10 +131,23 @@ class LocalModel:
     def max_tokens(self) -> int:
         return self.tokenizer.max_tokens
 
-    def quantization_ranges(
-        self, dimensions: int | None = None, normalize: bool = True
+    async def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True, *, measure: bool = True
     ) -> np.ndarray | None:
-        return self.ranges.ranges(dimensions, normalize) if self.ranges else None
+        if self.calibration is None or not (measure or self.calibration.known):
+            return None
+        ranges = await self.calibration.ranges(self._calibration_vectors)
+        return ranges.ranges(dimensions, normalize)
+
+    async def _calibration_vectors(self, texts: list[str]) -> np.ndarray:
+        # served as batch-job work is: behind every online request
+        options = EmbedOptions(normalize=False, background=True)
+        return (await self.embed(texts, options)).vectors
+
+    async def embed(
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
+    ) -> Embeddings:
+        raise NotImplementedError
 
     def pooled_sync(self, texts: Sequence[str]) -> np.ndarray:
         """The backend's pooled vectors of `texts` (truncated), in one direct pass."""

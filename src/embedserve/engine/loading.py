@@ -32,7 +32,7 @@ from embedserve.engine.fidelity import (
     report,
 )
 from embedserve.engine.instructions import is_instructor
-from embedserve.engine.quantization import calibrated, calibration_key
+from embedserve.engine.quantization import Calibration, calibration_key
 from embedserve.engine.registry import Loader, ModelRegistry, ServedModel, Service
 from embedserve.engine.reranker import Reranker
 from embedserve.engine.sizing import batch_limits, described, max_padding_tokens
@@ -140,7 +140,7 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
         choice.precision,
         [importlib.metadata.version(p) for p in choice.entry.packages],
     )
-    embedder.ranges = calibrated(embedder.pooled_sync, cache_root(settings), key)
+    embedder.calibration = Calibration(cache_root(settings), key)
     return embedder
 
 
@@ -182,7 +182,7 @@ def load_static(source: ModelSource, settings: Settings) -> StaticEmbedder:
         "static",
         np.__version__,
     )
-    embedder.ranges = calibrated(embedder.pooled_sync, cache_root(settings), key)
+    embedder.calibration = Calibration(cache_root(settings), key)
     return embedder
 
 

@@ -1,15 +1,17 @@
 """The per-dimension ranges that int8 and uint8 vectors are quantized over: each dimension's
 minimum and maximum over a model's vectors of real text (sentence-transformers'
-`calibration_embeddings`), measured once per model build and kept beside the builds."""
+`calibration_embeddings`), measured once per model build, when first asked for, and kept
+beside the builds."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,6 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_PARAGRAPHS = 100
 """Paragraphs of the int8 calibration text (then as many sentences and snippets): 200 texts."""
-
-_CHUNK = 32  # texts a calibration pass embeds, length-sorted so that little is padding
 
 
 class QuantizationRanges:
@@ -50,23 +50,51 @@ def calibration_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps([*map(str, texts), *map(str, parts)]).encode()).hexdigest()
 
 
-def calibrated(
-    embed: Callable[[Sequence[str]], np.ndarray], cache_root: Path, key: str
-) -> QuantizationRanges:
-    """The ranges of the vectors `embed` (texts -> pooled float32 rows) gives the calibration
-    texts: read from `<cache>/quantization/`, else measured and kept there."""
-    target = cache_root / "quantization" / f"{key[:32]}.npy"
-    try:
-        return QuantizationRanges(np.load(target, allow_pickle=False))
-    except (OSError, ValueError):
-        pass
-    texts = sorted(calibration_texts(CALIBRATION_PARAGRAPHS), key=len)
-    pooled = np.concatenate([embed(texts[i : i + _CHUNK]) for i in range(0, len(texts), _CHUNK)])
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(partial, pooled.astype(np.float32), allow_pickle=False)
-        partial.replace(target)
-    except OSError as exc:
-        log.warning("cannot keep the quantization ranges in %s (%s)", target.parent, exc)
-    return QuantizationRanges(pooled)
+class Calibration:
+    """A model's ranges: read from `<cache>/quantization/` when kept there, else measured on
+    first ask (most servers never give int8 vectors: a 0.6B model's 200 calibration texts cost
+    30 s of a first start here) and kept. Concurrent first asks share one measurement."""
+
+    def __init__(self, cache_root: Path, key: str) -> None:
+        self.target = cache_root / "quantization" / f"{key[:32]}.npy"
+        try:
+            self.known: QuantizationRanges | None = QuantizationRanges(
+                np.load(self.target, allow_pickle=False)
+            )
+        except (OSError, ValueError):
+            self.known = None
+        self._measuring: asyncio.Future[QuantizationRanges] | None = None
+
+    async def ranges(
+        self, embed: Callable[[list[str]], Awaitable[np.ndarray]]
+    ) -> QuantizationRanges:
+        """The ranges, measured with `embed` (texts -> pooled float32 rows) if not yet known."""
+        if self.known is not None:
+            return self.known
+        if self._measuring is None or self._measuring.cancelled():
+            self._measuring = asyncio.ensure_future(self._measure(embed))
+        measuring = self._measuring
+        try:
+            # shielded: a caller that goes away does not cancel the measurement for the others
+            self.known = await asyncio.shield(measuring)
+        except Exception:
+            if self._measuring is measuring and measuring.done():
+                self._measuring = None  # a failed measurement is tried again on the next ask
+            raise
+        return self.known
+
+    async def _measure(
+        self, embed: Callable[[list[str]], Awaitable[np.ndarray]]
+    ) -> QuantizationRanges:
+        pooled = await embed(calibration_texts(CALIBRATION_PARAGRAPHS))
+        await asyncio.to_thread(self._keep, pooled)
+        return QuantizationRanges(pooled)
+
+    def _keep(self, pooled: np.ndarray) -> None:
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.target.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(partial, pooled.astype(np.float32), allow_pickle=False)
+            partial.replace(self.target)
+        except OSError as exc:
+            log.warning("cannot keep the quantization ranges in %s (%s)", self.target.parent, exc)

@@ -79,8 +79,8 @@ class UpstreamEmbedder:
             self.dimension = int(vectors.shape[1])
         return Embeddings(vectors, sum(a[1] for a in answers))
 
-    def quantization_ranges(
-        self, dimensions: int | None = None, normalize: bool = True
+    async def quantization_ranges(
+        self, dimensions: int | None = None, normalize: bool = True, *, measure: bool = True
     ) -> np.ndarray | None:
         return None  # the upstream's vectors are not calibrated here
 

@@ -212,7 +212,7 @@ class Serving:
         service = await self.embedding_service(model)
         _check_dimensions(request.dimensions, service.dimension)
         _check_bits(request.encodings, request.dimensions or service.dimension)
-        ranges = {name: _ranges(model, service, name, request) for name in request.encodings}
+        ranges = {name: await _ranges(model, service, name, request) for name in request.encodings}
         options = EmbedOptions(
             truncate=self.settings.truncate if request.truncate is None else request.truncate,
             truncate_left=request.truncate_left,
@@ -280,13 +280,13 @@ def _check_bits(encodings: tuple[str, ...], dimension: int | None) -> None:
         )
 
 
-def _ranges(
+async def _ranges(
     model: ServedModel, service: EmbeddingService, encoding: str, request: EmbedRequest
 ) -> np.ndarray | None:
     """The calibrated ranges `encoding` needs, for the request's dimensions and normalization."""
     if encoding not in RANGED_ENCODINGS:
         return None
-    ranges = service.quantization_ranges(request.dimensions, request.normalize)
+    ranges = await service.quantization_ranges(request.dimensions, request.normalize)
     if ranges is None:
         raise InvalidInput(
             f"{model.id} has no calibrated ranges for '{encoding}' (an upstream model's vectors "
