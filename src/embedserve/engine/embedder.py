@@ -116,6 +116,7 @@ class LocalModel:
         self.tokenizer = tokenizer
         self.selection = selection
         self.calibration: Calibration | None = None  # where the loader keeps its int8 ranges
+        self.layer_norm_before_cut = False  # nomic v1.5's Matryoshka cut (vectors.py)
         self.pools_instruction = pools_instruction
         self.backend = backend
         self.token_ids = token_ids
@@ -137,7 +138,7 @@ class LocalModel:
         if self.calibration is None or not (measure or self.calibration.known):
             return None
         ranges = await self.calibration.ranges(self._calibration_vectors)
-        return ranges.ranges(dimensions, normalize)
+        return ranges.ranges(dimensions, normalize, layer_norm=self.layer_norm_before_cut)
 
     async def _calibration_vectors(self, texts: list[str]) -> np.ndarray:
         # served as batch-job work is: behind every online request
@@ -243,7 +244,12 @@ class Embedder(LocalModel):
         if options.instruction and not self.pools_instruction:
             unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)
         pooled = await self.batcher.submit(sequences, unpooled, background=options.background)
-        vectors = scaled_rows(pooled, options.dimensions, normalize=options.normalize)
+        vectors = scaled_rows(
+            pooled,
+            options.dimensions,
+            normalize=options.normalize,
+            layer_norm=self.layer_norm_before_cut,
+        )
         return Embeddings(vectors, sum(map(len, sequences)))
 
     def close(self) -> None:

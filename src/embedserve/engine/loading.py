@@ -37,6 +37,7 @@ from embedserve.engine.registry import Loader, ModelRegistry, ServedModel, Servi
 from embedserve.engine.reranker import Reranker
 from embedserve.engine.sizing import batch_limits, described, max_padding_tokens
 from embedserve.engine.static_embedder import StaticEmbedder
+from embedserve.engine.vectors import layer_norms_before_cut
 from embedserve.errors import ModelUnavailable
 from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
 from embedserve.models.metadata import read_metadata
@@ -131,6 +132,7 @@ def load_embedder(source: ModelSource, settings: Settings, cores: int | None = N
         pools_instruction=pools_instruction,
         selection=selection,
     )
+    embedder.layer_norm_before_cut = layer_norms_before_cut(source.id)
     embedder.embed_sync(_WARM_UP)
     key = calibration_key(
         export_key(source.files, pools_instruction),
@@ -175,6 +177,7 @@ def load_static(source: ModelSource, settings: Settings) -> StaticEmbedder:
     selection = "a static model: a table lookup and mean in numpy, fp32, computed inline"
     log.info("%s: %s (%d tokens x %d)", source.id, selection, *backend.table.shape)
     embedder = StaticEmbedder(tokenizer, backend, token_ids=settings.token_ids, selection=selection)
+    embedder.layer_norm_before_cut = layer_norms_before_cut(source.id)
     key = calibration_key(
         graph_digest(source.files),
         tokenizer_digest(source.files),

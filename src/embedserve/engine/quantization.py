@@ -31,13 +31,18 @@ class QuantizationRanges:
 
     def __init__(self, pooled: np.ndarray) -> None:
         self.pooled = pooled
-        self._ranges: dict[tuple[int | None, bool], np.ndarray] = {}
+        self._ranges: dict[tuple[int | None, bool, bool], np.ndarray] = {}
 
-    def ranges(self, dimensions: int | None = None, normalize: bool = True) -> np.ndarray:
-        """[2, dimensions]: the minimums, then the maximums (quantize_embeddings' `ranges`)."""
-        key = (dimensions, normalize)
+    def ranges(
+        self, dimensions: int | None = None, normalize: bool = True, *, layer_norm: bool = False
+    ) -> np.ndarray:
+        """[2, dimensions]: the minimums, then the maximums (quantize_embeddings' `ranges`), of
+        the vectors cut as requests get them (scaled_rows)."""
+        key = (dimensions, normalize, layer_norm)
         if key not in self._ranges:
-            vectors = scaled_rows(self.pooled, dimensions, normalize=normalize)
+            vectors = scaled_rows(
+                self.pooled, dimensions, normalize=normalize, layer_norm=layer_norm
+            )
             self._ranges[key] = np.stack([vectors.min(axis=0), vectors.max(axis=0)])
         return self._ranges[key]
 

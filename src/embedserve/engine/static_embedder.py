@@ -55,7 +55,12 @@ class StaticEmbedder(LocalModel):
         check_request_tokens(sequences, options.max_tokens)
         pooled = self.table.bags(sequences)
         return Embeddings(
-            scaled_rows(pooled, options.dimensions, normalize=options.normalize),
+            scaled_rows(
+                pooled,
+                options.dimensions,
+                normalize=options.normalize,
+                layer_norm=self.layer_norm_before_cut,
+            ),
             sum(map(len, sequences)),
         )
 
