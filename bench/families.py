@@ -145,6 +145,9 @@ def main() -> None:
     parser.add_argument(
         "--serving-only", action="store_true", help="only the served figures (no starts, no embed)"
     )
+    parser.add_argument(
+        "--no-embed", action="store_true", help="starts and served figures, no embed job"
+    )
     args = parser.parse_args()
     (HERE / "results").mkdir(exist_ok=True)
     minilm = resolve(None).files
@@ -173,9 +176,10 @@ def main() -> None:
             table: dict[str, list[tuple[str, Result]]] = {}
             peaks: dict[str, int] = {}
             phase(plan, servers_of(folder, cache), counts, args, table, {}, peaks)
-            job = {} if args.serving_only else embed_against_st(folder, docs, work / name, cache)
+            skip_job = args.serving_only or args.no_embed
+            job = {} if skip_job else embed_against_st(folder, docs, work / name, cache)
             lines += render_shape(name, first, warm, table, peaks, job, args.documents)
-        if not args.serving_only:
+        if not (args.serving_only or args.no_embed):
             lines += static_rows(args, work, short)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -53,8 +53,9 @@ def _save(folder: Path, hf: Path, pooling: str, max_length: int, prompts: dict[s
 
 def legacy_format(folder: Path) -> None:
     """The folder as every sentence-transformers reads it: module names such as
-    `sentence_transformers.models.Transformer`, and a sentence_bert_config.json without 6.x's
-    keys (Infinity's venv has 3.x, which can import neither)."""
+    `sentence_transformers.models.Transformer`, a sentence_bert_config.json without 6.x's keys
+    and the pooling's dimension under 3.x's name (Infinity's venv has 3.x, which reads none of
+    6.x's)."""
     path = folder / "modules.json"
     modules = json.loads(path.read_text())
     for module in modules:
@@ -64,6 +65,12 @@ def legacy_format(folder: Path) -> None:
     if config.is_file():
         kept = {k: v for k, v in json.loads(config.read_text()).items() if k in _ST3_KEYS}
         config.write_text(json.dumps(kept, indent=2))
+    pooling = folder / "1_Pooling" / "config.json"
+    if pooling.is_file():  # 6.x names the dimension `embedding_dimension`
+        settings = json.loads(pooling.read_text())
+        if "embedding_dimension" in settings:
+            settings["word_embedding_dimension"] = settings.pop("embedding_dimension")
+        pooling.write_text(json.dumps(settings, indent=2))
 
 
 _ST3_KEYS = ("max_seq_length", "do_lower_case")
@@ -104,6 +111,31 @@ def bge_m3(folder: Path) -> Path:
     return _save(folder, hf, "cls", 8192, {})
 
 
+def bge_reranker_v2_m3(folder: Path) -> Path:
+    """bge-reranker-v2-m3's configuration: bge-m3's XLM-RoBERTa large under a one-label
+    classification head (568M parameters), saved as a sentence-transformers CrossEncoder."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from embedserve.models.source import resolve
+
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(
+        vocab_size=250002, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+        num_attention_heads=16, max_position_embeddings=8194, type_vocab_size=2,
+        pad_token_id=0, num_labels=1,
+    )  # fmt: skip: 2 token types (the real one has 1) for the MiniLM tokenizer's pair ids
+    hf = folder.parent / f"{folder.name}-hf"
+    XLMRobertaForSequenceClassification(config).save_pretrained(hf)
+    minilm = resolve(None).files
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm / name, hf / name)
+    CrossEncoder(str(hf), num_labels=1, max_length=8192).save(str(folder))
+    shutil.rmtree(hf)
+    return folder
+
+
 def static_mrl(folder: Path) -> Path:
     """static-retrieval-mrl-en-v1's shape: 1024 dimensions over a 30,522-token vocabulary."""
     import numpy as np
@@ -125,6 +157,7 @@ SHAPES: dict[str, Callable[[Path], Path]] = {
     "qwen3-0.6b": qwen3_0_6b,
     "bge-m3": bge_m3,
     "static-mrl": static_mrl,
+    "bge-reranker-v2-m3": bge_reranker_v2_m3,
 }
 
 

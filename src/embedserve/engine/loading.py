@@ -39,7 +39,12 @@ from embedserve.engine.sizing import batch_limits, described, max_padding_tokens
 from embedserve.engine.static_embedder import StaticEmbedder
 from embedserve.engine.vectors import layer_norms_before_cut
 from embedserve.errors import ModelUnavailable
-from embedserve.models.cache import default_cache_dir, graph_digest, tokenizer_digest
+from embedserve.models.cache import (
+    default_cache_dir,
+    graph_digest,
+    remember_digests_in,
+    tokenizer_digest,
+)
 from embedserve.models.metadata import read_metadata
 from embedserve.models.pair_tokenizer import PairTokenizer
 from embedserve.models.source import ModelSource, onnx_file, resolve
@@ -55,6 +60,7 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
     tokenize_on_calling_threads()
     known(settings.backend)
     cache = cache_root(settings)
+    remember_digests_in(cache)
     load = loader or partial(load_service, settings=settings)
     models = [
         ServedModel(resolve(spec.ref, cache, trust_remote_code=spec.trust_remote_code), load, spec)
