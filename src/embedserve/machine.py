@@ -151,3 +151,12 @@ def default_streams(cores: int) -> int:
     split over threads waits at every op, so independent single-threaded passes outrun it; above
     8 cores, streams of 4 threads keep a lone request's latency low."""
     return 1 if cores < 2 else max(2, cores // 4)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux: /proc/self/statm), None where unknown."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -173,7 +173,13 @@ class ModelCard(BaseModel):
     quantization_ranges: list[list[float]] | None = Field(
         default=None,
         description="The ranges int8/uint8 vectors map onto 256 steps: each dimension's "
-        "minimum, then its maximum (sentence-transformers' quantize_embeddings `ranges`).",
+        "minimum, then its maximum (sentence-transformers' quantize_embeddings `ranges`; "
+        "null in the list until first measured).",
+    )
+    memory_bytes: int | None = Field(
+        default=None,
+        description="What loading the model added to the server's resident memory, measured "
+        "(null until loaded).",
     )
 
 

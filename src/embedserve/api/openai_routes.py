@@ -102,4 +102,6 @@ async def _card(
         "prompts": dict(model.metadata.prompts or {}),
         "quantization_ranges": ranges.tolist() if ranges is not None else None,
         "limits": serving.limits(model),
+        # what loading it added to the process's resident memory (measured, not estimated)
+        "memory_bytes": model.memory_bytes,
     }

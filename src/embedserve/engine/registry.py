@@ -13,6 +13,7 @@ from embedserve.engine.embedder import EmbeddingService
 from embedserve.engine.instructions import instructions_for
 from embedserve.engine.reranker import Reranker
 from embedserve.errors import ConfigError, EmbedServeError, ModelNotFound, ModelNotReady
+from embedserve.machine import resident_bytes
 from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource
 
@@ -41,6 +42,7 @@ class ServedModel:
         )
         self.error: str | None = None
         self.load_seconds: float | None = None
+        self.memory_bytes: int | None = None  # resident memory its load added
         self._loader = loader
         self._service: Service | None = None
         self._lock = threading.Lock()
@@ -72,6 +74,7 @@ class ServedModel:
                 if self.error is not None:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}")
                 started = time.perf_counter()
+                resident = resident_bytes()
                 origin = self.source.folder or f"the upstream (openai:{self.source.upstream})"
                 log.info("loading model %s from %s", self.id, origin)
                 try:
@@ -85,7 +88,15 @@ class ServedModel:
                     log.exception("model %s failed to load", self.id)
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}") from exc
                 self.load_seconds = time.perf_counter() - started
-                log.info("model %s ready in %.1fs", self.id, self.load_seconds)
+                after = resident_bytes()
+                if resident is not None and after is not None:
+                    self.memory_bytes = max(0, after - resident)
+                log.info(
+                    "model %s ready in %.1fs, %s MiB resident",
+                    self.id,
+                    self.load_seconds,
+                    "?" if self.memory_bytes is None else round(self.memory_bytes / 2**20),
+                )
                 for callback in self._on_load:
                     callback(self._service)
             return self._service
