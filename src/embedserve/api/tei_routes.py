@@ -136,6 +136,40 @@ async def embed(body: TeiEmbedBody, request: Request) -> Response:
     return await json_response(list(result.vectors), result.vectors.size)
 
 
+class TeiEmbedAllBody(_Texts):
+    """Body of POST /embed_all."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"example": {"inputs": "What is Deep Learning?"}}
+    )
+
+    truncate: StrictBool | None = Field(
+        default=None, description="Truncate over-long inputs (default: the server's setting)."
+    )
+    truncation_direction: TruncationDirection = Field(
+        default="Right", description="Which end of an over-long input is cut."
+    )
+
+
+@router.post(
+    "/embed_all",
+    response_model=list[list[list[float]]],
+    responses=ERRORS,
+    summary="Every token's vector, unpooled (text-embeddings-inference's shape)",
+)
+async def embed_all(body: TeiEmbedAllBody, request: Request) -> Response:
+    serving = state_of(request).serving
+    texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
+    asked = EmbedRequest(
+        inputs=texts,
+        prompt_name=body.prompt_name,
+        truncate=body.truncate,
+        truncate_left=cuts_left(body.truncation_direction),
+    )
+    vectors = await unless_client_leaves(request, serving.token_vectors(asked))
+    return await json_response(vectors, sum(v.size for v in vectors))
+
+
 class SimilarityInputs(BaseModel):
     source_sentence: str = Field(description="The text the others are compared with.")
     sentences: list[str] = Field(description="The texts compared with it.", min_length=1)

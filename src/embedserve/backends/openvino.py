@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.backends.base import graph_feeds, probe_dimension
-from embedserve.backends.packing import PackedBatch, one_text_a_row, pool_packed
+from embedserve.backends.packing import PackedBatch, lay_out, one_text_a_row, pool_packed
 from embedserve.machine import cores as machine_cores
 from embedserve.machine import sharing_cores
 
@@ -82,6 +82,8 @@ class OpenVinoBackend:
         # A lone batch on every core (what ONNX Runtime's second session does): a second compiled
         # model of one stream, used only while nothing else runs.
         self._alone = compiled_with(1).create_infer_request() if streams > 1 < threads else None
+        # per-token vectors (TEI's /embed_all) only where the graph ends before pooling
+        self.token_vectors = self._token_vectors if packed_pooling else None
         self._dimension = probe_dimension(self.embed)
         if self._alone is not None:
             probe_dimension(self._embed_alone)
@@ -139,11 +141,21 @@ class OpenVinoBackend:
 
     def _infer_packed(self, request: Any, batch: PackedBatch) -> np.ndarray:
         assert self.packed_pooling is not None
-        feeds = {
-            "input_ids": batch.ids,
-            "position_ids": batch.positions,
-            "segments": batch.segments,
-        }
-        tokens = request.infer(feeds)[0]  # pooled at once: the request reuses its buffers
+        tokens = request.infer(_packed_feeds(batch))[0]  # pooled at once: buffers are reused
         pooled = pool_packed(tokens, batch.spans, self.packed_pooling)
         return self.head(pooled) if self.head is not None else pooled
+
+    def _token_vectors(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Each sequence's token vectors: the transformer's last hidden states, before pooling
+        and the Dense layers, one text a row."""
+        batch = lay_out([[s] for s in sequences], max(map(len, sequences)))
+        request = self._requests.get()
+        try:
+            tokens = request.infer(_packed_feeds(batch))[0]
+            return [np.array(tokens[r, start : start + n]) for r, start, n in batch.spans]
+        finally:
+            self._requests.put(request)
+
+
+def _packed_feeds(batch: PackedBatch) -> dict[str, np.ndarray]:
+    return {"input_ids": batch.ids, "position_ids": batch.positions, "segments": batch.segments}

@@ -58,6 +58,10 @@ class StaticBackend:
     def __init__(self, table: np.ndarray) -> None:
         self.table = table
 
+    def token_vectors(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Each sequence's token vectors: its rows of the table (TEI's /embed_all)."""
+        return [self.table[np.asarray(s, dtype=np.int64)] for s in sequences]
+
     @property
     def dimension(self) -> int:
         return int(self.table.shape[1])

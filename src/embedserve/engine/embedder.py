@@ -140,6 +140,27 @@ class LocalModel:
         ranges = await self.calibration.ranges(self._calibration_vectors)
         return ranges.ranges(dimensions, normalize, layer_norm=self.layer_norm_before_cut)
 
+    async def token_vectors(
+        self, items: Sequence[Item], options: EmbedOptions = DEFAULT_OPTIONS
+    ) -> tuple[list[np.ndarray], int]:
+        """Each input's token vectors (special tokens included, not pooled, not normalized) and
+        the tokens read: TEI's /embed_all. Only a graph that ends before pooling has them."""
+        run = getattr(self.backend, "token_vectors", None)
+        if run is None:
+            raise InvalidInput(
+                f"this model is served by {self.kind} ({self.precision}) from a graph that ends "
+                f"in its pooled vector, which has no per-token vectors; they come from the packed "
+                f"graph OpenVINO serves (--backend openvino)",
+                param="inputs",
+                code="token_vectors_unavailable",
+            )
+        sequences = await asyncio.to_thread(
+            self.tokenize, items, options.truncate, options.instruction, options.truncate_left
+        )
+        check_request_tokens(sequences, options.max_tokens)
+        vectors: list[np.ndarray] = await asyncio.to_thread(run, sequences)
+        return vectors, sum(map(len, sequences))
+
     async def _calibration_vectors(self, texts: list[str]) -> np.ndarray:
         # served as batch-job work is: behind every online request
         options = EmbedOptions(normalize=False, background=True)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.config import Settings
-from embedserve.engine.embedder import EmbeddingService, EmbedOptions
+from embedserve.engine.embedder import EmbeddingService, EmbedOptions, LocalModel
 from embedserve.engine.loading import build_registry
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.engine.reranker import Reranker
@@ -178,6 +178,28 @@ class Serving:
                 code="model_cannot_embed",
             )
         return service
+
+    async def token_vectors(self, request: EmbedRequest) -> list[np.ndarray]:
+        """Each input's token vectors, unpooled (TEI's /embed_all)."""
+        model = self.model(request.model)
+        self.check_count(len(request.inputs))
+        service = await self.embedding_service(model)
+        if not isinstance(service, LocalModel):
+            raise InvalidInput(
+                f"{model.id} passes through to an upstream API, which gives pooled vectors "
+                f"only; per-token vectors come from a local model",
+                param="model",
+                code="token_vectors_unavailable",
+            )
+        options = EmbedOptions(
+            truncate=self.settings.truncate if request.truncate is None else request.truncate,
+            truncate_left=request.truncate_left,
+            instruction=instruction_for(model, request.input_type, request.prompt_name),
+            max_tokens=self.settings.max_request_tokens,
+        )
+        vectors, tokens = await service.token_vectors(request.inputs, options)
+        self.metrics.embedded(model.id, len(request.inputs), tokens)
+        return vectors
 
     def limits(self, model: ServedModel) -> dict[str, Any]:
         """Every limit a request to `model` meets, as resolved: the server's per request, and
