@@ -4,6 +4,7 @@ answers an embedding model's requests too), /tokenize and GET /info, with TEI's 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import Request
@@ -80,20 +81,25 @@ class _Texts(BaseModel):
         return text_list(value, "inputs")
 
 
-class TeiEmbedBody(_Texts):
-    """Body of POST /embed."""
+class TeiEmbedAllBody(_Texts):
+    """Body of POST /embed_all (and what /embed adds to)."""
 
     model_config = ConfigDict(
         extra="ignore", json_schema_extra={"example": {"inputs": "What is Deep Learning?"}}
     )
 
-    normalize: StrictBool = Field(default=True, description="Unit-length vectors.")
     truncate: StrictBool | None = Field(
         default=None, description="Truncate over-long inputs (default: the server's setting)."
     )
     truncation_direction: TruncationDirection = Field(
         default="Right", description="Which end of an over-long input is cut."
     )
+
+
+class TeiEmbedBody(TeiEmbedAllBody):
+    """Body of POST /embed."""
+
+    normalize: StrictBool = Field(default=True, description="Unit-length vectors.")
     dimensions: Dimensions
 
 
@@ -123,32 +129,9 @@ class SimpleToken(BaseModel):
 )
 async def embed(body: TeiEmbedBody, request: Request) -> Response:
     serving = state_of(request).serving
-    texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
-    embed_request = EmbedRequest(
-        inputs=texts,
-        prompt_name=body.prompt_name,
-        truncate=body.truncate,
-        truncate_left=cuts_left(body.truncation_direction),
-        dimensions=body.dimensions,
-        normalize=body.normalize,
-    )
+    embed_request = replace(_asked(body), dimensions=body.dimensions, normalize=body.normalize)
     result = await unless_client_leaves(request, serving.embed(embed_request))
     return await json_response(list(result.vectors), result.vectors.size)
-
-
-class TeiEmbedAllBody(_Texts):
-    """Body of POST /embed_all."""
-
-    model_config = ConfigDict(
-        extra="ignore", json_schema_extra={"example": {"inputs": "What is Deep Learning?"}}
-    )
-
-    truncate: StrictBool | None = Field(
-        default=None, description="Truncate over-long inputs (default: the server's setting)."
-    )
-    truncation_direction: TruncationDirection = Field(
-        default="Right", description="Which end of an over-long input is cut."
-    )
 
 
 @router.post(
@@ -159,15 +142,19 @@ class TeiEmbedAllBody(_Texts):
 )
 async def embed_all(body: TeiEmbedAllBody, request: Request) -> Response:
     serving = state_of(request).serving
+    vectors = await unless_client_leaves(request, serving.token_vectors(_asked(body)))
+    return await json_response(vectors, sum(v.size for v in vectors))
+
+
+def _asked(body: TeiEmbedAllBody) -> EmbedRequest:
+    """What /embed and /embed_all both ask: the texts, prompt and truncation."""
     texts: list[str] = body.inputs  # type: ignore[assignment]  # the validator made it a list
-    asked = EmbedRequest(
+    return EmbedRequest(
         inputs=texts,
         prompt_name=body.prompt_name,
         truncate=body.truncate,
         truncate_left=cuts_left(body.truncation_direction),
     )
-    vectors = await unless_client_leaves(request, serving.token_vectors(asked))
-    return await json_response(vectors, sum(v.size for v in vectors))
 
 
 class SimilarityInputs(BaseModel):
