@@ -7,6 +7,7 @@ vector is /v1/embeddings' for the same text and input type; bad bodies get each 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -206,3 +207,34 @@ def test_litellm_infinity_provider_embeds_and_reranks(
     results = ranked.results or []
     assert [r["index"] for r in results] == [1, 0]
     assert results[0]["document"]["text"] == "my dog"
+
+
+def test_infinitys_own_generated_client(server: str) -> None:
+    """infinity_client pins httpx < 0.28, so it runs from a venv of its own. It sends
+    `dimensions: 0` (all of them, to Infinity) and `modality: "text"` with every embedding."""
+    import json
+    import subprocess
+
+    from tests.reference.venvs import reference_python
+
+    python = reference_python("infinity-client", ("infinity_client==0.0.78", "httpx==0.27.2"))
+    script = Path(__file__).parent.parent / "reference" / "infinity_calls.py"
+    done = subprocess.run(
+        [str(python), str(script), server], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    parsed = json.loads(done.stdout)
+    assert parsed["embedding_type"] == "OpenAIEmbeddingResult"
+    texts = ["Paris is the capital of France.", "The quick brown fox."]
+    got = np.array(parsed["vectors"], dtype=np.float32)
+    assert got.shape == (2, 384)  # dimensions 0: every component
+    assert cosines(got, openai_vectors(server, texts)).min() >= 0.9999
+    assert parsed["models"] == [[MODEL, ["embed"]]]
+    assert parsed["rerank_type"] == "ReRankResult"
+    assert [row[2] for row in parsed["ranked"]] == texts  # Infinity's shape: document a string
+    image = httpx.post(f"{server}/embeddings", json={"input": "x", "modality": "image"})
+    assert image.status_code == 400
+    assert "modality" in image.json()["error"]["message"]
+    negative = httpx.post(f"{server}/embeddings", json={"input": "x", "dimensions": -1})
+    assert negative.status_code == 400
+    assert negative.json()["error"]["param"] == "dimensions"

@@ -5,15 +5,14 @@ cached under ~/.cache). Those packages are installed there; the heavy ones they 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
+
+from tests.reference.venvs import reference_python
 
 PINS = (
     "InstructorEmbedding==1.0.1",
@@ -27,26 +26,7 @@ _ENCODE = Path(__file__).with_name("instructor_encode.py")
 
 def instructor_python() -> Path:
     """The reference venv's interpreter, building the venv if it is not there yet."""
-    ours = sysconfig.get_paths()["purelib"]
-    # The venv reads this environment's packages by path: one venv per environment, or a venv
-    # built from a clone since deleted finds no numpy.
-    key = hashlib.sha256(json.dumps([PINS, sys.version, ours]).encode()).hexdigest()[:12]
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedserve-tests"
-    venv = root / f"instructor-{key}"
-    python = venv / "bin" / "python"
-    if not (venv / "ready").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", *PINS]
-        subprocess.run(pip, check=True, timeout=600)
-        site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        (Path(site) / "zz_embedserve_tests.pth").write_text(ours + "\n")
-        (venv / "ready").touch()
-    return python
+    return reference_python("instructor", PINS)
 
 
 def instructor_vectors(folder: Path, pairs: list[list[str]], scratch: Path) -> np.ndarray:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, Literal
 
 from fastapi import Request
+from pydantic import Field, field_validator
 from starlette.responses import Response
 
 from embedserve.api.calls import json_response, unless_client_leaves
@@ -22,8 +24,29 @@ from embedserve.errors import InvalidInput
 router = OPENAI.router("Infinity")
 
 
+class InfinityEmbeddingRequest(EmbeddingRequest):
+    """OpenAI's body as Infinity reads it: `dimensions` 0 keeps every component (its generated
+    client sends 0 unless told), and a `modality` that is text."""
+
+    modality: Literal["text", "image", "audio"] = Field(
+        default="text", description='Only "text" is served here.'
+    )
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _zero_is_all(cls, value: Any) -> Any:
+        return None if value == 0 and type(value) is int else value
+
+    @field_validator("modality")
+    @classmethod
+    def _text_only(cls, value: str) -> str:
+        if value != "text":
+            raise ValueError(f"this server embeds text; modality {value!r} is not served")
+        return value
+
+
 @router.post("/embeddings", responses=OPENAI.responses, summary="Embed (Infinity's root route)")
-async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+async def embeddings(body: InfinityEmbeddingRequest, request: Request) -> Response:
     serving = state_of(request).serving
     result = await unless_client_leaves(request, serving.embed(embed_request(body)))
     content = {
