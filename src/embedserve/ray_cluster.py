@@ -4,6 +4,8 @@ leaving nothing of it behind. Ray is an extra: `pip install "embedserve[ray]"`."
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,4 +52,18 @@ def cluster(address: str) -> Iterator[Any]:
     try:
         yield ray
     finally:
+        _join_ray_data_threads()
         ray.shutdown()
+
+
+_RAY_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch")
+
+
+def _join_ray_data_threads(timeout_s: float = 30.0) -> None:
+    """Wait for Ray Data's executor threads to end: its own shutdown waits 2 s for them, and one
+    still running after ray.shutdown() touches the dead worker, which ends the process with
+    exit 1 (seen in CI on a refused job, whose exit is 2)."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.name.startswith(_RAY_DATA_THREADS) and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))

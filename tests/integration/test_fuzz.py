@@ -44,7 +44,8 @@ def error_message(path: str, body: dict[str, Any]) -> str:
         assert set(body) == {"error"}
         assert isinstance(body["error"], str)
         return body["error"]
-    if path in ("/", "/embed", "/similarity", "/tokenize", "/decode", "/info", "/rerank"):  # TEI
+    tei = ("/", "/embed", "/embed_all", "/similarity", "/tokenize", "/decode", "/info", "/rerank")
+    if path in tei:  # TEI
         assert body["error_type"] in ("Validation", "Empty", "Overloaded", "Unhealthy", "Backend")
         return str(body["error"])
     error = body["error"]
