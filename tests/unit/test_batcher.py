@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -456,3 +457,40 @@ async def test_closing_fails_what_still_waits_instead_of_leaving_it_hanging() ->
         await asyncio.wait_for(queued, 5)
     with pytest.raises(ModelNotReady):
         await batcher.submit([seq(7499, 5)])
+
+
+class TimedBackend(EchoBackend):
+    """Records when each pass began (time.monotonic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began: list[float] = []
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.began.append(time.monotonic())
+        return super().embed(input_ids, attention_mask)
+
+
+async def test_a_lone_request_on_a_free_stream_does_not_wait_to_fill_a_batch() -> None:
+    """max_wait fills batches while every stream computes; with a stream free a request's pass
+    begins at once. A 30 s max_wait makes a wait unmistakable."""
+    backend = TimedBackend()
+    batcher = batcher_for(backend, max_batch_size=8, max_wait_s=30.0)
+    submitted = time.monotonic()
+    await asyncio.wait_for(batcher.submit([seq(4242, 6)]), timeout=60)
+    assert backend.began[0] - submitted < 5.0  # not the 30 s max_wait
+    batcher.close()
+
+
+async def test_while_every_stream_computes_waiting_requests_form_one_batch() -> None:
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, max_batch_size=8, max_wait_s=30.0)
+    first = asyncio.ensure_future(batcher.submit([seq(4300, 6)]))
+    await asyncio.to_thread(backend.entered.wait, 10)
+    later = [asyncio.ensure_future(batcher.submit([seq(4301 + i, 6)])) for i in range(3)]
+    await until_equal(lambda: state_of(batcher)[2], 3)  # queued while the stream computes
+    backend.release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *later), timeout=20)
+    assert [int(r[0, 1]) for r in results] == [4300, 4301, 4302, 4303]
+    assert backend.batches == [(1, 6), (3, 6)]  # the three waited together, then ran at once
+    batcher.close()

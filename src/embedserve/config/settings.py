@@ -199,7 +199,8 @@ class Settings:
     )
     max_wait_ms: float | None = setting(
         None,
-        "how long a batch that is not full waits for more sequences",
+        "how long a batch that is not full waits for more sequences while every stream computes "
+        "(with a stream free it starts at once)",
         bound=AT_LEAST_0,
         shown_default=batch_defaults.shown("max_wait_ms"),
         job=True,

@@ -94,7 +94,8 @@ class BatchLimits:
     kernels for every shape it meets (OpenVINO): fewer shapes stay within its kernel cache."""
 
     max_wait_s: float
-    """How long the former waits for more sequences to fill a batch that is not full."""
+    """How long the former waits for more sequences to fill a batch that is not full, while
+    every stream computes (with one free, the batch starts at once)."""
 
     max_queued: int
     """Most sequences waiting; past it new requests get 429 (a request alone is always taken)."""
@@ -286,6 +287,10 @@ class Batcher:
                 continue
             deadline = time.monotonic() + self.limits.max_wait_s
             while len(state.waiting) < self.limits.max_batch_size and not state.closed:
+                # Waiting to fill a batch is free only while every stream computes: with one
+                # free, what waits starts at once (a lone request never waits for company).
+                if state.busy + state.unclaimed < self._workers:
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
