@@ -1,4 +1,6 @@
 import asyncio
+import gc
+import mmap
 import threading
 import time
 
@@ -83,15 +85,24 @@ async def test_a_models_memory_is_what_its_load_added_to_the_process(minilm: Mod
     held: list[object] = []
 
     def heavy(source: ModelSource):  # type: ignore[no-untyped-def]
-        held.append(np.ones(96 * 2**20, dtype=np.uint8))  # every page touched
+        # fresh pages, every one touched: memory the process's heap cannot have held already
+        # (after many tests, malloc hands out freed heap that is resident before and after)
+        pages = mmap.mmap(-1, 96 * 2**20)
+        np.frombuffer(pages, dtype=np.uint8)[:: mmap.PAGESIZE] = 1
+        held.append(pages)
         return fake_embedder(source, EchoBackend())
 
     big = ServedModel(minilm, heavy, ModelSpec(name="big"))
     small = ServedModel(minilm, lambda s: fake_embedder(s, EchoBackend()), ModelSpec(name="small"))
     registry = ModelRegistry([big, small])
     assert big.memory_bytes is None  # not loaded yet
-    big.load()
-    small.load()
+    gc.collect()  # no collection of earlier tests' garbage while the loads are measured
+    gc.disable()
+    try:
+        big.load()
+        small.load()
+    finally:
+        gc.enable()
     assert big.memory_bytes is not None
     assert small.memory_bytes is not None
     assert 90 * 2**20 <= big.memory_bytes <= 160 * 2**20
