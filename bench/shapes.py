@@ -125,8 +125,9 @@ def bge_reranker_v2_m3(folder: Path) -> Path:
     config = XLMRobertaConfig(
         vocab_size=250002, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
         num_attention_heads=16, max_position_embeddings=8194, type_vocab_size=2,
-        pad_token_id=0, num_labels=1,
+        pad_token_id=0,
     )  # fmt: skip
+    config.num_labels = 1
     hf = folder.parent / f"{folder.name}-hf"
     XLMRobertaForSequenceClassification(config).save_pretrained(hf)
     minilm = resolve(None).files

@@ -55,7 +55,7 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     """Each stage's median in microseconds, with the server's own parts."""
     import orjson
 
-    from embedserve.api.calls import render_json
+    from embedserve.api.encoding import render_json
     from embedserve.api.openai_protocol import EmbeddingRequest, embed_request, embeddings_body
     from embedserve.backends.packing import lay_out
     from embedserve.config import ModelSpec, Settings

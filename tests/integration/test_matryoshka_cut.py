@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embedserve.config import Settings
-from embedserve.engine.embedder import EmbedOptions
+from embedserve.engine.embedder import Embedder, EmbedOptions
 from embedserve.engine.loading import load_embedder
 from embedserve.engine.vectors import layer_norms_before_cut, scaled_rows
 from embedserve.models.source import ModelSource, resolve
@@ -59,9 +59,9 @@ def test_a_nomic_v15_folder_cuts_after_the_layer_norm(minilm: ModelSource, tmp_p
         assert nomic.layer_norm_before_cut
         assert not plain.layer_norm_before_cut
 
-        async def vectors(embedder: object, dimensions: int | None) -> np.ndarray:
+        async def vectors(embedder: Embedder, dimensions: int | None) -> np.ndarray:
             options = EmbedOptions(dimensions=dimensions)
-            return (await embedder.embed(REAL_SENTENCES, options)).vectors  # type: ignore[attr-defined]
+            return (await embedder.embed(REAL_SENTENCES, options)).vectors
 
         full = asyncio.run(vectors(nomic, None))
         cut = asyncio.run(vectors(nomic, 128))

@@ -25,12 +25,12 @@ print(
     json.dumps(
         {
             "embedding_type": type(embedded).__name__,
-            "vectors": [row.embedding for row in embedded.data],  # type: ignore[union-attr]
-            "models": [[m.id, list(m.capabilities or [])] for m in listed.data],  # type: ignore[union-attr]
+            "vectors": [row.embedding for row in embedded.data],
+            "models": [[m.id, list(m.capabilities or [])] for m in listed.data],
             "rerank_type": type(ranked).__name__,
             "ranked": [
                 [r.index, r.relevance_score, None if isinstance(r.document, Unset) else r.document]
-                for r in ranked.results  # type: ignore[union-attr]
+                for r in ranked.results
             ],
         }
     )
