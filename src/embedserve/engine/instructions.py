@@ -44,10 +44,10 @@ class Instructions:
 
 def is_instructor(model_id: str) -> bool:
     """An INSTRUCTOR model (hkunlp/instructor-*): its pooling leaves the instruction out."""
-    return "instructor" in _name_parts(model_id)
+    return "instructor" in name_parts(model_id)
 
 
-def _name_parts(model_id: str) -> set[str]:
+def name_parts(model_id: str) -> set[str]:
     return set(re.split(r"[/_.\-]", model_id.lower()))
 
 
@@ -57,7 +57,7 @@ def instructions_for(
     query: str | None = None,
     document: str | None = None,
 ) -> Instructions:
-    parts = _name_parts(model_id)
+    parts = name_parts(model_id)
     family = next((f for f in FAMILY_DEFAULTS if f[0] <= parts), None)
     prompts = prompts or {}
     if query is None:

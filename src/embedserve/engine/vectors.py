@@ -3,9 +3,9 @@ model does last, and what int8 ranges are measured on."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
+
+from embedserve.engine.instructions import name_parts
 
 
 def scaled_rows(
@@ -34,5 +34,5 @@ nomic-embed-text-v1.5 (its card's recipe; v2's cuts plainly, v1 is not Matryoshk
 
 
 def layer_norms_before_cut(model_id: str) -> bool:
-    parts = set(re.split(r"[/_.\-]", model_id.lower()))
+    parts = name_parts(model_id)
     return any(rule <= parts for rule in _LAYER_NORMED)
