@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+import weakref
+from dataclasses import replace
 
 import pytest
 
@@ -140,6 +142,34 @@ def test_the_verdict_is_kept_with_the_builds_until_what_decides_it_changes(  # t
     assert len(probes) == 4  # a padded graph's verdict is not a packed one's
 
 
+def test_the_probes_fp32_reference_is_released_once_the_mode_is_proven(  # type: ignore[no-untyped-def]
+    minilm: ModelSource, monkeypatch, fresh_cpu
+) -> None:
+    """The probe builds the fp32 padded graph only to prove bf16 exact: once start-up is over,
+    nothing holds it (its weights and arena would be resident for nothing)."""
+    from embedserve.backends import registry
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: WITH_BF16)
+    onnx = registry.BACKENDS["onnx"]
+    references: list[weakref.ref[object]] = []
+
+    def spy(spec):  # type: ignore[no-untyped-def]
+        built = onnx.build(spec)
+        references.append(weakref.ref(built))
+        return built
+
+    monkeypatch.setitem(registry.BACKENDS, "onnx", replace(onnx, build=spy))
+    served = load_embedder(minilm, Settings())
+    try:
+        assert (served.kind, served.precision) == ("openvino", "bf16")
+        assert "measured now" in served.selection
+        assert len(references) == 1  # the probe's reference was built ...
+        assert references[0]() is None  # ... and is gone, without waiting for a collection
+        assert served.embed_sync(["still served"]).vectors.shape == (1, 384)
+    finally:
+        served.close()
+
+
 def test_a_negative_verdict_skips_building_the_mode_next_time(  # type: ignore[no-untyped-def]
     minilm: ModelSource, monkeypatch, fresh_cpu
 ) -> None:
@@ -154,8 +184,6 @@ def test_a_negative_verdict_skips_building_the_mode_next_time(  # type: ignore[n
     def spy(spec):  # type: ignore[no-untyped-def]
         built.append(spec.precision)
         return openvino.build(spec)
-
-    from dataclasses import replace
 
     monkeypatch.setitem(registry.BACKENDS, "openvino", replace(openvino, build=spy))
     again = load_embedder(minilm, Settings())
