@@ -179,3 +179,15 @@ def ray_dir() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def resident_kib(path: Path) -> int:
+    """KiB of this process's mappings of `path` that are resident (/proc/self/smaps)."""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            current = len(fields) > 5 and fields[5] == str(path)
+        elif current and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total

@@ -147,10 +147,13 @@ def cpu_identity() -> str:
 
 
 def default_streams(cores: int) -> int:
-    """CPU forward passes to run at once. An embedding model's matrices are small, and a pass
-    split over threads waits at every op, so independent single-threaded passes outrun it; above
-    8 cores, streams of 4 threads keep a lone request's latency low."""
-    return 1 if cores < 2 else max(2, cores // 4)
+    """CPU forward passes to run at once. Below 4 cores, one pass on every core: with two
+    streams a lone request needs a second compiled graph to run on every core, its weights
+    again, and on 2 cores the second stream bought 7-8% more inputs/s under load for 50% more
+    resident memory (docs/performance.md). From 4 cores, independent passes outrun one split
+    over every core (an embedding model's matrices are small and a pass waits for its threads
+    at every op); above 8, streams of 4 threads keep a lone request's latency low."""
+    return 1 if cores < 4 else max(2, cores // 4)
 
 
 def resident_bytes() -> int | None:
@@ -160,3 +163,30 @@ def resident_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+MADV_PAGEOUT = 21  # Linux 5.4+; the mmap module names it only for its own maps
+
+
+def page_out_files_under(folder: Path) -> int:
+    """Hand the pages of this process's file mappings under `folder` back to the page cache
+    (madvise MADV_PAGEOUT): they leave its resident memory, and a page read again faults back
+    in from the file. Only clean file pages go; nothing is lost. The bytes of the mappings
+    advised (0 where none, or off Linux)."""
+    import ctypes
+
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return 0
+    prefix = str(folder.resolve()) + os.sep
+    advised = 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith(prefix):
+            continue
+        start, end = (int(edge, 16) for edge in fields[0].split("-"))
+        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised

@@ -23,7 +23,8 @@ from tests.generated import tiny_cls_dense_model
 
 pytestmark = pytest.mark.slow  # exports models
 
-OPENVINO_FP32 = Settings(precision="fp32", backend="openvino")
+# two streams, so that a lone batch runs on every core and others on a stream
+OPENVINO_FP32 = Settings(precision="fp32", backend="openvino", streams=2)
 
 
 def watch_packed_passes(embedder: Embedder) -> list[PackedBatch]:

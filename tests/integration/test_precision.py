@@ -7,6 +7,7 @@ import importlib.util
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from embedserve.errors import ModelUnavailable
 from embedserve.machine import cores as usable_cores
 from embedserve.machine import cpu_supports_bf16, default_streams, native_int8
 from embedserve.models.source import ModelSource
-from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors
+from tests.conftest import REAL_SENTENCES, VARIED_TEXTS, cosines, reference_vectors, resident_kib
 
 pytestmark = pytest.mark.slow  # builds and exports models
 
@@ -220,6 +221,29 @@ def test_openvino_on_a_share_of_the_cores_leaves_its_threads_unpinned() -> None:
 
     assert pinned("whole") > 0  # on the whole machine OpenVINO pins, as it does by default
     assert pinned("share") == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux's /proc only")
+def test_openvino_keeps_no_resident_copy_of_the_weights_it_repacked(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    """Imported from its compile cache, the compiled model maps the blob and reads every weight
+    once to repack it for the CPU: those pages go back to the page cache, and what the passes
+    read again (a few embedding rows) is a small part of it. A cache of its own: a page mapped
+    by another model in the process stays (MADV_PAGEOUT leaves shared pages)."""
+    settings = Settings(backend="openvino", precision="fp32", cache_dir=str(tmp_path))
+    for _ in range(2):  # the first load compiles, then imports what it wrote; the second imports
+        served = load_embedder(minilm, settings)
+        served.embed_sync([*VARIED_TEXTS, *REAL_SENTENCES])
+        blobs = {
+            Path(line.split()[5])
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if line.endswith(".blob") and line.split()[5].startswith(str(tmp_path))
+        }
+        assert blobs  # served from the compile cache's blob
+        for blob in blobs:
+            assert resident_kib(blob) < blob.stat().st_size // 1024 // 4
+        served.close()
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="one core: nothing to share out")

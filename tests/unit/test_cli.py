@@ -186,7 +186,7 @@ def test_streams_is_a_positive_whole_number() -> None:
     assert parse_settings(["serve", "--streams", "3"], {}).streams == 3
     with pytest.raises(ConfigError, match="--streams must be at least 1, got 0"):
         parse_settings(["serve", "--streams", "0"], {})
-    assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
+    assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 1, 2, 2, 4, 16]
 
 
 @pytest.mark.parametrize(

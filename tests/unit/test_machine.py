@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
 import pytest
 
-from embedserve.machine import cgroup_cpu_quota, default_streams, usable_cores
+from embedserve.machine import (
+    cgroup_cpu_quota,
+    default_streams,
+    page_out_files_under,
+    usable_cores,
+)
+from tests.conftest import resident_kib
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -71,4 +78,34 @@ def test_no_cgroup_file_at_all(tmp_path: Path) -> None:
 
 
 def test_streams_follow_the_cores() -> None:
-    assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 2, 2, 2, 4, 16]
+    assert [default_streams(n) for n in (1, 2, 4, 8, 16, 64)] == [1, 1, 2, 2, 4, 16]
+
+
+def written(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())  # clean pages: a dirty one would wait for writeback
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux's /proc only")
+def test_pages_mapped_from_files_under_a_folder_leave_resident_memory(tmp_path: Path) -> None:
+    size = 8 << 20
+    blob = written(tmp_path / "cache" / "model.blob", size)
+    other = written(tmp_path / "elsewhere.bin", size)
+    with (
+        blob.open("rb") as a,
+        other.open("rb") as b,
+        mmap.mmap(a.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+        mmap.mmap(b.fileno(), 0, access=mmap.ACCESS_READ) as kept,
+    ):
+        pages = range(0, size, mmap.PAGESIZE)
+        before = bytes(mapped[i] for i in pages)  # every page read: resident
+        bytes(kept[i] for i in pages)
+        assert resident_kib(blob) >= size // 1024 * 0.9
+        assert page_out_files_under(tmp_path / "cache") == size
+        assert resident_kib(blob) < size // 1024 * 0.1
+        assert resident_kib(other) >= size // 1024 * 0.9  # not under the folder: kept
+        assert bytes(mapped[i] for i in pages) == before  # read again from the file

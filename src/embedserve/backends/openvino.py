@@ -4,6 +4,7 @@ fp32 ONNX graph computed in bf16, on CPUs that have it natively)."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from embedserve.backends.base import graph_feeds, probe_dimension
 from embedserve.backends.packing import PackedBatch, lay_out, one_text_a_row, pool_packed
 from embedserve.machine import cores as machine_cores
-from embedserve.machine import sharing_cores
+from embedserve.machine import page_out_files_under, sharing_cores
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,9 @@ class OpenVinoBackend:
         if compile_cache is not None:
             core.set_property({"CACHE_DIR": str(compile_cache)})
 
-        read = core.read_model(str(model))  # once: both compiled models share its weights
-
         def compiled_with(streams: int) -> Any:
             return core.compile_model(
-                read,
+                str(model),  # a path: with a warm cache, imported without reading the model
                 "CPU",
                 {
                     # int8's other ops (attention, norms) stay in f32: in bf16 they ran slower,
@@ -74,7 +73,18 @@ class OpenVinoBackend:
                 },
             )
 
+        cached = _blobs(compile_cache)
         compiled = compiled_with(streams)
+        if written := _blobs(compile_cache) - cached:
+            # Compiled now, it holds the weights as read, in this process's own memory;
+            # imported from the cache it maps them from the blob, whose pages go back below
+            # once written out (a dirty page cannot leave).
+            del compiled
+            assert compile_cache is not None
+            for name in written:
+                with (compile_cache / name).open("rb") as blob:
+                    os.fsync(blob.fileno())
+            compiled = compiled_with(streams)
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()  # one per stream
         for _ in range(streams):
             self._requests.put(compiled.create_infer_request())
@@ -87,6 +97,11 @@ class OpenVinoBackend:
         self._dimension = probe_dimension(self.embed)
         if self._alone is not None:
             probe_dimension(self._embed_alone)
+        if compile_cache is not None:
+            # A compiled model imported from the cache maps its blob and reads every weight
+            # once, to repack it into the CPU's layout; those source pages are not read again
+            # but stayed resident (86 MiB of MiniLM's 320 MiB server; 3 MiB came back in use).
+            page_out_files_under(compile_cache)
         log.info(
             "OpenVINO backend: %s, %s%s, %d stream(s) on %d threads",
             model.name,
@@ -155,6 +170,11 @@ class OpenVinoBackend:
             return [np.array(tokens[r, start : start + n]) for r, start, n in batch.spans]
         finally:
             self._requests.put(request)
+
+
+def _blobs(folder: Path | None) -> set[str]:
+    """The compiled models in a compile cache folder."""
+    return {p.name for p in folder.glob("*.blob")} if folder is not None else set()
 
 
 def _packed_feeds(batch: PackedBatch) -> dict[str, np.ndarray]:

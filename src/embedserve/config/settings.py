@@ -109,7 +109,7 @@ class Settings:
         "forward passes the CPU runs at once, each on its share of the cores; 1 runs every pass "
         "on every core",
         bound=AT_LEAST_1,
-        shown_default="2 on 2-8 cores, cores / 4 above",
+        shown_default="1 below 4 cores, 2 on 4-11, cores / 4 above",
         job=True,
     )
     kernel_cache: int | None = setting(
