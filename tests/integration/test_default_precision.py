@@ -152,10 +152,13 @@ def test_the_probes_fp32_reference_is_released_once_the_mode_is_proven(  # type:
     monkeypatch.setattr(machine, "cpu_flags", lambda: WITH_BF16)
     onnx = registry.BACKENDS["onnx"]
     references: list[weakref.ref[object]] = []
+    arenas: list[bool] = []
 
     def spy(spec):  # type: ignore[no-untyped-def]
         built = onnx.build(spec)
         references.append(weakref.ref(built))
+        # its own memory, not the arena serving shares (which keeps what it grew to)
+        arenas.append(built._session.get_session_options().enable_cpu_mem_arena)
         return built
 
     monkeypatch.setitem(registry.BACKENDS, "onnx", replace(onnx, build=spy))
@@ -164,6 +167,7 @@ def test_the_probes_fp32_reference_is_released_once_the_mode_is_proven(  # type:
         assert (served.kind, served.precision) == ("openvino", "bf16")
         assert "measured now" in served.selection
         assert len(references) == 1  # the probe's reference was built ...
+        assert arenas == [False]
         assert references[0]() is None  # ... and is gone, without waiting for a collection
         assert served.embed_sync(["still served"]).vectors.shape == (1, 384)
     finally:

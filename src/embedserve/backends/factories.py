@@ -28,7 +28,13 @@ def onnx(spec: BackendSpec) -> Backend:
         spec.files, spec.precision_of(OnnxPrecision), spec.cache_root, spec.model_id,
         pools_instruction=spec.pools_instruction, trust_remote_code=spec.trust_remote_code,
     )  # fmt: skip
-    return OnnxBackend(model, precision=spec.precision, streams=spec.streams, cores=spec.cores)
+    return OnnxBackend(
+        model,
+        precision=spec.precision,
+        streams=spec.streams,
+        cores=spec.cores,
+        shared_arena=not spec.short_lived,
+    )
 
 
 def _shipped_onnx(spec: BackendSpec, model: Path) -> Backend:

@@ -29,19 +29,24 @@ class OnnxBackend:
         pooling: str | None = None,
         streams: int = 1,
         cores: int | None = None,
+        shared_arena: bool = True,
     ) -> None:
         """`pooling` is for graphs that output token vectors (ONNX folders from the hub); our
         own exports output pooled vectors and need none. `streams`: passes the caller may run
         at once (ONNX Runtime's `run` is thread-safe), each on `threads` threads (default: the
         `cores` shared out among them). With several streams on shared cores, a second session
-        on every core serves `every_core_pass`."""
+        on every core serves `every_core_pass`. `shared_arena`: allocate from the arena every
+        session of the process shares (it keeps what it grew to); False for a short-lived
+        session, whose memory goes back when it is dropped."""
         self.precision = precision
         self.streams = streams
         self._pooling = pooling
         cores = cores or machine_cores()
         share = threads or max(1, cores // streams)
-        self._session = _session(model, share)
-        self._alone = _session(model, cores) if threads is None and share < cores else None
+        self._session = _session(model, share, shared_arena)
+        self._alone = (
+            _session(model, cores, shared_arena) if threads is None and share < cores else None
+        )
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._dimension = probe_dimension(self.embed)
         if self._alone is not None:
@@ -104,12 +109,15 @@ def _shared_arena() -> None:
         _arena_registered = True
 
 
-def _session(model: Path, threads: int) -> Any:
+def _session(model: Path, threads: int, shared_arena: bool) -> Any:
     import onnxruntime as ort
 
-    _shared_arena()
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.use_env_allocators", "1")
+    if shared_arena:
+        _shared_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    else:
+        options.enable_cpu_mem_arena = False
     # A memory pattern plans one block per input shape; batch shapes vary without end here, and
     # the blocks fragmented the arena.
     options.enable_mem_pattern = False

@@ -33,6 +33,10 @@ class BackendSpec:
     trust_remote_code: bool = False
     """The model's folder ships code that loading it runs, and the user allowed it."""
 
+    short_lived: bool = False
+    """Built for one measurement (the start-up probe's reference) and dropped after it: its
+    memory must go with it, not stay in an arena that serving shares."""
+
     def precision_of(self, computes: Any) -> Any:
         """The precision, checked against the Literal of those a backend computes in (its
         constructor's type): the registry's rules keep others away, and this says so if not."""

@@ -358,8 +358,13 @@ def _probe(
 ) -> Fidelity:
     """The backend's vectors against its reference backend's fp32 ones, on the probe texts."""
     assert choice.entry.reference is not None
-    reference = BACKENDS[choice.entry.reference].build(replace(spec, precision="fp32", streams=1))
-    return measure(reference, backend, tokenizer, texts)
+    reference_spec = replace(spec, precision="fp32", streams=1, short_lived=True)
+    reference = BACKENDS[choice.entry.reference].build(reference_spec)
+    try:
+        return measure(reference, backend, tokenizer, texts)
+    finally:
+        del reference
+        machine.return_freed_heap()
 
 
 def _verdict_key(choice: Choice, spec: BackendSpec, tokenizer: ModelTokenizer) -> str:
