@@ -14,6 +14,7 @@ import pytest
 
 from embedserve import machine
 from embedserve.backends.calibration import docstring_paragraphs
+from embedserve.backends.onnx import OnnxBackend
 from embedserve.config import Settings
 from embedserve.engine import loading
 from embedserve.engine.embedder import Embedder
@@ -158,6 +159,7 @@ def test_the_probes_fp32_reference_is_released_once_the_mode_is_proven(  # type:
         built = onnx.build(spec)
         references.append(weakref.ref(built))
         # its own memory, not the arena serving shares (which keeps what it grew to)
+        assert isinstance(built, OnnxBackend)
         arenas.append(built._session.get_session_options().enable_cpu_mem_arena)
         return built
 

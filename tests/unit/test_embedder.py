@@ -57,8 +57,12 @@ async def test_tiktoken_ids_are_decoded_then_tokenized_by_the_model(minilm: Mode
     assert np.array_equal(from_ids.vectors, from_text.vectors)
 
 
-async def test_tokenization_runs_off_the_event_loop(minilm: ModelSource) -> None:
+async def test_tokenizing_leaves_the_event_loop_unless_it_costs_less_than_the_hop(
+    minilm: ModelSource,
+) -> None:
     import threading
+
+    from embedserve.engine.embedder import INLINE_TOKENIZE_CHARS
 
     embedder = fake_embedder(minilm, EchoBackend())
     threads: list[int] = []
@@ -69,9 +73,13 @@ async def test_tokenization_runs_off_the_event_loop(minilm: ModelSource) -> None
         return tokenize(*args)
 
     embedder.tokenize = spy  # type: ignore[method-assign]
-    await embedder.embed(["some text"])
-    assert threads
-    assert threads[0] != threading.get_ident()  # this test runs on the event loop's thread
+    await embedder.embed(["some text"])  # one short text: cheaper here than a thread's hop
+    await embedder.embed(["word " * (INLINE_TOKENIZE_CHARS // 5 + 1)])  # a longer one
+    await embedder.embed(["some text", "another"])  # several
+    loop = threading.get_ident()  # this test runs on the event loop's thread
+    assert threads[0] == loop
+    assert len(threads) == 3
+    assert loop not in threads[1:]
 
 
 class TwoStreamBackend(EchoBackend):
