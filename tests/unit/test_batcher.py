@@ -271,10 +271,11 @@ async def test_one_request_larger_than_the_queue_is_still_taken() -> None:
 
 def test_coarse_widths_round_up_by_a_few_percent_to_few_shapes() -> None:
     assert [coarse_width(n) for n in (2, 9, 10, 63, 64, 65, 129, 300)] == [
-        2, 10, 10, 64, 64, 68, 136, 304,
+        8, 16, 16, 64, 64, 68, 136, 304,
     ]  # fmt: skip
     for n in range(2, 513):
-        assert n <= coarse_width(n) <= max(n + 1, n * 1.07)
+        assert n <= coarse_width(n) <= max(n + 7, n * 1.07)  # 8 a step below 64
+    assert len({coarse_width(n) for n in range(1, 64)}) == 8  # short texts: 8 shapes
     assert len({coarse_width(n) for n in range(8, 513)}) < 80  # of 505 widths
     assert coarse_width(509, limit=510) == 510  # never past the model's longest sequence
 
@@ -288,7 +289,7 @@ async def test_a_batcher_with_coarse_widths_pads_to_the_grid_with_the_same_vecto
         batcher = Batcher(backend.embed, backend.dimension, 0, limits, max_width=66)
         vectors[coarse] = [await batcher.submit(request) for request in requests]
         batcher.close()
-        assert [width for _, width in backend.batches] == ([10, 66, 12] if coarse else [9, 65, 12])
+        assert [width for _, width in backend.batches] == ([16, 66, 16] if coarse else [9, 65, 12])
     for exact, padded in zip(vectors[False], vectors[True], strict=True):
         assert np.array_equal(exact, padded)
 
