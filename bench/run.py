@@ -10,8 +10,10 @@ measured in rounds: every
 round drives each server in turn (the order rotating) for its share of the seconds, so a drift in
 this VM's speed falls on all of them alike. Prints a markdown table (and writes it to
 bench/results/latest.md) with each ratio to Infinity over the whole run and its range over the
-rounds. Infinity runs from its own virtual environment (it pins numpy<2 and
-sentence-transformers<4): create it with bench/setup_infinity.sh. Nothing here asserts a time.
+rounds, and to llama.cpp's native server where it ran. Infinity runs from its own virtual
+environment (it pins numpy<2 and sentence-transformers<4): create it with
+bench/setup_infinity.sh; llama.cpp's server and the model's bf16 GGUF come from
+bench/setup_llama_cpp.sh. A peer not set up is skipped with a note. Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from load import Result, drive
 
 HERE = Path(__file__).resolve().parent
 INFINITY = "infinity (torch)"
+LLAMA_CPP = "llama.cpp bf16"
 EXTRA = os.environ.get("EMBEDSERVE_BENCH_ARGS", "").split()
 INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", HERE / ".venv-infinity"))
+LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", HERE / ".llama-cpp"))
 
 
 MODES = {  # our servers: name -> (precision, backend)
@@ -63,6 +67,7 @@ class Server:
     command: list[str]
     path: str  # the embeddings route
     apart: bool = False  # busy while idle: measured after the others, beside Infinity only
+    setup: str = ""  # the script that provides its files, for the note when they are missing
 
     def argv(self, port: int) -> list[str]:
         return [str(port) if arg == PORT else arg for arg in self.command]
@@ -123,6 +128,35 @@ def servers(folder: Path) -> list[Server]:
                 "--no-bettertransformer",
             ],
             "/embeddings",
+            setup="bench/setup_infinity.sh",
+        ),
+        Server(  # its best setting on this 2-core machine (docs/performance.md)
+            LLAMA_CPP,
+            [
+                str(LLAMA_CPP_DIR / "llama-server"),
+                "-m",
+                str(LLAMA_CPP_DIR / "minilm-bf16.gguf"),
+                "--embedding",
+                "--pooling",
+                "mean",
+                "-c",
+                "8192",
+                "-np",
+                "16",
+                "-b",
+                "1024",
+                "-ub",
+                "1024",
+                "-t",
+                str(len(os.sched_getaffinity(0))),
+                "--no-webui",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                PORT,
+            ],
+            "/v1/embeddings",
+            setup="bench/setup_llama_cpp.sh",
         ),
         Server(
             "h2oGPT-style",
@@ -444,10 +478,9 @@ def main() -> None:
             continue
         if args.skip and any(server.name.startswith(p.strip()) for p in args.skip.split(",")):
             continue
-        if not Path(server.command[0]).exists() and server.command[0] != sys.executable:
-            print(
-                f"skipping {server.name}: {server.command[0]} not found (bench/setup_infinity.sh)"
-            )
+        missing = [a for a in server.command if a.startswith("/") and not Path(a).exists()]
+        if missing:
+            print(f"skipping {server.name}: {missing[0]} not found ({server.setup})")
             continue
         chosen.append(server)
     table: dict[str, list[tuple[str, Result]]] = {}
@@ -474,14 +507,31 @@ def render(
     args: argparse.Namespace,
     short_ceilings: dict[str, float],
 ) -> str:
+    peer = LLAMA_CPP in table
     lines = [
         f"Machine: {machine()}. {args.seconds:.0f} s per load in {args.rounds} rounds, the "
         "servers taking turns; closed-loop clients on the same machine.",
         "",
         "| server | load | inputs/s | tokens/s | p50 ms | p99 ms | errors | peak RSS MiB "
-        "| inputs/s vs Infinity (range over rounds) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| inputs/s vs Infinity (range over rounds) |"
+        + (" vs llama.cpp (range) | p50 vs llama.cpp |" if peer else ""),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: |" if peer else ""),
     ]
+
+    def ratio(server: str, scenario: str, reference: str) -> str:
+        ref = dict(table.get(reference, [])).get(scenario)
+        if not ref or not ref.inputs or (server, scenario) not in rounds:
+            return "n/a"
+        ours = dict(table[server])[scenario]
+        each = [
+            mine / theirs if theirs else float("inf")
+            for mine, theirs in zip(
+                rounds[server, scenario], rounds[reference, scenario], strict=True
+            )
+        ]
+        return f"{ours.rate / ref.rate:.2f}x ({min(each):.2f}-{max(each):.2f})"
+
     for server, rows in table.items():
         if server.startswith(f"{INFINITY} beside "):
             continue  # only another's reference
@@ -489,21 +539,21 @@ def render(
             f"{INFINITY} beside {server}" if f"{INFINITY} beside {server}" in table else INFINITY
         )
         for scenario, r in rows:
-            ref = dict(table.get(infinity, [])).get(scenario)
-            ratio = "n/a"
-            if ref and ref.inputs:
-                each = [
-                    ours / theirs if theirs else float("inf")
-                    for ours, theirs in zip(
-                        rounds[server, scenario], rounds[infinity, scenario], strict=True
-                    )
-                ]
-                ratio = f"{r.rate / ref.rate:.2f}x ({min(each):.2f}-{max(each):.2f})"
-            lines.append(
+            line = (
                 f"| {server} | {scenario} | {r.rate:,.0f} | {r.tokens / r.seconds:,.0f} | "
                 f"{r.percentile(50):.1f} | {r.percentile(99):.1f} | {r.errors} | "
-                f"{peaks[server]:,} | {ratio} |"
+                f"{peaks[server]:,} | {ratio(server, scenario, infinity)} |"
             )
+            if peer:
+                theirs = dict(table[LLAMA_CPP]).get(scenario)
+                same_phase = infinity == INFINITY  # measured in the same rounds as llama.cpp
+                p50 = (
+                    f"{r.percentile(50) / theirs.percentile(50):.2f}x"
+                    if theirs and theirs.latencies and same_phase
+                    else "n/a"
+                )
+                line += f" {ratio(server, scenario, LLAMA_CPP) if same_phase else 'n/a'} | {p50} |"
+            lines.append(line)
     lines.append("")
     for server, (engine, ceiling, packed) in ceilings.items():
         mixed = next((r for name, r in table.get(server, []) if "mixed" in name), None)

@@ -1,4 +1,6 @@
 """Where a lone request's time goes, stage by stage, for one short text on the default model.
+Each request is the next of the benchmark's short texts (10-15 tokens), as a lone client's
+questions differ in length.
 
     python bench/stages.py [--model ID] [--precision auto] [--requests 400]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
 import json
 import statistics
 import subprocess
@@ -24,9 +27,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from corpus import short_texts
 from run import machine
 
-TEXT = "What is the capital of France?"
+TEXTS = short_texts(400)
+
+
+def cycled(items: list[Any]) -> Callable[[], Any]:
+    """The next of `items` at each call, round and round."""
+    it = itertools.cycle(items)
+    return lambda: next(it)
 
 
 def median_us(run: Callable[[], object], count: int) -> float:
@@ -59,7 +69,7 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     from embedserve.api.openai_protocol import EmbeddingRequest, embed_request, embeddings_body
     from embedserve.backends.packing import lay_out
     from embedserve.config import ModelSpec, Settings
-    from embedserve.engine.batcher import pad
+    from embedserve.engine.batcher import coarse_width, pad
     from embedserve.engine.loading import build_registry
     from embedserve.engine.registry import ServedModel
     from embedserve.serving.metrics import Metrics
@@ -72,34 +82,42 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     served: ServedModel = registry.models[0]
     embedder: Any = served.load()
     serving = Serving(settings, registry, Metrics(registry))
-    body = orjson.dumps({"input": TEXT, "model": served.id})
+    bodies = cycled([orjson.dumps({"input": text, "model": served.id}) for text in TEXTS])
     stages: dict[str, float] = {}
     stages["parse and validate the body"] = median_us(
-        lambda: embed_request(EmbeddingRequest.model_validate_json(body)), count
+        lambda: embed_request(EmbeddingRequest.model_validate_json(bodies())), count
     )
-    sequence = embedder.tokenize([TEXT], True)[0]
-    stages["tokenize"] = median_us(lambda: embedder.tokenize([TEXT], True), count)
+    text = cycled(TEXTS)
+    stages["tokenize"] = median_us(lambda: embedder.tokenize([text()], True), count)
+    sequences = [embedder.tokenize([t], True)[0] for t in TEXTS]
+    limits = embedder.batcher.limits
+
+    def width(sequence: list[int]) -> int:  # as the batcher lays it out
+        return coarse_width(len(sequence)) if limits.coarse_widths else len(sequence)
+
     backend = embedder.backend
     if getattr(backend, "packs", False):
-        packed = lay_out([[sequence]], len(sequence))
         run = backend.every_core_packed if backend.every_core_pass else backend.embed_packed
-        stages["the pass (on every core where offered)"] = median_us(lambda: run(packed), count)
+        packed = cycled([(lay_out([[s]], width(s)),) for s in sequences])
     else:
-        ids, mask = pad([sequence], embedder.tokenizer.pad_id)
         run = backend.every_core_pass or backend.embed
-        stages["the pass (on every core where offered)"] = median_us(lambda: run(ids, mask), count)
+        packed = cycled([pad([s], embedder.tokenizer.pad_id, width=width(s)) for s in sequences])
+    stages["the pass (on every core where offered)"] = median_us(lambda: run(*packed()), count)
 
     async def measured() -> None:
         loop = asyncio.get_running_loop()
         hop = await median_us_async(lambda: loop.run_in_executor(None, lambda: None), count)
         stages["a thread hop and back (tokenizer's executor)"] = hop
-        through = await median_us_async(lambda: embedder.batcher.submit([sequence]), count)
+        sequence = cycled(sequences)
+        through = await median_us_async(lambda: embedder.batcher.submit([sequence()]), count)
         stages["batcher: queue, former, compute hand-offs"] = (
             through - (stages["the pass (on every core where offered)"])
         )
-        request = embed_request(EmbeddingRequest.model_validate_json(body))
-        whole = await median_us_async(lambda: serving.embed(request), count)
-        result = await serving.embed(request)
+        requests = cycled(
+            [embed_request(EmbeddingRequest.model_validate_json(bodies())) for _ in TEXTS]
+        )
+        whole = await median_us_async(lambda: serving.embed(requests()), count)
+        result = await serving.embed(requests())
         stages["serialize the answer"] = median_us(
             lambda: render_json(embeddings_body(result, "float")), count
         )
@@ -111,7 +129,7 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
 
 
 def end_to_end(model: str | None, precision: str, count: int) -> tuple[float, float]:
-    """A real server's lone-request p50 for TEXT, and for GET /health, in microseconds."""
+    """A real server's lone-request p50 over TEXTS, and GET /health's, in microseconds."""
     port = 5391
     command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port)]
     command += ["--no-access-log", "--log-level", "warning", "--precision", precision]
@@ -131,10 +149,12 @@ def end_to_end(model: str | None, precision: str, count: int) -> tuple[float, fl
             except (OSError, http.client.HTTPException):
                 connection.close()
             time.sleep(0.5)
-        body = json.dumps({"input": TEXT, "model": "bench"})
+        body = cycled([json.dumps({"input": text, "model": "bench"}) for text in TEXTS])
 
         def post() -> None:
-            connection.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+            connection.request(
+                "POST", "/v1/embeddings", body(), {"Content-Type": "application/json"}
+            )
             assert connection.getresponse().read()
 
         def health() -> None:
