@@ -154,12 +154,21 @@ class LocalModel:
                 param="inputs",
                 code="token_vectors_unavailable",
             )
-        sequences = await asyncio.to_thread(
-            self.tokenize, items, options.truncate, options.instruction, options.truncate_left
-        )
-        check_request_tokens(sequences, options.max_tokens)
+        sequences = await self._sequences(items, options)
         vectors: list[np.ndarray] = await asyncio.to_thread(run, sequences)
         return vectors, sum(map(len, sequences))
+
+    async def _sequences(self, items: Sequence[Item], options: EmbedOptions) -> list[list[int]]:
+        """`items` tokenized as `options` say, within the request's token limit: on the event
+        loop where that costs less than the hop to a worker thread, else on one."""
+        tokenizing = (items, options.truncate, options.instruction, options.truncate_left)
+        if tokenizes_inline(items, options.instruction):
+            sequences = self.tokenize(*tokenizing)
+        else:
+            loop = asyncio.get_running_loop()
+            sequences = await loop.run_in_executor(None, self.tokenize, *tokenizing)
+        check_request_tokens(sequences, options.max_tokens)
+        return sequences
 
     async def _calibration_vectors(self, texts: list[str]) -> np.ndarray:
         # served as batch-job work is: behind every online request
@@ -256,13 +265,7 @@ class Embedder(LocalModel):
         a dimension out of range here is a caller's bug)."""
         if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
             raise ValueError(f"dimensions {options.dimensions} outside 1..{self.dimension}")
-        tokenizing = (items, options.truncate, options.instruction, options.truncate_left)
-        if tokenizes_inline(items, options.instruction):
-            sequences = self.tokenize(*tokenizing)
-        else:
-            loop = asyncio.get_running_loop()
-            sequences = await loop.run_in_executor(None, self.tokenize, *tokenizing)
-        check_request_tokens(sequences, options.max_tokens)
+        sequences = await self._sequences(items, options)
         unpooled = None
         if options.instruction and not self.pools_instruction:
             unpooled = [self.tokenizer.unpooled_span(options.instruction)] * len(sequences)

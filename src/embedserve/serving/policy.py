@@ -191,15 +191,21 @@ class Serving:
                 param="model",
                 code="token_vectors_unavailable",
             )
-        options = EmbedOptions(
+        options = self._options(model, request)
+        vectors, tokens = await service.token_vectors(request.inputs, options)
+        self.metrics.embedded(model.id, len(request.inputs), tokens)
+        return vectors
+
+    def _options(self, model: ServedModel, request: EmbedRequest, **more: Any) -> EmbedOptions:
+        """What tokenizing `request` takes (truncation, the instruction, the token limit), the
+        same for pooled and per-token vectors; `more`: the rest of EmbedOptions."""
+        return EmbedOptions(
             truncate=self.settings.truncate if request.truncate is None else request.truncate,
             truncate_left=request.truncate_left,
             instruction=instruction_for(model, request.input_type, request.prompt_name),
             max_tokens=self.settings.max_request_tokens,
+            **more,
         )
-        vectors, tokens = await service.token_vectors(request.inputs, options)
-        self.metrics.embedded(model.id, len(request.inputs), tokens)
-        return vectors
 
     def limits(self, model: ServedModel) -> dict[str, Any]:
         """Every limit a request to `model` meets, as resolved: the server's per request, and
@@ -235,13 +241,11 @@ class Serving:
         _check_dimensions(request.dimensions, service.dimension)
         _check_bits(request.encodings, request.dimensions or service.dimension)
         ranges = {name: await _ranges(model, service, name, request) for name in request.encodings}
-        options = EmbedOptions(
-            truncate=self.settings.truncate if request.truncate is None else request.truncate,
-            truncate_left=request.truncate_left,
-            instruction=instruction_for(model, request.input_type, request.prompt_name),
+        options = self._options(
+            model,
+            request,
             dimensions=request.dimensions,
             normalize=request.normalize,
-            max_tokens=self.settings.max_request_tokens,
             background=request.background,
         )
         try:
