@@ -35,6 +35,18 @@ def seq(token: int, length: int) -> list[int]:
     return [101, token, *([5] * (length - 3)), 102]
 
 
+async def held(
+    token: int, length: int = 5, **limits: float
+) -> tuple[BlockingBackend, Batcher, asyncio.Task[np.ndarray]]:
+    """A batcher whose first pass (one sequence of `token`) is running, held until the test
+    sets the backend's `release`: its backend, the batcher, and the first request."""
+    backend = BlockingBackend()
+    batcher = batcher_for(backend, **limits)
+    first = asyncio.create_task(batcher.submit([seq(token, length)]))
+    assert await asyncio.to_thread(backend.entered.wait, 10)
+    return backend, batcher, first
+
+
 @pytest.mark.parametrize("coarse_widths", [False, True])
 async def test_token_budget_and_batch_size_are_respected(coarse_widths: bool) -> None:
     backend = EchoBackend()
@@ -183,10 +195,7 @@ async def test_padding_stays_under_its_token_limit() -> None:
 
 
 async def test_the_oldest_request_is_never_starved() -> None:
-    backend = BlockingBackend()
-    batcher = batcher_for(backend, max_batch_size=4, max_padding=0.0)
-    blocker = asyncio.create_task(batcher.submit([seq(9000, 5)]))
-    await asyncio.to_thread(backend.entered.wait, 5)
+    backend, batcher, blocker = await held(9000, max_batch_size=4, max_padding=0.0)
     fillers = []
     for formed, token in enumerate((9001, 9002), 1):  # one handed over, one in the former's hands
         fillers.append(asyncio.create_task(batcher.submit([seq(token, 5)])))
@@ -203,10 +212,7 @@ async def test_the_oldest_request_is_never_starved() -> None:
 
 
 async def test_a_cancelled_request_is_dropped_before_compute() -> None:
-    backend = BlockingBackend()
-    batcher = batcher_for(backend, max_batch_size=1)
-    first = asyncio.create_task(batcher.submit([seq(4001, 5)]))
-    await asyncio.to_thread(backend.entered.wait, 5)
+    backend, batcher, first = await held(4001, max_batch_size=1)
     ahead = asyncio.create_task(batcher.submit([seq(4002, 5)]))  # prepared while 4001 runs
     await until(lambda: state_of(batcher) == (1, 1, 0))
     gone = asyncio.create_task(batcher.submit([seq(4003, 5), seq(4004, 5)]))
@@ -430,10 +436,7 @@ async def test_the_timeout_measures_waiting_not_a_big_requests_own_compute() -> 
 
 
 async def test_a_request_waiting_behind_others_past_the_timeout_is_dropped() -> None:
-    backend = BlockingBackend()
-    batcher = batcher_for(backend, max_batch_size=1, timeout_s=0.2)
-    busy = asyncio.create_task(batcher.submit([seq(7301, 5)]))
-    await asyncio.to_thread(backend.entered.wait, 5)
+    backend, batcher, busy = await held(7301, max_batch_size=1, timeout_s=0.2)
     with pytest.raises(QueueTimeout) as waited:
         await batcher.submit([seq(7302, 5), seq(7303, 5)])
     backend.release.set()
@@ -443,10 +446,7 @@ async def test_a_request_waiting_behind_others_past_the_timeout_is_dropped() -> 
 
 
 async def test_closing_fails_what_still_waits_instead_of_leaving_it_hanging() -> None:
-    backend = BlockingBackend()
-    batcher = batcher_for(backend, max_batch_size=1)
-    busy = asyncio.create_task(batcher.submit([seq(7401, 5)]))
-    await asyncio.to_thread(backend.entered.wait, 5)
+    backend, batcher, busy = await held(7401, max_batch_size=1)
     queued = asyncio.create_task(batcher.submit([seq(7402 + i, 5) for i in range(3)]))
     await until(lambda: batcher.state().queued >= 1)
     closing = asyncio.create_task(asyncio.to_thread(batcher.close))
@@ -484,10 +484,7 @@ async def test_a_lone_request_on_a_free_stream_does_not_wait_to_fill_a_batch() -
 
 
 async def test_while_every_stream_computes_waiting_requests_form_one_batch() -> None:
-    backend = BlockingBackend()
-    batcher = batcher_for(backend, max_batch_size=8, max_wait_s=30.0)
-    first = asyncio.ensure_future(batcher.submit([seq(4300, 6)]))
-    await asyncio.to_thread(backend.entered.wait, 10)
+    backend, batcher, first = await held(4300, length=6, max_batch_size=8, max_wait_s=30.0)
     later = [asyncio.ensure_future(batcher.submit([seq(4301 + i, 6)])) for i in range(3)]
     await until_equal(lambda: state_of(batcher)[2], 3)  # queued while the stream computes
     backend.release.set()
