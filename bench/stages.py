@@ -72,7 +72,6 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     from embedserve.engine.batcher import coarse_width, pad
     from embedserve.engine.loading import build_registry
     from embedserve.engine.registry import ServedModel
-    from embedserve.serving.metrics import Metrics
     from embedserve.serving.policy import Serving
 
     settings = Settings(precision=precision)  # type: ignore[arg-type]
@@ -81,7 +80,7 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     registry = build_registry(settings)
     served: ServedModel = registry.models[0]
     embedder: Any = served.load()
-    serving = Serving(settings, registry, Metrics(registry))
+    serving = Serving.build(settings, registry)
     bodies = cycled([orjson.dumps({"input": text, "model": served.id}) for text in TEXTS])
     stages: dict[str, float] = {}
     stages["parse and validate the body"] = median_us(

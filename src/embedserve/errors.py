@@ -46,6 +46,15 @@ class Overloaded(EmbedServeError):
         self.retry_after = retry_after
 
 
+class OverBudget(Overloaded):
+    """The model does not fit in --memory-budget beside those that cannot be unloaded now (busy
+    or pinned); the client should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.code = "memory_budget"
+
+
 class QueueTimeout(Overloaded):
     """The request's inputs waited longer than the request timeout; they were dropped."""
 

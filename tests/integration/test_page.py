@@ -331,7 +331,9 @@ def test_server_view_shows_the_models_and_its_figures_move_under_load(
     )
     served = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
     served = served.json()["data"][0]  # its engine depends on the CPU
-    assert cells == [MODEL, "embed", served["backend"], served["precision"], "384", "ready"]
+    memory = f"{round(served['memory_bytes'] / 2**20)} MiB"
+    engine = [served["backend"], served["precision"]]
+    assert cells == [MODEL, "embed", *engine, "384", memory, "ready"]
     page.wait_for_selector('figure[data-metric="inputs/s"]')
     before = page.get_attribute('figure[data-metric="inputs/s"]', "data-value")
 

@@ -13,7 +13,6 @@ from embedserve.engine.embedder import Embedder
 from embedserve.engine.registry import ModelRegistry, ServedModel
 from embedserve.errors import InvalidInput, ModelNotFound, Overloaded
 from embedserve.models.source import ModelSource
-from embedserve.serving.metrics import Metrics
 from embedserve.serving.policy import Serving
 from embedserve.serving.requests import EmbedRequest, InputType
 from tests.fakes import (
@@ -34,7 +33,7 @@ def serving_for(
     embedder = fake_embedder(minilm, backend or EchoBackend(), token_ids="native", limits=limits)
     model = ServedModel(minilm, lambda _s: embedder, spec)
     registry = ModelRegistry([model], strict=True)
-    return Serving(Settings(**settings), registry, Metrics(registry))  # type: ignore[arg-type]
+    return Serving.build(Settings(**settings), registry)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("dimensions", [0, -3, 9])

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.EmbedServeError], tuple[int, str]] = {
     errors.TooLarge: (413, "invalid_request_error"),
     errors.Overloaded: (429, "rate_limit_error"),
     errors.QueueTimeout: (503, "service_unavailable"),
+    errors.OverBudget: (503, "service_unavailable"),
     errors.ClientGone: (499, "client_closed_request"),
     errors.UpstreamUnavailable: (502, "upstream_error"),
     errors.UpstreamTimeout: (504, "upstream_timeout"),  # logged only: nobody reads it

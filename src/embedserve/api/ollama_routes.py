@@ -1,6 +1,8 @@
-"""Ollama's wire format: POST /api/embed, the legacy POST /api/embeddings, GET /api/tags and
-/api/version, with Ollama's error shape {"error"}. Ollama's model names carry a tag
-("all-minilm:latest"); ":latest" names the model without it."""
+"""Ollama's wire format: POST /api/embed, the legacy POST /api/embeddings, POST /api/show, GET
+/api/tags, /api/ps and /api/version, with Ollama's error shape {"error"}. Ollama's model names
+carry a tag ("all-minilm:latest"); ":latest" names the model without it. `keep_alive` is
+Ollama's: how long the model stays loaded once idle (0 unloads it after the request; an empty
+input only loads or unloads it)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from embedserve.api.encoding import JSONBytes
 from embedserve.api.errors import ApiError
 from embedserve.api.fields import Dimensions, check_unicode, text_list
 from embedserve.api.wire import WireFormat, state_of
+from embedserve.config.quantities import parse_duration
 from embedserve.engine.registry import ServedModel
 from embedserve.errors import InvalidInput
 from embedserve.models.metadata import parameter_count
@@ -52,7 +55,9 @@ class _Request(BaseModel):
 
     model: str | None = Field(default=None, description="Served model name (tag optional).")
     keep_alive: StrictStr | StrictInt | StrictFloat | None = Field(
-        default=None, description="Accepted, ignored."
+        default=None,
+        description="How long the model stays loaded once idle: seconds, or a duration like "
+        '"5m"; 0 unloads it after this request, a negative one keeps it loaded.',
     )
     options: dict[str, Any] | None = Field(default=None, description="Accepted, ignored.")
 
@@ -73,6 +78,10 @@ class OllamaEmbedBody(_Request):
     def _check_input(cls, value: Any) -> Any:
         return text_list(value, "input", allow_empty=True)
 
+    @property
+    def keep_alive_s(self) -> float | None:
+        return _seconds(self.keep_alive)
+
 
 class OllamaEmbeddingsBody(_Request):
     """Body of the legacy POST /api/embeddings."""
@@ -84,6 +93,20 @@ class OllamaEmbeddingsBody(_Request):
     def _check_prompt(cls, value: str) -> str:
         check_unicode(value, "'prompt'")
         return value
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        return _seconds(self.keep_alive)
+
+
+def _seconds(keep_alive: str | float | None) -> float | None:
+    """Ollama's keep_alive in seconds: a number is seconds, a string a Go duration."""
+    if keep_alive is None or isinstance(keep_alive, int | float):
+        return keep_alive
+    try:
+        return parse_duration(keep_alive)
+    except ValueError as exc:
+        raise InvalidInput(f"'keep_alive': {exc}", param="keep_alive") from None
 
 
 class OllamaEmbedResponse(BaseModel):
@@ -110,7 +133,8 @@ async def embed(body: OllamaEmbedBody, request: Request) -> Response:
     model = _model(serving, body.model)
     texts: list[str] = body.input  # type: ignore[assignment]  # the validator made it a list
     loaded = model.loaded is not None
-    result = await _embed(request, serving, model, texts, body.truncate, body.dimensions)
+    keep = body.keep_alive_s
+    result = await _embed(request, serving, model, texts, body.truncate, body.dimensions, keep)
     total = time.perf_counter_ns() - started
     content = {
         "model": body.model or model.id,
@@ -132,7 +156,8 @@ async def embeddings(body: OllamaEmbeddingsBody, request: Request) -> Response:
     serving = state_of(request).serving
     model = _model(serving, body.model)
     texts = [body.prompt] if body.prompt else []  # Ollama answers an empty prompt with []
-    result = await _embed(request, serving, model, texts, truncate=True, dimensions=None)
+    keep = body.keep_alive_s
+    result = await _embed(request, serving, model, texts, True, None, keep)
     vector = result.vectors[0] if result else []
     return await json_response({"embedding": vector}, len(vector))
 
@@ -144,11 +169,18 @@ async def _embed(
     texts: list[str],
     truncate: bool,
     dimensions: int | None,
+    keep_alive_s: float | None,
 ) -> Embedded | None:
-    if not texts:
+    if not texts:  # Ollama's way to load a model, or with keep_alive 0 to unload it
+        if keep_alive_s is not None:
+            await serving.keep(model, keep_alive_s)
         return None
     embed_request = EmbedRequest(
-        inputs=texts, model=model.id, truncate=truncate, dimensions=dimensions
+        inputs=texts,
+        model=model.id,
+        truncate=truncate,
+        dimensions=dimensions,
+        keep_alive_s=keep_alive_s,
     )
     return await unless_client_leaves(request, serving.embed(embed_request))
 
@@ -248,6 +280,44 @@ async def tags(request: Request) -> JSONBytes:
         for model in state.serving.registry.models
     ]
     return JSONBytes({"models": models})
+
+
+@router.get("/api/ps", summary="The loaded models (Ollama's shape)")
+async def ps(request: Request) -> JSONBytes:
+    serving = state_of(request).serving
+    models = []
+    for model in serving.registry.models:
+        service = model.loaded
+        if service is None:
+            continue
+        models.append(
+            {
+                "name": model.id,
+                "model": model.id,
+                "size": serving.residency.size_of(model),
+                "digest": "",
+                "details": {
+                    "parent_model": "",
+                    "format": service.kind,
+                    "family": model.metadata.family or "",
+                    "families": None,
+                    "parameter_size": "",
+                    "quantization_level": (service.precision or "").upper(),
+                },
+                "expires_at": _wall_clock(model.expires_at),
+                "size_vram": 0,
+                "context_length": service.max_tokens,
+            }
+        )
+    return JSONBytes({"models": models})
+
+
+def _wall_clock(monotonic: float | None) -> str | None:
+    """A time.monotonic() instant as Ollama writes times (None: never)."""
+    if monotonic is None:
+        return None
+    instant = time.time() + (monotonic - time.monotonic())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
 
 
 @router.get("/api/version", summary="The server's version (Ollama's shape)")

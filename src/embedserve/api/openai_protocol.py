@@ -149,6 +149,12 @@ class ModelCard(BaseModel):
     dimension: int | None = Field(description="Length of the model's embeddings.")
     max_tokens: int = Field(description="Longest input the model reads, in its own tokens.")
     ready: bool = Field(description="Whether the model is loaded.")
+    loaded: bool = Field(
+        default=False,
+        description="The same: under --memory-budget or a keep-alive a model may be unloaded, "
+        "and loads again on its next request.",
+    )
+    pinned: bool = Field(default=False, description="Never unloaded to make room for another.")
     aliases: list[str] = Field(description="Other names requests may use.")
     task: str = Field(default="embed", description='"embed", or "rerank" for a cross-encoder.')
     pooling: str | None = Field(description="How token vectors are pooled.")
@@ -178,8 +184,9 @@ class ModelCard(BaseModel):
     )
     memory_bytes: int | None = Field(
         default=None,
-        description="What loading the model added to the server's resident memory, measured "
-        "(null until loaded).",
+        description="What loading the model added to the server's resident memory: measured at "
+        "its load (this process's, or the last one remembered for its build), else estimated "
+        "from its weights' files.",
     )
 
 

@@ -91,6 +91,7 @@ async def _card(
         "dimension": (service.dimension if service else None) or model.metadata.dimension,
         "max_tokens": service.max_tokens if service else model.metadata.max_tokens,
         "ready": service is not None,
+        "loaded": service is not None,
         "aliases": list(model.aliases),
         "task": model.task,
         "pooling": model.metadata.pooling,
@@ -102,6 +103,8 @@ async def _card(
         "prompts": dict(model.metadata.prompts or {}),
         "quantization_ranges": ranges.tolist() if ranges is not None else None,
         "limits": serving.limits(model),
-        # what loading it added to the process's resident memory (measured, not estimated)
-        "memory_bytes": model.memory_bytes,
+        # what loading it added to the process's resident memory, as measured (this process's
+        # load, or remembered from an earlier one), else estimated from its weights
+        "memory_bytes": serving.residency.size_of(model),
+        "pinned": model.pinned,
     }

@@ -28,11 +28,13 @@ async def metrics(request: Request) -> Response:
 @router.get("/ready", summary="Readiness: 200 once every model is loaded, else 503")
 async def ready(request: Request) -> JSONBytes:
     state = state_of(request)
-    registry = state.serving.registry
+    serving = state.serving
+    registry = serving.registry
     models = [
-        {"id": m.id, "ready": m.loaded is not None, "error": m.error} for m in registry.models
+        {"id": m.id, "ready": m.loaded is not None, "state": serving.state_of(m), "error": m.error}
+        for m in registry.models
     ]
-    is_ready = registry.ready and not state.draining
+    is_ready = serving.ready and not state.draining
     if state.draining:
         status = "draining"
     elif any(m.error for m in registry.models):

@@ -60,6 +60,9 @@ class Declared:
     job: bool = False
     """`embedserve embed` takes it too: it chooses the model or its engine, not HTTP."""
 
+    parse: Callable[[str], Any] | None = None
+    """How a string spells the value where it is not a plain number ("6GiB", "5m")."""
+
 
 def setting(default: Any, help: str, *, secret: bool = False, **options: Any) -> Any:
     """A dataclass field declared as a setting (see `Declared` for the options); a `secret`
@@ -119,14 +122,17 @@ class Described:
         if self.optional and text.strip().lower() in ("", "none", "null"):
             return None
         try:
+            if self.declared.parse is not None:
+                return self.declared.parse(text)
             if self.kind == "bool":
                 return boolean(text)
             if self.kind == "int":
                 return int(text)
             if self.kind == "float":
                 return float(text)
-        except ValueError:
-            raise ConfigError(f"{where} is not a valid value") from None
+        except ValueError as exc:
+            reason = f": {exc}" if self.declared.parse is not None else ""
+            raise ConfigError(f"{where} is not a valid value{reason}") from None
         if self.kind == "strings":
             return tuple(part.strip() for part in text.split(",") if part.strip())
         if self.kind == "choice" and text not in self.choices:

@@ -126,6 +126,8 @@ def add_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = Non
         value: dict[str, Any] = {"metavar": described.declared.metavar or described.name.upper()}
         if described.kind == "bool":
             value = {"type": boolean_flag, "nargs": "?", "const": True, "metavar": "BOOL"}
+        elif described.declared.parse is not None:
+            value["type"] = _parsed(described.declared.parse)
         parser.add_argument(
             *described.flags,
             dest=MODEL_OPS,
@@ -158,7 +160,9 @@ def _add_setting(parser: argparse.ArgumentParser, described: Described) -> None:
     elif kind == "choice":
         options |= {"choices": described.choices}
     else:
-        convert = {"int": int, "float": float, "str": str}[kind]
+        convert: Callable[[str], Any] = {"int": int, "float": float, "str": str}[kind]
+        if described.declared.parse is not None:
+            convert = _parsed(described.declared.parse)
         options |= {"type": _or_none(convert) if described.optional else convert}
         options["metavar"] = described.declared.metavar
     parser.add_argument(*described.flags, help=help_text(described), **options)
@@ -183,6 +187,18 @@ def _bounded(convert: Callable[[str], Any], bound: Bound) -> Callable[[str], Any
         return value
 
     return parse
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A declared parser, its ValueError said as argparse says a bad value."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:

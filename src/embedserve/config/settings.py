@@ -16,6 +16,7 @@ from embedserve.config.declare import (
     describe,
     setting,
 )
+from embedserve.config.quantities import parse_bytes, parse_duration
 
 TokenIdMode = Literal["tiktoken", "native", "reject"]
 Precision = Literal["fp32", "int8", "bf16", "fp16"]
@@ -62,6 +63,18 @@ class ModelSpec:
         "jina-embeddings-v2/v3, gte-multilingual, older nomic repos); without it such a model "
         "is refused",
     )
+    pinned: bool = setting(
+        False, "under --memory-budget, never unloaded to make room for another model"
+    )
+    keep_alive_s: float | None = setting(
+        None,
+        "unload the model after it has been idle this long (5m, 1h, seconds; negative: never)",
+        flags=("--model-keep-alive",),
+        key="keep_alive",
+        parse=parse_duration,
+        metavar="DURATION",
+        shown_default="--keep-alive",
+    )
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,25 @@ class Settings:
         True,
         "load and warm the models before the port accepts traffic; false loads each on first use",
         flags=("--pre_load_embedding_model", "--preload"),
+    )
+    memory_budget: int | None = setting(
+        None,
+        "resident memory the models may hold together (6GiB, 800MB, bytes): each loads on its "
+        "first request, evicting the least recently used idle ones to fit",
+        parse=parse_bytes,
+        metavar="SIZE",
+        shown_default="none: every model loads at start-up and stays",
+    )
+    keep_alive_s: float | None = setting(
+        None,
+        "unload a model idle this long (5m, 1h, seconds; negative: never); it loads again on "
+        "its next request",
+        flags=("--keep-alive",),
+        key="keep_alive",
+        env="EMBEDSERVE_KEEP_ALIVE",
+        parse=parse_duration,
+        metavar="DURATION",
+        shown_default="never",
     )
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N", job=True)
     backend: str = setting(

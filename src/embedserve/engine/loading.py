@@ -4,6 +4,7 @@ a faster precision against fp32, sizes its batches and warms it up. No HTTP here
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve import machine
+from embedserve import __version__, machine
 from embedserve.backends.base import Backend
 from embedserve.backends.onnx_build import ExportFailed, export_key
 from embedserve.backends.packed_export import packed_key, serves_packed
@@ -72,6 +73,15 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
         default=settings.default_model,
         default_reranker=settings.default_reranker,
     )
+
+
+def build_key(source: ModelSource, settings: Settings) -> str:
+    """What determines what a model's load builds, and so its size and its vectors: its graph
+    (or upstream), and the settings that choose its engine."""
+    upstream = source.upstream
+    graph = f"openai:{upstream}" if upstream is not None else graph_digest(source.files)
+    engine = (settings.backend, settings.precision, settings.device, settings.streams)
+    return hashlib.sha256(repr((graph, engine, __version__)).encode()).hexdigest()[:24]
 
 
 def cache_root(settings: Settings) -> Path:

@@ -40,14 +40,22 @@ class ServedModel:
         self.instructions = instructions_for(
             source.id, self.metadata.prompts, spec.query_instruction, spec.document_instruction
         )
+        self.pinned = spec.pinned
+        self.keep_alive_s = spec.keep_alive_s
         self.error: str | None = None
         self.load_seconds: float | None = None
-        self.memory_bytes: int | None = None  # resident memory its load added
+        self.memory_bytes: int | None = None  # resident memory its last load added
+        self.loads = 0
+        # kept by the Residency: requests holding it, when the last one ended, when it unloads
+        self.in_flight = 0
+        self.last_used = 0.0
+        self.expires_at: float | None = None
         self._loader = loader
         self._service: Service | None = None
         self._lock = threading.Lock()
         self._pending: asyncio.Future[Service] | None = None
         self._on_load: list[Callable[[Service], None]] = []
+        self._on_unload: list[Callable[[str], None]] = []
         self._closed = False  # closed by aclose until opened again
 
     @property
@@ -88,6 +96,7 @@ class ServedModel:
                     log.exception("model %s failed to load", self.id)
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}") from exc
                 self.load_seconds = time.perf_counter() - started
+                self.loads += 1
                 after = resident_bytes()
                 if resident is not None and after is not None:
                     self.memory_bytes = max(0, after - resident)
@@ -107,6 +116,21 @@ class ServedModel:
             self._on_load.append(callback)
             if self._service is not None:
                 callback(self._service)
+
+    def when_unloaded(self, callback: Callable[[str], None]) -> None:
+        """Call `callback` with the reason ("evicted", "expired") each time it is unloaded."""
+        self._on_unload.append(callback)
+
+    def unload(self, reason: str) -> Service | None:
+        """Detach the loaded service (the caller closes it); the next request loads it again."""
+        with self._lock:
+            service, self._service = self._service, None
+            self._pending = None
+            self.expires_at = None
+        if service is not None:
+            for callback in self._on_unload:
+                callback(reason)
+        return service
 
     async def service(self) -> Service:
         """The loaded service; loads it off the event loop on first use, once."""

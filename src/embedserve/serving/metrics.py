@@ -1,5 +1,5 @@
 """Prometheus metrics, one registry per app: requests, latency, queue depth, batches, tokens,
-model load time and rejections. Keys and inputs never become labels."""
+models' loads, unloads and memory, and rejections. Keys and inputs never become labels."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from prometheus_client import (
 
 from embedserve.engine.batcher import BatchReport
 from embedserve.engine.registry import ModelRegistry, ServedModel, Service
+from embedserve.engine.residency import Residency
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -34,7 +35,7 @@ BATCH_STATUSES = (
 
 
 class Metrics:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, residency: Residency | None = None) -> None:
         self.collector = CollectorRegistry()  # this app's own, so apps never share counters
         r = self.collector
         self.requests = Counter(
@@ -102,8 +103,40 @@ class Metrics:
             "embedserve_model_load_seconds", "Time the model took to load", ["model"], registry=r
         )
         self.ready = Gauge(
-            "embedserve_model_ready", "1 once the model is loaded", ["model"], registry=r
+            "embedserve_model_ready", "1 while the model is loaded", ["model"], registry=r
         )
+        self.loads = Counter("embedserve_model_loads", "Model loads", ["model"], registry=r)
+        self.unloads = Counter(
+            "embedserve_model_unloads",
+            "Model unloads: evicted for room, or idle past their keep-alive",
+            ["model"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "embedserve_model_evictions",
+            "Models unloaded to make room for another under the memory budget",
+            ["model"],
+            registry=r,
+        )
+        self.memory = Gauge(
+            "embedserve_model_memory_bytes",
+            "Resident memory a loaded model holds, as measured at its load (0: not loaded)",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "embedserve_model_requests_in_flight",
+            "Requests holding the model (queued or computing): it is not unloaded meanwhile",
+            ["model"],
+            registry=r,
+        )
+        self.residency = residency
+        if residency is not None and residency.budget is not None:
+            Gauge(
+                "embedserve_memory_budget_bytes",
+                "What the loaded models may hold together (--memory-budget)",
+                registry=r,
+            ).set(residency.budget)
         for model in registry.models:
             self._watch(model)
 
@@ -129,6 +162,25 @@ class Metrics:
         self.queue.labels(name).set_function(lambda: _queued(model.loaded))
         self.background_queue.labels(name).set_function(lambda: _queued(model.loaded, True))
         model.when_loaded(lambda service: self._observe_batches(name, service))
+        model.when_loaded(lambda _: self.loads.labels(name).inc())
+        model.when_unloaded(lambda reason: self._unloaded(name, reason))
+        self.loads.labels(name)
+        self.unloads.labels(name)
+        self.evictions.labels(name)
+        self.memory.labels(name).set_function(lambda: self._memory_of(model))
+        self.in_flight.labels(name).set_function(lambda: model.in_flight)
+
+    def _unloaded(self, name: str, reason: str) -> None:
+        self.unloads.labels(name).inc()
+        if reason == "evicted":
+            self.evictions.labels(name).inc()
+
+    def _memory_of(self, model: ServedModel) -> float:
+        if model.loaded is None:
+            return 0.0
+        if self.residency is not None:
+            return float(self.residency.size_of(model))
+        return float(model.memory_bytes or 0)
 
     def _observe_batches(self, name: str, service: Service) -> None:
         batcher = service.batcher

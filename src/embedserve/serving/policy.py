@@ -16,9 +16,11 @@ import numpy as np
 
 from embedserve.config import Settings
 from embedserve.engine.embedder import EmbeddingService, EmbedOptions, LocalModel
-from embedserve.engine.loading import build_registry
-from embedserve.engine.registry import ModelRegistry, ServedModel
+from embedserve.engine.loading import build_key, build_registry, cache_root
+from embedserve.engine.model_sizes import ModelSizes
+from embedserve.engine.registry import ModelRegistry, ServedModel, Service
 from embedserve.engine.reranker import Reranker
+from embedserve.engine.residency import Residency
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
 from embedserve.models.tokenizer import ModelTokenizer, Token
 from embedserve.serving.metrics import Metrics
@@ -38,22 +40,40 @@ class Serving:
     """What every route and job calls: settings, the served models and the metrics; and their
     lifecycle (start, close), which an app's lifespan or a job drives."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, registry: ModelRegistry, metrics: Metrics, residency: Residency
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
+        self.residency = residency
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry | None = None) -> Serving:
         """Serving for `settings`' models (resolved now, failing fast; loaded by `start`), or
         for `registry`'s."""
         registry = registry if registry is not None else build_registry(settings)
-        return cls(settings, registry, Metrics(registry))
+        sizes = ModelSizes(
+            cache_root(settings) / "model-sizes.json",
+            key=lambda model: build_key(model.source, settings),
+        )
+        residency = Residency(
+            registry.models,
+            budget=settings.memory_budget,
+            keep_alive_s=settings.keep_alive_s,
+            sizes=sizes,
+            load_timeout_s=settings.request_timeout_s,
+        )
+        return cls(settings, registry, Metrics(registry, residency), residency)
 
     async def start(self, stop_requested: Callable[[], bool] = lambda: False) -> None:
-        """Open the models and, with --preload, load and warm each, one after another (each
-        times its own passes), until `stop_requested()` says to give up."""
+        """Open the models and, with --preload and no memory budget, load and warm each, one
+        after another (each times its own passes), until `stop_requested()` says to give up."""
         self.registry.open()
+        self.residency.start()
+        if self.residency.on_demand:
+            log.info("models load on first use, within the memory budget")
+            return
         if not self.settings.preload:
             log.info("models load on first use (--pre_load_embedding_model=False)")
             return
@@ -61,11 +81,34 @@ class Serving:
             if stop_requested():
                 log.info("stopping during start-up: %s left unloaded", model.id)
                 return
-            await asyncio.to_thread(model.load)
+            await self.residency.preload(model)
         log.info("serving %s", ", ".join(m.id for m in self.registry.models))
 
     async def close(self) -> None:
+        await self.residency.close()
         await self.registry.aclose()
+
+    async def keep(self, model: ServedModel, keep_alive_s: float) -> None:
+        """Load `model` (if it is not) to stay `keep_alive_s` idle; 0 unloads it now."""
+        if keep_alive_s == 0:
+            await self.residency.unload(model, "expired")
+            return
+        async with self.residency.use(model, keep_alive_s):
+            pass
+
+    @property
+    def ready(self) -> bool:
+        """Every model loaded, or unloaded and able to load on its next request."""
+        return all(self.state_of(m) in ("ready", "unloaded") for m in self.registry.models)
+
+    def state_of(self, model: ServedModel) -> str:
+        """ "ready" (loaded), "failed", "unloaded" (loads on its next request: under a budget,
+        or since its keep-alive ran out) or "loading" (at start-up)."""
+        if model.loaded is not None:
+            return "ready"
+        if model.error is not None:
+            return "failed"
+        return "unloaded" if self.residency.on_demand or model.loads else "loading"
 
     def check_count(self, count: int, field: str = "input") -> None:
         """At most --max-inputs inputs a request."""
@@ -90,13 +133,14 @@ class Serving:
         prompt named, first)."""
         model = self.model(name)
         self.check_count(len(texts), "inputs")
-        tokenizer = await self._tokenizer(model)
         instruction = ""
         if input_type or prompt_name is not None:
             instruction = instruction_for(model, input_type or "document", prompt_name)
-        tokens = await asyncio.to_thread(
-            lambda: [tokenizer.tokens(instruction + text, special=special) for text in texts]
-        )
+        async with self.residency.use(model) as service:
+            tokenizer = _tokenizer(model, service)
+            tokens = await asyncio.to_thread(
+                lambda: [tokenizer.tokens(instruction + text, special=special) for text in texts]
+            )
         return model, tokens
 
     async def decode(
@@ -105,18 +149,9 @@ class Serving:
         """The text each sequence of token ids stands for, in the model's own vocabulary."""
         model = self.model(name)
         self.check_count(len(ids), "ids")
-        tokenizer = await self._tokenizer(model)
-        return await asyncio.to_thread(tokenizer.decode, ids, skip_special=skip_special)
-
-    async def _tokenizer(self, model: ServedModel) -> ModelTokenizer:
-        """The embedding model's tokenizer (an upstream's is not here)."""
-        tokenizer = (await self.embedding_service(model)).tokenizer
-        if tokenizer is None:
-            raise InvalidInput(
-                f"{model.id} is served by an upstream API: its tokenizer is not here",
-                code="no_tokenizer",
-            )
-        return tokenizer
+        async with self.residency.use(model) as service:
+            tokenizer = _tokenizer(model, service)
+            return await asyncio.to_thread(tokenizer.decode, ids, skip_special=skip_special)
 
     async def similarity(
         self, source: str, sentences: list[str], options: EmbedRequest
@@ -133,19 +168,19 @@ class Serving:
         embedding model as the cosine of the query (embedded as a query) and each document."""
         model = self.model(request.model, "rerank")
         self.check_count(len(request.documents), "documents")
-        service = await model.service()
-        if isinstance(service, Reranker):
-            truncate = self.settings.truncate if request.truncate is None else request.truncate
-            scored = await service.rerank(
-                request.query,
-                request.documents,
-                raw=request.raw,
-                truncate=truncate,
-                left=request.truncate_left,
-                max_tokens=self.settings.max_request_tokens,
-            )
-            self.metrics.embedded(model.id, len(request.documents), scored.prompt_tokens)
-            return _ranked(model, scored.scores, scored.prompt_tokens, "cross-encoder", request)
+        async with self.residency.use(model) as service:
+            if isinstance(service, Reranker):
+                truncate = self.settings.truncate if request.truncate is None else request.truncate
+                scored = await service.rerank(
+                    request.query,
+                    request.documents,
+                    raw=request.raw,
+                    truncate=truncate,
+                    left=request.truncate_left,
+                    max_tokens=self.settings.max_request_tokens,
+                )
+                self.metrics.embedded(model.id, len(request.documents), scored.prompt_tokens)
+                return _ranked(model, scored.scores, scored.prompt_tokens, "cross-encoder", request)
         asked: list[tuple[Sequence[str], InputType]] = [
             ([request.query], "query"),
             (request.documents, "document"),
@@ -167,32 +202,25 @@ class Serving:
         return _ranked(model, scores, tokens, "cosine", request)
 
     async def embedding_service(self, model: ServedModel) -> EmbeddingService:
-        """The model's loaded embedding service (loaded now if it is not): a reranker's is not
-        one, and a request that would embed with it is refused."""
-        service = await model.service()
-        if isinstance(service, Reranker):
-            raise InvalidInput(
-                f"{model.id} is a reranker (a cross-encoder): it scores query-document pairs "
-                f"on /v1/rerank and does not embed; ask an embedding model",
-                param="model",
-                code="model_cannot_embed",
-            )
-        return service
+        """The model's loaded embedding service (loaded now if it is not), for a job that holds
+        it throughout: a reranker's is not one, and a job that would embed with it is refused."""
+        return _embedding(model, await self.residency.load(model))
 
     async def token_vectors(self, request: EmbedRequest) -> list[np.ndarray]:
         """Each input's token vectors, unpooled (TEI's /embed_all)."""
         model = self.model(request.model)
         self.check_count(len(request.inputs))
-        service = await self.embedding_service(model)
-        if not isinstance(service, LocalModel):
-            raise InvalidInput(
-                f"{model.id} passes through to an upstream API, which gives pooled vectors "
-                f"only; per-token vectors come from a local model",
-                param="model",
-                code="token_vectors_unavailable",
-            )
-        options = self._options(model, request)
-        vectors, tokens = await service.token_vectors(request.inputs, options)
+        async with self.residency.use(model, request.keep_alive_s) as loaded:
+            service = _embedding(model, loaded)
+            if not isinstance(service, LocalModel):
+                raise InvalidInput(
+                    f"{model.id} passes through to an upstream API, which gives pooled vectors "
+                    f"only; per-token vectors come from a local model",
+                    param="model",
+                    code="token_vectors_unavailable",
+                )
+            options = self._options(model, request)
+            vectors, tokens = await service.token_vectors(request.inputs, options)
         self.metrics.embedded(model.id, len(request.inputs), tokens)
         return vectors
 
@@ -237,7 +265,13 @@ class Serving:
         model = self.model(request.model)
         count = len(request.inputs)
         self.check_count(count)
-        service = await self.embedding_service(model)
+        async with self.residency.use(model, request.keep_alive_s) as loaded:
+            return await self._embed(model, _embedding(model, loaded), request)
+
+    async def _embed(
+        self, model: ServedModel, service: EmbeddingService, request: EmbedRequest
+    ) -> Embedded:
+        count = len(request.inputs)
         _check_dimensions(request.dimensions, service.dimension)
         _check_bits(request.encodings, request.dimensions or service.dimension)
         ranges = {name: await _ranges(model, service, name, request) for name in request.encodings}
@@ -264,6 +298,30 @@ class Serving:
 
 
 INPUT_TYPES = ("query", "document", "passage")
+
+
+def _embedding(model: ServedModel, service: Service) -> EmbeddingService:
+    """`service` as an embedding service: a reranker's is not one, and a request that would
+    embed with it is refused."""
+    if isinstance(service, Reranker):
+        raise InvalidInput(
+            f"{model.id} is a reranker (a cross-encoder): it scores query-document pairs "
+            f"on /v1/rerank and does not embed; ask an embedding model",
+            param="model",
+            code="model_cannot_embed",
+        )
+    return service
+
+
+def _tokenizer(model: ServedModel, service: Service) -> ModelTokenizer:
+    """The embedding model's tokenizer (an upstream's is not here)."""
+    tokenizer = _embedding(model, service).tokenizer
+    if tokenizer is None:
+        raise InvalidInput(
+            f"{model.id} is served by an upstream API: its tokenizer is not here",
+            code="no_tokenizer",
+        )
+    return tokenizer
 
 
 def _ranked(

@@ -47,6 +47,10 @@ class EmbedRequest:
     encodings: tuple[str, ...] = ()
     """Integer encodings to return besides the floats (int8, uint8, binary, ubinary)."""
 
+    keep_alive_s: float | None = None
+    """How long the model stays loaded once idle after this request (Ollama's keep_alive;
+    0 unloads it at once, negative keeps it); None: its configured keep-alive."""
+
 
 @dataclass(frozen=True)
 class Embedded:

@@ -43,8 +43,9 @@ async function models() {
   body.replaceChildren(...list.data.map((card) => {
     const row = el("tr", { "data-model": card.id });
     const state = ready[card.id] || (card.ready ? "ready" : "loading");
+    const memory = card.memory_bytes == null ? "–" : `${Math.round(card.memory_bytes / 2 ** 20)} MiB`;
     const cells = [card.id, card.task, card.backend || "–", card.precision || "–",
-      card.dimension ?? "–", state];
+      card.dimension ?? "–", memory, state];
     cells.forEach((value) => row.append(el("td", {}, String(value))));
     if (card.selection) row.title = card.selection;
     return row;
@@ -60,10 +61,11 @@ async function readiness() {
   }
 }
 
-// Each model's state in /ready's answer: a loaded one is ready, or draining with the server.
+// Each model's state in /ready's answer (ready, unloaded, loading or failed); a loaded one
+// is draining with the server.
 function modelStates(answer) {
-  const loaded = answer.status === "draining" ? "draining" : "ready";
-  return Object.fromEntries(answer.models.map((m) => [m.id, m.ready ? loaded : m.error ? "failed" : "loading"]));
+  const draining = answer.status === "draining";
+  return Object.fromEntries(answer.models.map((m) => [m.id, m.ready && draining ? "draining" : m.state]));
 }
 
 async function traffic() {
