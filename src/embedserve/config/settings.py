@@ -122,6 +122,14 @@ class Settings:
         metavar="DURATION",
         shown_default="never",
     )
+    embedding_cache: int = setting(
+        0,
+        "bytes of pooled vectors kept to answer repeated texts without computing them again "
+        "(exactly the vectors computed before; least recently used dropped); 0: off",
+        parse=parse_bytes,
+        bound=AT_LEAST_0,
+        metavar="SIZE",
+    )
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N", job=True)
     backend: str = setting(
         "auto",

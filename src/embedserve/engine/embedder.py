@@ -47,6 +47,9 @@ class EmbedOptions:
     max_tokens: int | None = None
     """Most tokens the inputs may hold together (InvalidInput past it)."""
 
+    counted_tokens: int = 0
+    """Tokens of the same request counted against `max_tokens` elsewhere (its cached inputs)."""
+
     background: bool = False
     """Batch-job work: computed only when no online request waits."""
 
@@ -61,6 +64,9 @@ class Embeddings:
 
     prompt_tokens: int
     """Tokens the model processed (after truncation, special tokens included), summed."""
+
+    lengths: tuple[int, ...] = ()
+    """Each input's tokens, where the model reports them (a batched local model)."""
 
 
 class EmbeddingService(Protocol):
@@ -167,7 +173,7 @@ class LocalModel:
         else:
             loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(None, self.tokenize, *tokenizing)
-        check_request_tokens(sequences, options.max_tokens)
+        check_request_tokens(sequences, options.max_tokens, counted=options.counted_tokens)
         return sequences
 
     async def _calibration_vectors(self, texts: list[str]) -> np.ndarray:
@@ -276,7 +282,8 @@ class Embedder(LocalModel):
             normalize=options.normalize,
             layer_norm=self.layer_norm_before_cut,
         )
-        return Embeddings(vectors, sum(map(len, sequences)))
+        lengths = tuple(map(len, sequences))
+        return Embeddings(vectors, sum(lengths), lengths)
 
     def close(self) -> None:
         """Stop the batcher's threads (waiting for the pass in flight)."""
@@ -299,10 +306,10 @@ def tokenizes_inline(items: Sequence[Item], instruction: str) -> bool:
 
 
 def check_request_tokens(
-    sequences: list[list[int]], limit: int | None, field: str = "input"
+    sequences: list[list[int]], limit: int | None, field: str = "input", counted: int = 0
 ) -> None:
-    """At most --max-request-tokens tokens a request."""
-    total = sum(map(len, sequences))
+    """At most --max-request-tokens tokens a request (`counted` of them not in `sequences`)."""
+    total = counted + sum(map(len, sequences))
     if limit is not None and total > limit:
         raise InvalidInput(
             f"the request holds {total} tokens, more than this server's limit of {limit} per "

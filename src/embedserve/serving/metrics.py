@@ -17,6 +17,7 @@ from prometheus_client import (
 from embedserve.engine.batcher import BatchReport
 from embedserve.engine.registry import ModelRegistry, ServedModel, Service
 from embedserve.engine.residency import Residency
+from embedserve.serving.embedding_cache import EmbeddingCache
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -130,6 +131,22 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.cache_hits = Counter(
+            "embedserve_embedding_cache_hits",
+            "Inputs answered from the embedding cache",
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "embedserve_embedding_cache_misses",
+            "Inputs the embedding cache did not hold (computed, then kept)",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "embedserve_embedding_cache_bytes", "Bytes the embedding cache holds", registry=r
+        )
+        self.cache_entries = Gauge(
+            "embedserve_embedding_cache_entries", "Vectors the embedding cache holds", registry=r
+        )
         self.residency = residency
         if residency is not None and residency.budget is not None:
             Gauge(
@@ -139,6 +156,11 @@ class Metrics:
             ).set(residency.budget)
         for model in registry.models:
             self._watch(model)
+
+    def watch_cache(self, cache: EmbeddingCache | None) -> None:
+        """Report `cache`'s size (none: an empty one)."""
+        self.cache_bytes.set_function(lambda: cache.bytes if cache else 0)
+        self.cache_entries.set_function(lambda: len(cache) if cache else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.collector)

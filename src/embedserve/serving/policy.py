@@ -15,7 +15,13 @@ from typing import Any, Literal
 import numpy as np
 
 from embedserve.config import Settings
-from embedserve.engine.embedder import EmbeddingService, EmbedOptions, LocalModel
+from embedserve.engine.embedder import (
+    Embedder,
+    Embeddings,
+    EmbeddingService,
+    EmbedOptions,
+    LocalModel,
+)
 from embedserve.engine.loading import build_key, build_registry, cache_root
 from embedserve.engine.model_sizes import ModelSizes
 from embedserve.engine.registry import ModelRegistry, ServedModel, Service
@@ -23,6 +29,7 @@ from embedserve.engine.reranker import Reranker
 from embedserve.engine.residency import Residency
 from embedserve.errors import InvalidInput, Overloaded, QueueTimeout
 from embedserve.models.tokenizer import ModelTokenizer, Token
+from embedserve.serving.embedding_cache import EmbeddingCache, embed_through
 from embedserve.serving.metrics import Metrics
 from embedserve.serving.quantize import BIT_ENCODINGS, RANGED_ENCODINGS, quantized
 from embedserve.serving.requests import (
@@ -47,6 +54,8 @@ class Serving:
         self.registry = registry
         self.metrics = metrics
         self.residency = residency
+        self.cache = EmbeddingCache(settings.embedding_cache) if settings.embedding_cache else None
+        metrics.watch_cache(self.cache)
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry | None = None) -> Serving:
@@ -283,7 +292,7 @@ class Serving:
             background=request.background,
         )
         try:
-            result = await service.embed(request.inputs, options)
+            result = await self._computed_or_cached(model, service, request.inputs, options)
         except Overloaded as exc:
             reason = "timeout" if isinstance(exc, QueueTimeout) else "queue_full"
             self.metrics.rejected.labels(model.id, reason).inc()
@@ -295,6 +304,24 @@ class Serving:
             if name not in ("float", "base64")
         }
         return Embedded(model.id, result.vectors, result.prompt_tokens, encoded)
+
+    async def _computed_or_cached(
+        self,
+        model: ServedModel,
+        service: EmbeddingService,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        options: EmbedOptions,
+    ) -> Embeddings:
+        """Texts through the embedding cache where it is on (a batched local model's; token
+        ids and other models' inputs are computed), else computed."""
+        texts = [text for text in inputs if isinstance(text, str)]
+        if self.cache is None or not isinstance(service, Embedder) or len(texts) < len(inputs):
+            return await service.embed(inputs, options)
+        build = self.residency.sizes.key(model)
+        result, hits = await embed_through(self.cache, build, service, texts, options)
+        self.metrics.cache_hits.inc(hits)
+        self.metrics.cache_misses.inc(len(texts) - hits)
+        return result
 
 
 INPUT_TYPES = ("query", "document", "passage")
