@@ -72,7 +72,9 @@ def test_a_repeated_text_is_the_same_vector_from_the_cache_in_every_encoding(ser
     cut = embed(server, texts, dimensions=64)
     assert embed(server, texts, dimensions=64) == cut
     full = np.asarray(first)[:, :64]
-    assert np.allclose(np.asarray(cut), full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-6)
+    assert np.allclose(
+        np.asarray(cut), full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-6
+    )
     quantized = embed(server, texts, encoding_format="int8")
     assert embed(server, texts, encoding_format="int8") == quantized
     hits = counts(server)["hits"] - after_first["hits"]
