@@ -33,6 +33,7 @@ from embedserve.api.encoding import JSONBytes
 from embedserve.api.limits import BodyLimit
 from embedserve.api.observe import HEADER, RequestContext
 from embedserve.api.state import AppState
+from embedserve.api.tracing import TraceRequests, Tracing, tracing_for
 from embedserve.batches.service import Batches
 from embedserve.config import Settings
 from embedserve.engine.registry import ModelRegistry
@@ -42,9 +43,13 @@ from embedserve.serving.policy import Serving
 _BODY_HEADERS = ("content-length", "content-type")
 
 
-def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, registry: ModelRegistry | None = None, tracing: Tracing | None = None
+) -> FastAPI:
     """The app serving `settings`' models (or `registry`'s, already built). Resolving the
-    models happens here and fails fast; loading them happens in the lifespan."""
+    models happens here and fails fast; loading them happens in the lifespan. `tracing`: where
+    its traces go (default: --otlp-endpoint's, or none)."""
+    tracing = tracing or tracing_for(settings)
     serving = Serving.build(settings, registry)
     app = FastAPI(
         title="embedserve",
@@ -53,7 +58,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         lifespan=_lifespan,
     )
     batches = Batches(settings, partial(batches_routes.run_line, serving), serving.metrics)
-    app.state.embedserve = AppState(settings, serving, batches)
+    app.state.embedserve = AppState(settings, serving, batches, tracing=tracing)
     errors.install(app)
     _include_routes(app)
     if settings.web_page:
@@ -76,9 +81,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             EnvelopeCORS,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", HEADER],
+            allow_headers=["Authorization", "Content-Type", HEADER, "traceparent", "tracestate"],
             expose_headers=[HEADER, "Retry-After"],
         )
+    if tracing is not None:  # inside RequestContext: its spans carry the request id
+        app.add_middleware(TraceRequests, tracing=tracing)
     app.add_middleware(RequestContext, metrics=serving.metrics, access_log=settings.access_log)
     app.add_middleware(StartupFailure)
     return app
@@ -119,6 +126,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await state.batches.close()
         await state.serving.close()
+        if state.tracing is not None:
+            state.tracing.shutdown()
 
 
 class StartupFailure:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from embedserve import stages
 from embedserve.api.encoding import JSONBytes, render_json
 from embedserve.errors import ClientGone
 
@@ -43,10 +44,17 @@ async def _disconnected(request: Request) -> None:
 
 async def json_response(content: Any, numbers: int, status_code: int = 200) -> Response:
     """`content` as JSON; `numbers` (how many floats it holds) decides where it is rendered."""
+    recording = stages.current()
+    started_ns = stages.now_if(recording)
+    response: Response
     if numbers < _INLINE_FLOATS:
-        return JSONBytes(content, status_code=status_code)
-    body = await asyncio.to_thread(render_json, content)
-    return Response(body, status_code=status_code, media_type="application/json")
+        response = JSONBytes(content, status_code=status_code)
+    else:
+        body = await asyncio.to_thread(render_json, content)
+        response = Response(body, status_code=status_code, media_type="application/json")
+    if recording is not None:
+        recording.add("serialize", started_ns, floats=numbers)
+    return response
 
 
 async def json_body(request: Request) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from embedserve.batches.service import Batches
 from embedserve.config import Settings
@@ -23,3 +24,6 @@ class AppState:
 
     startup_error: EmbedServeError | None = None
     """Why the lifespan could not start the app (a model that cannot be served)."""
+
+    tracing: Any = None
+    """The app's api.tracing.Tracing where traces are on: flushed when it stops."""

@@ -321,6 +321,13 @@ class Settings:
     )
     log_level: LogLevel = setting("info", "logging level of embedserve and uvicorn", job=True)
     access_log: bool = setting(True, "log one line per HTTP request", negative="--no-access-log")
+    otlp_endpoint: str | None = setting(
+        None,
+        "an OpenTelemetry collector's OTLP/HTTP URL (http://collector:4318): a trace per request, "
+        'its tokenize, queue, compute and serialize as spans (pip install "embedserve[otel]")',
+        metavar="URL",
+        shown_default="$OTEL_EXPORTER_OTLP_ENDPOINT, else no traces",
+    )
 
     def __post_init__(self) -> None:
         """Values out of their range or choices are one clear error, whatever set them."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedserve import stages
 from embedserve.backends.base import SECOND_TEXT, UNPOOLED, Backend
 from embedserve.backends.packing import RunPacked, lay_out, packed_passes
 from embedserve.engine.admission import Admission
@@ -209,6 +210,7 @@ class Batcher:
         `background`: computed only when no online sequence waits (never refused or timed out:
         its caller bounds what it submits)."""
         loop = asyncio.get_running_loop()
+        recording = stages.current()
         job = Job(
             loop=loop,
             future=loop.create_future(),
@@ -216,6 +218,8 @@ class Batcher:
             remaining=len(sequences),
             queued=len(sequences),
             background=background,
+            stages=recording,
+            submitted_ns=stages.now_if(recording),
         )
         if not sequences:
             return job.out
@@ -385,6 +389,8 @@ class Batcher:
         run: Callable[..., np.ndarray],
     ) -> None:
         started = time.perf_counter()
+        traced = stages.traced_jobs(batch) if stages.enabled else []
+        started_ns = time.time_ns() if traced else 0
         try:
             vectors = run(*args)
         except Exception as exc:
@@ -394,6 +400,8 @@ class Batcher:
                     job.settle(error=exc)
             return
         self._report(batch, padded, time.perf_counter() - started, alone=run is not self._run)
+        if traced:
+            self._trace(traced, batch, padded, started_ns, every_core=run is not self._run)
         with self._state.changing():  # a job's rows may come back from several workers
             for item, vector in zip(batch, vectors, strict=True):
                 job = item.job
@@ -403,6 +411,29 @@ class Batcher:
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.settle()
+
+    def _trace(
+        self, jobs: list[Job], batch: list[Item], padded: int, started_ns: int, every_core: bool
+    ) -> None:
+        """Each traced request's wait for its first pass, and this pass: its rows and tokens
+        (all its requests'), how they were laid out, on which cores."""
+        ended_ns = time.time_ns()
+        tokens = sum(len(item.tokens) for item in batch)
+        for job in jobs:
+            assert job.stages is not None
+            if job.submitted_ns:  # its first pass: the queue wait ends here
+                job.stages.add("queue", job.submitted_ns, started_ns)
+                job.submitted_ns = 0
+            job.stages.add(
+                "compute",
+                started_ns,
+                ended_ns,
+                rows=len(batch),
+                tokens=tokens,
+                padded_tokens=padded,
+                layout="packed" if self._packs else "padded",
+                every_core=every_core,
+            )
 
     def _report(self, batch: list[Item], padded: int, seconds: float, alone: bool) -> None:
         tokens = sum(len(item.tokens) for item in batch)

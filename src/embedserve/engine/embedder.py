@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from embedserve import stages
 from embedserve.backends.base import Backend
 from embedserve.config import TokenIdMode
 from embedserve.engine.batcher import Batcher, BatchLimits, batcher_for, pad
@@ -168,11 +169,16 @@ class LocalModel:
         """`items` tokenized as `options` say, within the request's token limit: on the event
         loop where that costs less than the hop to a worker thread, else on one."""
         tokenizing = (items, options.truncate, options.instruction, options.truncate_left)
-        if tokenizes_inline(items, options.instruction):
+        recording = stages.current()
+        started_ns = stages.now_if(recording)
+        inline = tokenizes_inline(items, options.instruction)
+        if inline:
             sequences = self.tokenize(*tokenizing)
         else:
             loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(None, self.tokenize, *tokenizing)
+        if recording is not None:
+            recording.add("tokenize", started_ns, inputs=len(items), inline=inline)
         check_request_tokens(sequences, options.max_tokens, counted=options.counted_tokens)
         return sequences
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedserve.stages import StageLog
+
 
 @dataclass(eq=False)
 class Job:
@@ -31,6 +33,11 @@ class Job:
 
     progressed: float = field(default_factory=time.monotonic)
     """When it was submitted, or a pass of it began."""
+
+    stages: StageLog | None = None
+    """Where its queueing and passes are recorded (tracing on), from `submitted_ns`."""
+
+    submitted_ns: int = 0
 
     def settle(self, error: BaseException | None = None) -> None:
         """Resolve the caller's future, once, on its own event loop (called under the lock)."""

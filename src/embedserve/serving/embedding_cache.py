@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from embedserve import stages
 from embedserve.engine.embedder import Embedder, Embeddings, EmbedOptions
 from embedserve.engine.vectors import scaled_rows
 
@@ -84,8 +85,12 @@ async def embed_through(
     engine = (build, service.kind, service.precision, options.instruction, options.truncate)
     prefix = (*engine, options.truncate_left, service.max_tokens)
     keys = [(*prefix, text) for text in texts]
+    recording = stages.current()
+    started_ns = stages.now_if(recording)
     entries = [cache.get(key) for key in keys]
     hits = sum(entry is not None for entry in entries)
+    if recording is not None:
+        recording.add("embedding cache", started_ns, hits=hits, misses=len(texts) - hits)
     missing = list(dict.fromkeys(t for t, e in zip(texts, entries, strict=True) if e is None))
     if missing:
         counted = sum(entry.tokens for entry in entries if entry is not None)
