@@ -49,7 +49,7 @@ async def test_a_request_continues_the_callers_trace_with_a_span_per_stage(
             headers={"traceparent": TRACEPARENT},
         )
     assert answer.status_code == 200
-    spans = {span.name: span for span in exporter.get_finished_spans()}
+    spans: dict[str, Any] = {span.name: span for span in exporter.get_finished_spans()}
     server = spans["POST /v1/embeddings"]
     assert format(server.context.trace_id, "032x") == TRACE_ID
     assert format(server.parent.span_id, "016x") == CALLER_SPAN
@@ -76,7 +76,7 @@ async def test_without_a_traceparent_a_request_starts_its_own_trace(minilm: Mode
         for _ in range(2):
             assert (await client.post("/v1/embeddings", json={"input": "x"})).status_code == 200
         assert (await client.post("/v1/embeddings", json={"input": 3})).status_code == 400
-    spans = exporter.get_finished_spans()
+    spans: list[Any] = list(exporter.get_finished_spans())
     servers = [span for span in spans if span.name == "POST /v1/embeddings"]
     assert len({span.context.trace_id for span in servers}) == 3
     assert all(span.parent is None for span in servers)
@@ -89,7 +89,7 @@ async def test_without_a_traceparent_a_request_starts_its_own_trace(minilm: Mode
 def test_traces_are_off_unless_an_endpoint_is_set(minilm: ModelSource) -> None:
     registry = registry_with(minilm, fake_embedder(minilm, EchoBackend()))
     app = create_app(Settings(), registry)
-    assert not [m for m in app.user_middleware if m.cls is TraceRequests]
+    assert not [m for m in app.user_middleware if m.cls is TraceRequests]  # type: ignore[comparison-overlap]
     assert endpoint_for(Settings(), {}) is None
     assert endpoint_for(Settings(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}) == (
         "http://c:4318/v1/traces"
