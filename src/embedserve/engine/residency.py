@@ -161,9 +161,12 @@ class Residency:
                 f"budget of {shown_bytes(budget)} beside the models that cannot be unloaded "
                 f"now: {held or 'none'}; retry when they are idle"
             )
-        for victim in chosen:
-            log.info("evicting model %s to make room for %s", victim.id, model.id)
-            await self._unload(victim, "evicted")
+        # Detached at once, with no await after the check: a request arriving meanwhile for a
+        # victim finds it unloaded and waits for its own load, instead of using it as it closes.
+        detached = [(victim, victim.unload("evicted")) for victim in chosen]
+        for victim, service in detached:
+            log.info("evicted model %s to make room for %s", victim.id, model.id)
+            await self._close(victim, service, "evicted")
 
     async def unload(self, model: ServedModel, reason: str) -> bool:
         """Unload `model` now if it is idle; False if it is busy or not loaded."""
@@ -174,7 +177,10 @@ class Residency:
             return True
 
     async def _unload(self, model: ServedModel, reason: str) -> None:
-        service = model.unload(reason)
+        await self._close(model, model.unload(reason), reason)
+
+    async def _close(self, model: ServedModel, service: Service | None, reason: str) -> None:
+        """Close a detached service and give what it held back to the system."""
         if service is None:
             return
         before = machine.resident_bytes()
