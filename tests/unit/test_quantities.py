@@ -41,6 +41,12 @@ def test_what_is_neither_is_refused(text: str) -> None:
         parse_bytes(text)
 
 
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan"])
+def test_a_duration_is_finite(text: str) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        parse_duration(text)
+
+
 def test_the_budget_and_keep_alives_from_flags_and_variables() -> None:
     settings = parse_settings(
         [

@@ -7,6 +7,7 @@ input only loads or unloads it)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -101,12 +102,14 @@ class OllamaEmbeddingsBody(_Request):
 
 def _seconds(keep_alive: str | float | None) -> float | None:
     """Ollama's keep_alive in seconds: a number is seconds, a string a Go duration."""
-    if keep_alive is None or isinstance(keep_alive, int | float):
-        return keep_alive
     try:
-        return parse_duration(keep_alive)
+        if isinstance(keep_alive, str):
+            keep_alive = parse_duration(keep_alive)
+        if keep_alive is not None and not math.isfinite(keep_alive):
+            raise ValueError(f"expected a finite duration, got {keep_alive}")
     except ValueError as exc:
         raise InvalidInput(f"'keep_alive': {exc}", param="keep_alive") from None
+    return keep_alive
 
 
 class OllamaEmbedResponse(BaseModel):
@@ -317,7 +320,10 @@ def _wall_clock(monotonic: float | None) -> str | None:
     if monotonic is None:
         return None
     instant = time.time() + (monotonic - time.monotonic())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
+    except (OverflowError, ValueError, OSError):  # past year 9999: as good as never
+        return None
 
 
 @router.get("/api/version", summary="The server's version (Ollama's shape)")

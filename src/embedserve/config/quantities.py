@@ -3,6 +3,7 @@ on a command line, in a config file or in Ollama's `keep_alive`."""
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -44,9 +45,13 @@ def parse_duration(text: str) -> float:
     sign = -1.0 if stripped.startswith("-") else 1.0
     body = stripped.lstrip("+-")
     try:
-        return sign * float(body)
+        seconds = sign * float(body)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"expected a finite duration, got {text!r}")
+        return seconds
     parts = _DURATION_PART.findall(body)
     if not body or "".join(number + unit for number, unit in parts) != body:
         raise ValueError(f"expected a duration like 5m, 1h30m, 90s or seconds, got {text!r}")
