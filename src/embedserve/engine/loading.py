@@ -76,12 +76,21 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
 
 
 def build_key(source: ModelSource, settings: Settings) -> str:
-    """What determines what a model's load builds, and so its size and its vectors: its graph
-    (or upstream), and the settings that choose its engine."""
-    upstream = source.upstream
-    graph = f"openai:{upstream}" if upstream is not None else graph_digest(source.files)
+    """What determines what a model's load builds, and so its size and its vectors: its files
+    (each one's name, size and modification time: cheap enough for the event loop, where a
+    digest of gigabytes of weights is not) or its upstream, and the settings that choose its
+    engine."""
+    if source.upstream is not None:
+        files: object = f"openai:{source.upstream}"
+    else:
+        folder = source.files
+        files = sorted(
+            (str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+            for path in folder.rglob("*")
+            if path.is_file() and (stat := path.stat())
+        )
     engine = (settings.backend, settings.precision, settings.device, settings.streams)
-    return hashlib.sha256(repr((graph, engine, __version__)).encode()).hexdigest()[:24]
+    return hashlib.sha256(repr((files, engine, __version__)).encode()).hexdigest()[:24]
 
 
 def cache_root(settings: Settings) -> Path:
