@@ -7,7 +7,6 @@ input only loads or unloads it)."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -62,6 +61,10 @@ class _Request(BaseModel):
     )
     options: dict[str, Any] | None = Field(default=None, description="Accepted, ignored.")
 
+    @property
+    def keep_alive_s(self) -> float | None:
+        return _seconds(self.keep_alive)
+
 
 class OllamaEmbedBody(_Request):
     """Body of POST /api/embed."""
@@ -79,10 +82,6 @@ class OllamaEmbedBody(_Request):
     def _check_input(cls, value: Any) -> Any:
         return text_list(value, "input", allow_empty=True)
 
-    @property
-    def keep_alive_s(self) -> float | None:
-        return _seconds(self.keep_alive)
-
 
 class OllamaEmbeddingsBody(_Request):
     """Body of the legacy POST /api/embeddings."""
@@ -95,21 +94,15 @@ class OllamaEmbeddingsBody(_Request):
         check_unicode(value, "'prompt'")
         return value
 
-    @property
-    def keep_alive_s(self) -> float | None:
-        return _seconds(self.keep_alive)
-
 
 def _seconds(keep_alive: str | float | None) -> float | None:
     """Ollama's keep_alive in seconds: a number is seconds, a string a Go duration."""
+    if keep_alive is None:
+        return None
     try:
-        if isinstance(keep_alive, str):
-            keep_alive = parse_duration(keep_alive)
-        if keep_alive is not None and not math.isfinite(keep_alive):
-            raise ValueError(f"expected a finite duration, got {keep_alive}")
+        return parse_duration(str(keep_alive))
     except ValueError as exc:
         raise InvalidInput(f"'keep_alive': {exc}", param="keep_alive") from None
-    return keep_alive
 
 
 class OllamaEmbedResponse(BaseModel):

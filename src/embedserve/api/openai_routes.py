@@ -78,11 +78,12 @@ async def _card(
     *,
     measure: bool = True,
 ) -> dict[str, Any]:
-    service = model.loaded
-    # int8/uint8 ranges of vectors cut to `dimensions` (and renormalized), as requests get them.
+    # int8/uint8 ranges of vectors cut to `dimensions` (and renormalized), as requests get them;
+    # held while they are measured (a pass through its batcher), so that it is not unloaded
     ranges = None
-    if service is not None and not isinstance(service, Reranker):
-        ranges = await service.quantization_ranges(dimensions, measure=measure)
+    with serving.residency.held(model) as service:
+        if service is not None and not isinstance(service, Reranker):
+            ranges = await service.quantization_ranges(dimensions, measure=measure)
     return {
         "id": model.id,
         "object": "model",

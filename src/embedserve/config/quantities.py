@@ -33,9 +33,10 @@ def parse_bytes(text: str) -> int:
     """Bytes from "6GiB", "1.5 GB", "512MiB" or a plain number of bytes."""
     match = _SIZE.fullmatch(text)
     unit = match.group(2).lower() if match else None
-    if match is None or unit not in _SIZE_UNITS:
+    size = float(match.group(1)) * _SIZE_UNITS[unit] if match and unit in _SIZE_UNITS else None
+    if size is None or not math.isfinite(size):
         raise ValueError(f"expected a size like 6GiB, 512MB or a number of bytes, got {text!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    return int(size)
 
 
 def parse_duration(text: str) -> float:
@@ -47,15 +48,15 @@ def parse_duration(text: str) -> float:
     try:
         seconds = sign * float(body)
     except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError(f"expected a finite duration, got {text!r}")
-        return seconds
-    parts = _DURATION_PART.findall(body)
-    if not body or "".join(number + unit for number, unit in parts) != body:
-        raise ValueError(f"expected a duration like 5m, 1h30m, 90s or seconds, got {text!r}")
-    return sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+        parts = _DURATION_PART.findall(body)
+        if not body or "".join(number + unit for number, unit in parts) != body:
+            raise ValueError(
+                f"expected a duration like 5m, 1h30m, 90s or seconds, got {text!r}"
+            ) from None
+        seconds = sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {text!r}")
+    return seconds
 
 
 def shown_bytes(size: float) -> str:

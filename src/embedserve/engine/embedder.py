@@ -315,7 +315,10 @@ def check_request_tokens(
     sequences: list[list[int]], limit: int | None, field: str = "input", counted: int = 0
 ) -> None:
     """At most --max-request-tokens tokens a request (`counted` of them not in `sequences`)."""
-    total = counted + sum(map(len, sequences))
+    check_token_total(counted + sum(map(len, sequences)), limit, field)
+
+
+def check_token_total(total: int, limit: int | None, field: str = "input") -> None:
     if limit is not None and total > limit:
         raise InvalidInput(
             f"the request holds {total} tokens, more than this server's limit of {limit} per "

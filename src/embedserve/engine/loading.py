@@ -76,10 +76,10 @@ def build_registry(settings: Settings, loader: Loader | None = None) -> ModelReg
 
 
 def build_key(source: ModelSource, settings: Settings) -> str:
-    """What determines what a model's load builds, and so its size and its vectors: its files
-    (each one's name, size and modification time: cheap enough for the event loop, where a
-    digest of gigabytes of weights is not) or its upstream, and the settings that choose its
-    engine."""
+    """What determines what a model's load builds, and so its size and its vectors: its id,
+    its files (each one's name, size and modification time: cheap enough for the event loop,
+    where a digest of gigabytes of weights is not) or its upstream, and the settings that
+    choose its engine."""
     if source.upstream is not None:
         files: object = f"openai:{source.upstream}"
     else:
@@ -90,7 +90,9 @@ def build_key(source: ModelSource, settings: Settings) -> str:
             if path.is_file() and (stat := path.stat())
         )
     engine = (settings.backend, settings.precision, settings.device, settings.streams)
-    return hashlib.sha256(repr((files, engine, __version__)).encode()).hexdigest()[:24]
+    # the id too: some choices follow it (INSTRUCTOR's pooling, nomic's Matryoshka cut)
+    identity = (source.id, files, engine, __version__)
+    return hashlib.sha256(repr(identity).encode()).hexdigest()[:24]
 
 
 def cache_root(settings: Settings) -> Path:

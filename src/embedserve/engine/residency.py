@@ -8,14 +8,15 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from embedserve import machine
 from embedserve.config.quantities import shown_bytes
 from embedserve.engine.model_sizes import ModelSizes
 from embedserve.engine.registry import ServedModel, Service
-from embedserve.errors import ModelNotReady, OverBudget
+from embedserve.errors import ModelNotReady, ModelUnavailable, OverBudget
 
 log = logging.getLogger("embedserve")
 
@@ -44,6 +45,7 @@ class Residency:
         self._lock = asyncio.Lock()  # one load or unload at a time: each measures the process
         self._loads: dict[ServedModel, asyncio.Task[Service]] = {}
         self._changed = asyncio.Event()
+        self._next_wake = math.inf  # when the sweeper wakes unless woken sooner
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -74,10 +76,27 @@ class Residency:
         try:
             yield model.loaded or await self.load(model, self.load_timeout_s)
         finally:
-            model.in_flight -= 1
-            model.last_used = time.monotonic()
-            if model.in_flight == 0 and model.loaded is not None:
-                self._arm(model, keep_alive_s)
+            self._release(model, keep_alive_s)
+
+    @contextlib.contextmanager
+    def held(self, model: ServedModel) -> Iterator[Service | None]:
+        """The model's service if it is loaded (None if not: nothing loads it), kept loaded
+        until the block ends."""
+        if model.loaded is None:
+            yield None
+            return
+        model.in_flight += 1
+        model.expires_at = None
+        try:
+            yield model.loaded
+        finally:
+            self._release(model, None)
+
+    def _release(self, model: ServedModel, keep_alive_s: float | None) -> None:
+        model.in_flight -= 1
+        model.last_used = time.monotonic()
+        if model.in_flight == 0 and model.loaded is not None:
+            self._arm(model, keep_alive_s)
 
     def used_bytes(self) -> int:
         """What the loaded models hold, as measured when each loaded."""
@@ -100,7 +119,7 @@ class Residency:
             task.add_done_callback(lambda done: self._forget(model, done))
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise ModelNotReady(
                 f"model {model.id} is still loading after {timeout_s:g}s; retry shortly"
             ) from None
@@ -112,8 +131,9 @@ class Residency:
         self._arm(model, None)
 
     def _forget(self, model: ServedModel, task: asyncio.Task[Service]) -> None:
-        """The load is over: the next request starts another if this one failed (its error,
-        which its waiters got, is taken here too, where all of them gave up waiting)."""
+        """The load is over: a next request starts another where this one was refused for
+        room (a model that failed to load keeps its error). The error, which its waiters got,
+        is taken here too, where all of them gave up waiting."""
         self._loads.pop(model, None)
         if not task.cancelled():
             task.exception()
@@ -126,6 +146,9 @@ class Residency:
                 await self._make_room(model, self.budget)
             service = await model.service()
             self.sizes.measured(model)
+            if model.in_flight == 0:  # every waiter gave up: it is idle from now on
+                model.last_used = time.monotonic()
+                self._arm(model, None)
             log.info(
                 "model %s loaded: %s; models hold %s%s",
                 model.id,
@@ -144,6 +167,15 @@ class Residency:
         evictable = sorted(
             (m for m in loaded if m.in_flight == 0 and not m.pinned), key=lambda m: m.last_used
         )
+        pinned = [m for m in loaded if m.pinned and m is not model]
+        room = budget - sum(self.size_of(m) for m in pinned)
+        if need > room:
+            names = ", ".join(f"{m.id} ({shown_bytes(self.size_of(m))})" for m in pinned)
+            raise ModelUnavailable(
+                f"model {model.id} needs {shown_bytes(need)}, more than the memory budget of "
+                f"{shown_bytes(budget)} leaves beside the pinned models ({names or 'none'}): "
+                f"it can never load; raise --memory-budget or pin fewer models"
+            )
         chosen: list[ServedModel] = []
         for candidate in evictable:
             if free >= need:
@@ -166,12 +198,16 @@ class Residency:
         detached = [(victim, victim.unload("evicted")) for victim in chosen]
         for victim, service in detached:
             log.info("evicted model %s to make room for %s", victim.id, model.id)
-            await self._close(victim, service, "evicted")
+            try:
+                await self._close(victim, service, "evicted")
+            except Exception:  # detached all the same: the others still close
+                log.exception("model %s did not close cleanly", victim.id)
 
-    async def unload(self, model: ServedModel, reason: str) -> bool:
-        """Unload `model` now if it is idle; False if it is busy or not loaded."""
+    async def unload(self, model: ServedModel, reason: str, only_if_due: bool = False) -> bool:
+        """Unload `model` now if it is idle (`only_if_due`: and its keep-alive has run out, as
+        it stands once the lock is held); False if not."""
         async with self._lock:
-            if model.loaded is None or model.in_flight:
+            if model.loaded is None or model.in_flight or (only_if_due and not _due(model)):
                 return False
             await self._unload(model, reason)
             return True
@@ -206,23 +242,30 @@ class Residency:
             model.expires_at = None
             return
         model.expires_at = time.monotonic() + keep
-        self._changed.set()
+        if model.expires_at < self._next_wake:
+            self._changed.set()
 
     async def _sweep(self) -> None:
         """Unload each model whose keep-alive has run out, sleeping until the next one does."""
         while True:
-            now = time.monotonic()
             for model in self.models:
-                due = model.expires_at is not None and model.expires_at <= now
-                if due and model.in_flight == 0 and model.loaded is not None:
-                    try:
-                        await self.unload(model, "expired")
-                    except Exception:  # one model's failure to close must not stop the sweep
-                        log.exception("model %s did not unload cleanly", model.id)
-                if model.expires_at is not None and model.expires_at <= now:
-                    model.expires_at = None  # busy again, or gone: its next idle time re-arms it
-            upcoming = [m.expires_at for m in self.models if m.expires_at is not None]
+                if not _due(model):
+                    continue
+                try:
+                    await self.unload(model, "expired", only_if_due=True)
+                except Exception:  # one model's failure to close must not stop the sweep
+                    log.exception("model %s did not unload cleanly", model.id)
+                    model.expires_at = None
+            upcoming = [m.expires_at for m in self.models if m.expires_at is not None and m.loaded]
             wait = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            self._next_wake = math.inf if wait is None else time.monotonic() + wait
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
+
+
+def _due(model: ServedModel) -> bool:
+    """Loaded, idle, and past its keep-alive."""
+    expires = model.expires_at
+    idle = model.in_flight == 0 and model.loaded is not None
+    return idle and expires is not None and expires <= time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from embedserve import stages
-from embedserve.engine.embedder import Embedder, Embeddings, EmbedOptions
+from embedserve.engine.embedder import Embedder, Embeddings, EmbedOptions, check_token_total
 from embedserve.engine.vectors import scaled_rows
 
 CacheKey = tuple[Any, ...]
@@ -104,10 +104,12 @@ async def embed_through(
         }
         entries = [e or fresh[t] for t, e in zip(texts, entries, strict=True)]
     found = [entry for entry in entries if entry is not None]
+    tokens = sum(entry.tokens for entry in found)
+    check_token_total(tokens, options.max_tokens)  # hits and repeats count as if computed
     vectors = scaled_rows(
         np.stack([entry.vector for entry in found]),
         options.dimensions,
         normalize=options.normalize,
         layer_norm=service.layer_norm_before_cut,
     )
-    return Embeddings(vectors, sum(entry.tokens for entry in found)), hits
+    return Embeddings(vectors, tokens), hits

@@ -100,7 +100,7 @@ class Serving:
     async def keep(self, model: ServedModel, keep_alive_s: float) -> None:
         """Load `model` (if it is not) to stay `keep_alive_s` idle; 0 unloads it now."""
         if keep_alive_s == 0:
-            await self.residency.unload(model, "expired")
+            await self.residency.unload(model, "requested")
             return
         async with self.residency.use(model, keep_alive_s):
             pass
@@ -212,7 +212,8 @@ class Serving:
 
     async def embedding_service(self, model: ServedModel) -> EmbeddingService:
         """The model's loaded embedding service (loaded now if it is not), for a job that holds
-        it throughout: a reranker's is not one, and a job that would embed with it is refused."""
+        it throughout (a job has no memory budget or keep-alive: nothing unloads it): a
+        reranker's is not one, and a job that would embed with it is refused."""
         return _embedding(model, await self.residency.load(model))
 
     async def token_vectors(self, request: EmbedRequest) -> list[np.ndarray]:
@@ -272,8 +273,7 @@ class Serving:
         """The request's vectors, or the domain error (InvalidInput, ModelNotFound, Overloaded,
         ModelNotReady, ...) that says why not."""
         model = self.model(request.model)
-        count = len(request.inputs)
-        self.check_count(count)
+        self.check_count(len(request.inputs))
         async with self.residency.use(model, request.keep_alive_s) as loaded:
             return await self._embed(model, _embedding(model, loaded), request)
 
@@ -314,8 +314,10 @@ class Serving:
     ) -> Embeddings:
         """Texts through the embedding cache where it is on (a batched local model's; token
         ids and other models' inputs are computed), else computed."""
+        if self.cache is None or not isinstance(service, Embedder):
+            return await service.embed(inputs, options)
         texts = [text for text in inputs if isinstance(text, str)]
-        if self.cache is None or not isinstance(service, Embedder) or len(texts) < len(inputs):
+        if len(texts) < len(inputs):
             return await service.embed(inputs, options)
         build = self.residency.sizes.key(model)
         result, hits = await embed_through(self.cache, build, service, texts, options)
