@@ -165,6 +165,27 @@ def resident_bytes() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def start_peak_resident() -> bool:
+    """Start measuring this process's peak resident memory afresh (Linux: the high-water mark
+    is reset by writing 5 to /proc/self/clear_refs); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_bytes() -> int | None:
+    """The most resident memory this process has held since start_peak_resident (VmHWM)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def return_freed_heap() -> None:
     """Give the heap's free pages back to the system (glibc's malloc_trim), after a large
     short-lived allocation is dropped: freed, they stay resident in the allocator otherwise."""

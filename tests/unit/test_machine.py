@@ -109,3 +109,22 @@ def test_pages_mapped_from_files_under_a_folder_leave_resident_memory(tmp_path: 
         assert resident_kib(blob) < size // 1024 * 0.1
         assert resident_kib(other) >= size // 1024 * 0.9  # not under the folder: kept
         assert bytes(mapped[i] for i in pages) == before  # read again from the file
+
+
+def test_the_peak_of_a_load_is_measured_from_a_fresh_start() -> None:
+    import numpy as np
+
+    from embedserve.machine import peak_resident_bytes, resident_bytes, start_peak_resident
+
+    assert start_peak_resident()
+    before = resident_bytes()
+    transient = np.ones(64 * 2**20 // 8)  # touched: 64 MiB resident while it lives
+    del transient
+    peak = peak_resident_bytes()
+    assert before is not None
+    assert peak is not None
+    assert peak - before >= 60 * 2**20
+    assert start_peak_resident()  # measured afresh: the earlier peak is forgotten
+    again = peak_resident_bytes()
+    assert again is not None
+    assert again < peak - 32 * 2**20

@@ -155,6 +155,11 @@ class ModelCard(BaseModel):
         "and loads again on its next request.",
     )
     pinned: bool = Field(default=False, description="Never unloaded to make room for another.")
+    load_peak_bytes: int | None = Field(
+        default=None,
+        description="The most its load adds to resident memory while it runs (at least "
+        "memory_bytes): what --memory-budget makes room for before loading it.",
+    )
     aliases: list[str] = Field(description="Other names requests may use.")
     task: str = Field(default="embed", description='"embed", or "rerank" for a cross-encoder.')
     pooling: str | None = Field(description="How token vectors are pooled.")

@@ -107,5 +107,6 @@ async def _card(
         # what loading it added to the process's resident memory, as measured (this process's
         # load, or remembered from an earlier one), else estimated from its weights
         "memory_bytes": serving.residency.size_of(model),
+        "load_peak_bytes": serving.residency.sizes.load_peak(model),
         "pinned": model.pinned,
     }

@@ -1,6 +1,6 @@
 """How much memory each model holds: measured when it loads (the process's resident memory
-before and after), remembered per build in the cache folder for the next start, and estimated
-from its weights' files before it has ever loaded."""
+before and after, and at its peak while loading), remembered per build in the cache folder for
+the next start, and estimated from its weights' files before it has ever loaded."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class ModelSizes:
         self.path = path
         self._key = key
         self._keys: dict[ServedModel, str] = {}
-        self._remembered: dict[str, int] = _read(path) if path else {}
+        self._remembered: dict[str, dict[str, int]] = _read(path) if path else {}
 
     def size(self, model: ServedModel) -> int:
         """What its last load in this process measured, else what the last one remembered for
@@ -35,11 +35,16 @@ class ModelSizes:
         lasts, left out of the next one's measure."""
         if model.memory_bytes is not None:
             return model.memory_bytes
-        remembered = self.remembered(model)
+        remembered = self._remembered.get(self.key(model), {}).get("resident")
         return remembered if remembered is not None else estimated_bytes(model)
 
-    def remembered(self, model: ServedModel) -> int | None:
-        return self._remembered.get(self.key(model))
+    def load_peak(self, model: ServedModel) -> int:
+        """The most its load adds while it runs (reading and compiling the weights holds more
+        than they take once loaded): measured, remembered, else its size."""
+        peak = model.load_peak_bytes
+        if peak is None:
+            peak = self._remembered.get(self.key(model), {}).get("load_peak")
+        return max(peak or 0, self.size(model))
 
     def key(self, model: ServedModel) -> str:
         if model not in self._keys:
@@ -51,9 +56,12 @@ class ModelSizes:
         if model.memory_bytes is None:
             return
         key = self.key(model)
-        if model.memory_bytes == self._remembered.get(key):
+        sizes = {"resident": model.memory_bytes}
+        if model.load_peak_bytes is not None:
+            sizes["load_peak"] = model.load_peak_bytes
+        if sizes == self._remembered.get(key):
             return
-        self._remembered[key] = model.memory_bytes
+        self._remembered[key] = sizes
         if self.path is not None:
             _write(self.path, self._remembered)
 
@@ -73,7 +81,7 @@ def estimated_bytes(model: ServedModel) -> int:
     return 0
 
 
-def _read(path: Path) -> dict[str, int]:
+def _read(path: Path) -> dict[str, dict[str, int]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -81,10 +89,14 @@ def _read(path: Path) -> dict[str, int]:
     except (OSError, ValueError) as exc:  # a damaged file costs estimates, not the server
         log.warning("model sizes in %s not read (%s): sizes are measured anew", path, exc)
         return {}
-    return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+    return {
+        str(key): {str(k): int(v) for k, v in sizes.items() if isinstance(v, int)}
+        for key, sizes in data.items()
+        if isinstance(sizes, dict)
+    }
 
 
-def _write(path: Path, sizes: dict[str, int]) -> None:
+def _write(path: Path, sizes: dict[str, dict[str, int]]) -> None:
     """Atomically: a reader never sees half a file, two servers' writes never interleave."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

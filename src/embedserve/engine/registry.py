@@ -13,7 +13,7 @@ from embedserve.engine.embedder import EmbeddingService
 from embedserve.engine.instructions import instructions_for
 from embedserve.engine.reranker import Reranker
 from embedserve.errors import ConfigError, EmbedServeError, ModelNotFound, ModelNotReady
-from embedserve.machine import resident_bytes
+from embedserve.machine import peak_resident_bytes, resident_bytes, start_peak_resident
 from embedserve.models.metadata import ModelMetadata, read_metadata
 from embedserve.models.source import ModelSource
 
@@ -45,6 +45,7 @@ class ServedModel:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.memory_bytes: int | None = None  # resident memory its last load added
+        self.load_peak_bytes: int | None = None  # the most its last load added, while loading
         self.loads = 0
         # kept by the Residency: requests holding it, when the last one ended, when it unloads
         self.in_flight = 0
@@ -82,6 +83,7 @@ class ServedModel:
                 if self.error is not None:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}")
                 started = time.perf_counter()
+                peak_measured = start_peak_resident()
                 resident = resident_bytes()
                 origin = self.source.folder or f"the upstream (openai:{self.source.upstream})"
                 log.info("loading model %s from %s", self.id, origin)
@@ -97,9 +99,11 @@ class ServedModel:
                     raise ModelNotReady(f"model {self.id} failed to load: {self.error}") from exc
                 self.load_seconds = time.perf_counter() - started
                 self.loads += 1
-                after = resident_bytes()
+                after, peak = resident_bytes(), peak_resident_bytes()
                 if resident is not None and after is not None:
                     self.memory_bytes = max(0, after - resident)
+                    if peak_measured and peak is not None:
+                        self.load_peak_bytes = max(self.memory_bytes, peak - resident)
                 log.info(
                     "model %s ready in %.1fs, %s MiB resident",
                     self.id,

@@ -81,16 +81,16 @@ class Residency:
     @contextlib.contextmanager
     def held(self, model: ServedModel) -> Iterator[Service | None]:
         """The model's service if it is loaded (None if not: nothing loads it), kept loaded
-        until the block ends."""
+        until the block ends; a look, not a use: its keep-alive runs on."""
         if model.loaded is None:
             yield None
             return
         model.in_flight += 1
-        model.expires_at = None
         try:
             yield model.loaded
         finally:
-            self._release(model, None)
+            model.in_flight -= 1
+            self._wake_if_sooner(model)  # it may have run out while held
 
     def _release(self, model: ServedModel, keep_alive_s: float | None) -> None:
         model.in_flight -= 1
@@ -159,9 +159,10 @@ class Residency:
             return service
 
     async def _make_room(self, model: ServedModel, budget: int) -> None:
-        """Unload the least recently used idle models until `model` fits, or none at all and
-        OverBudget where it would not fit even then."""
-        need = self.size_of(model)
+        """Unload the least recently used idle models until `model`'s load fits (its peak while
+        loading, which is more than it holds after), or none at all and OverBudget where it
+        would not fit even then."""
+        need = self.sizes.load_peak(model)
         loaded = [m for m in self.models if m.loaded is not None]
         free = budget - sum(self.size_of(m) for m in loaded)
         evictable = sorted(
@@ -172,9 +173,10 @@ class Residency:
         if need > room:
             names = ", ".join(f"{m.id} ({shown_bytes(self.size_of(m))})" for m in pinned)
             raise ModelUnavailable(
-                f"model {model.id} needs {shown_bytes(need)}, more than the memory budget of "
-                f"{shown_bytes(budget)} leaves beside the pinned models ({names or 'none'}): "
-                f"it can never load; raise --memory-budget or pin fewer models"
+                f"model {model.id} needs {shown_bytes(need)} to load, more than the memory "
+                f"budget of {shown_bytes(budget)} leaves beside the pinned models "
+                f"({names or 'none'}): it can never load; raise --memory-budget or pin fewer "
+                f"models"
             )
         chosen: list[ServedModel] = []
         for candidate in evictable:
@@ -189,9 +191,9 @@ class Residency:
                 for m in loaded
             )
             raise OverBudget(
-                f"model {model.id} needs {shown_bytes(need)} and does not fit in the memory "
-                f"budget of {shown_bytes(budget)} beside the models that cannot be unloaded "
-                f"now: {held or 'none'}; retry when they are idle"
+                f"model {model.id} needs {shown_bytes(need)} to load and does not fit in the "
+                f"memory budget of {shown_bytes(budget)} beside the models that cannot be "
+                f"unloaded now: {held or 'none'}; retry when they are idle"
             )
         # Detached at once, with no await after the check: a request arriving meanwhile for a
         # victim finds it unloaded and waits for its own load, instead of using it as it closes.
@@ -242,7 +244,11 @@ class Residency:
             model.expires_at = None
             return
         model.expires_at = time.monotonic() + keep
-        if model.expires_at < self._next_wake:
+        self._wake_if_sooner(model)
+
+    def _wake_if_sooner(self, model: ServedModel) -> None:
+        """Wake the sweeper if `model` runs out before it would wake."""
+        if model.expires_at is not None and model.expires_at < self._next_wake:
             self._changed.set()
 
     async def _sweep(self) -> None:
@@ -256,7 +262,11 @@ class Residency:
                 except Exception:  # one model's failure to close must not stop the sweep
                     log.exception("model %s did not unload cleanly", model.id)
                     model.expires_at = None
-            upcoming = [m.expires_at for m in self.models if m.expires_at is not None and m.loaded]
+            upcoming = [  # a held model's turn comes when it is let go (_wake_if_sooner)
+                m.expires_at
+                for m in self.models
+                if m.expires_at is not None and m.loaded and not m.in_flight
+            ]
             wait = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
             self._next_wake = math.inf if wait is None else time.monotonic() + wait
             self._changed.clear()
