@@ -197,11 +197,13 @@ class Residency:
             )
         # Detached at once, with no await after the check: a request arriving meanwhile for a
         # victim finds it unloaded and waits for its own load, instead of using it as it closes.
-        detached = [(victim, victim.unload("evicted")) for victim in chosen]
-        for victim, service in detached:
-            log.info("evicted model %s to make room for %s", victim.id, model.id)
+        # Popped into _close, never named here: a reference left in this frame would keep
+        # each closed engine's memory until the last one closed.
+        detached = [victim.unload("evicted") for victim in chosen]
+        for victim in chosen:
+            log.info("evicting model %s to make room for %s", victim.id, model.id)
             try:
-                await self._close(victim, service, "evicted")
+                await self._close(victim, detached.pop(0), "evicted")
             except Exception:  # detached all the same: the others still close
                 log.exception("model %s did not close cleanly", victim.id)
 
