@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import random
 import subprocess
 import sys
@@ -47,12 +48,15 @@ ROTATION = [0, 1, 2, 0, 1, 2, 1, 0]
 
 @contextmanager
 def server(args: list[str], log_name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`embedserve serve` with `args` (an "ENV=value" among them is set in its environment)."""
+    env = {**os.environ, **dict(a.split("=", 1) for a in args if "=" in a and a[0].isupper())}
+    args = [a for a in args if not ("=" in a and a[0].isupper())]
     port = free_port()
     log = HERE / "results" / log_name
     log.parent.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port), "--no-access-log"]
     with log.open("wb") as out:
-        process = subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(process, base)
@@ -186,7 +190,7 @@ def alternate(
     for round_ in range(rounds):
         order = list(configurations) if round_ % 2 == 0 else list(reversed(configurations))
         for name in order:
-            slug = name.replace(" ", "-")
+            slug = "".join(c if c.isalnum() else "-" for c in name)
             with server(configurations[name], f"operations-{slug}.log") as (base, _):
                 url = f"{base}/v1/embeddings"
                 asyncio.run(
@@ -254,7 +258,12 @@ def tracing_part(rounds: int, seconds: float) -> list[str]:
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
     batches = [short_texts(8, seed=i) for i in range(512)]
-    configurations = {"traces off": [], "traces on": ["--otlp-endpoint", endpoint]}
+    sampled = ["OTEL_TRACES_SAMPLER=traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.1"]
+    configurations = {
+        "traces off": [],
+        "traces on, every request": ["--otlp-endpoint", endpoint],
+        "traces on, 1 request in 10": ["--otlp-endpoint", endpoint, *sampled],
+    }
     results = alternate(configurations, batches, rounds, seconds)
     collector.shutdown()
     off = results["traces off"].rate

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from embedserve.api.app import create_app
 from embedserve.api.tracing import TraceRequests, Tracing, endpoint_for
@@ -84,6 +85,16 @@ async def test_without_a_traceparent_a_request_starts_its_own_trace(minilm: Mode
     assert [(c["hits"], c["misses"]) for c in cache] == [(0, 1), (1, 0)]
     assert [span.name for span in spans].count("compute") == 1  # the second was a hit
     assert servers[-1].attributes["http.response.status_code"] == 400
+
+
+async def test_a_request_the_sampler_leaves_out_records_nothing(minilm: ModelSource) -> None:
+    exporter = InMemorySpanExporter()
+    registry = registry_with(minilm, fake_embedder(minilm, EchoBackend()))
+    tracing = Tracing(exporter=exporter, sampler=ALWAYS_OFF)
+    transport = httpx.ASGITransport(app=create_app(Settings(), registry, tracing=tracing))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.post("/v1/embeddings", json={"input": "x"})).status_code == 200
+    assert exporter.get_finished_spans() == ()
 
 
 def test_traces_are_off_unless_an_endpoint_is_set(minilm: ModelSource) -> None:

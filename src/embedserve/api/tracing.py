@@ -1,7 +1,9 @@
 """OpenTelemetry traces: one server span per HTTP request (continuing the caller's trace from
 its `traceparent`), and under it a span for each stage the request went through (tokenize,
 queue, compute, serialize; see embedserve.stages), exported as OTLP over HTTP. Off unless an
-endpoint is set; OpenTelemetry is imported only then (pip install "embedserve[otel]")."""
+endpoint is set; OpenTelemetry is imported only then (pip install "embedserve[otel]"). The
+standard OTEL_TRACES_SAMPLER variables choose which requests are traced: an untraced one
+records nothing."""
 
 from __future__ import annotations
 
@@ -39,9 +41,12 @@ def endpoint_for(settings: Settings, environ: Mapping[str, str]) -> str | None:
 
 class Tracing:
     """A tracer provider exporting to `endpoint` (batched, off the request path), or to
-    `exporter` as each span ends (tests)."""
+    `exporter` as each span ends (tests); `sampler`: which requests are traced (default:
+    OTEL_TRACES_SAMPLER's, else every one)."""
 
-    def __init__(self, endpoint: str | None = None, exporter: Any = None) -> None:
+    def __init__(
+        self, endpoint: str | None = None, exporter: Any = None, sampler: Any = None
+    ) -> None:
         try:
             from opentelemetry.propagators.textmap import DefaultGetter
             from opentelemetry.sdk.resources import Resource
@@ -55,7 +60,7 @@ class Tracing:
                 'traces need OpenTelemetry, which is not installed: pip install "embedserve[otel]"'
             ) from None
         resource = Resource.create({"service.name": "embedserve", "service.version": __version__})
-        self.provider = TracerProvider(resource=resource)
+        self.provider = TracerProvider(resource=resource, sampler=sampler)
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -105,6 +110,9 @@ class TraceRequests:
                 "embedserve.request_id": REQUEST_ID.get(),
             },
         )
+        if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no stages either
+            await self.app(scope, receive, send)
+            return
         recording = stages.StageLog()
         token = stages.CURRENT.set(recording)
         status = 500
