@@ -224,14 +224,7 @@ def cache_part(rounds: int, seconds: float) -> list[str]:
         }
     hits = counts["embedserve_embedding_cache_hits_total"]
     rate = hits / (hits + counts["embedserve_embedding_cache_misses_total"])
-    off = results["cache off"].rate
-    lines = [
-        "| 16 clients x 8 texts, half of them repeats | inputs/s | p50 ms | vs off |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name, result in results.items():
-        p50 = sorted(result.latencies)[len(result.latencies) // 2] * 1000
-        lines.append(f"| {name} | {result.rate:,.0f} | {p50:.1f} | {result.rate / off:.2f}x |")
+    lines = rate_table("16 clients x 8 texts, half of them repeats", results, "cache off")
     lines += [
         "",
         f"- hit rate over 500 requests on a fresh server: {rate:.0%}; cache held "
@@ -266,14 +259,16 @@ def tracing_part(rounds: int, seconds: float) -> list[str]:
     }
     results = alternate(configurations, batches, rounds, seconds)
     collector.shutdown()
-    off = results["traces off"].rate
-    lines = [
-        "| 16 clients x 8 short texts | inputs/s | p50 ms | vs off |",
-        "| --- | ---: | ---: | ---: |",
-    ]
+    return rate_table("16 clients x 8 short texts", results, "traces off")
+
+
+def rate_table(title: str, results: dict[str, Result], baseline: str) -> list[str]:
+    """Inputs/s and p50 of each configuration, and its ratio to `baseline`'s inputs/s."""
+    lines = [f"| {title} | inputs/s | p50 ms | vs off |", "| --- | ---: | ---: | ---: |"]
     for name, result in results.items():
         p50 = sorted(result.latencies)[len(result.latencies) // 2] * 1000
-        lines.append(f"| {name} | {result.rate:,.0f} | {p50:.1f} | {result.rate / off:.3f}x |")
+        ratio = result.rate / results[baseline].rate
+        lines.append(f"| {name} | {result.rate:,.0f} | {p50:.1f} | {ratio:.3f}x |")
     return lines
 
 
