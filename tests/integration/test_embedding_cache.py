@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from embedserve.api.batches_routes import run_line
+from embedserve.api.encoding import render_json
+from embedserve.config import Settings
+from embedserve.models.source import ModelSource
+from embedserve.serving.policy import Serving
+from tests.fakes import EchoBackend, fake_embedder, registry_with
 from tests.processes import start, stop, wait_until_listening
-
-pytestmark = pytest.mark.slow
 
 CACHE_BYTES = 48 * 1024
 
@@ -57,6 +61,7 @@ def embed(base: str, texts: list[str], **more: object) -> list[object]:
     return [row["embedding"] for row in answer.json()["data"]]
 
 
+@pytest.mark.slow
 def test_a_repeated_text_is_the_same_vector_from_the_cache_in_every_encoding(server: str) -> None:
     texts = ["the cache keeps this one", "and this one too"]
     start = counts(server)
@@ -86,6 +91,7 @@ def test_a_repeated_text_is_the_same_vector_from_the_cache_in_every_encoding(ser
     assert counts(server)["rows computed"] - before["rows computed"] == 1
 
 
+@pytest.mark.slow
 def test_what_changes_the_vector_misses(server: str) -> None:
     text = ["a text asked three ways " * 3]
     embed(server, text)
@@ -98,6 +104,7 @@ def test_what_changes_the_vector_misses(server: str) -> None:
     assert refused_truncation == embed(server, text)  # short: the same vector, its own entry
 
 
+@pytest.mark.slow
 def test_the_cache_holds_its_bytes_and_drops_the_least_recently_used(server: str) -> None:
     texts = [f"text number {i} of many" for i in range(60)]
     for i in range(0, 60, 10):
@@ -111,3 +118,17 @@ def test_the_cache_holds_its_bytes_and_drops_the_least_recently_used(server: str
     after = counts(server)
     assert after["hits"] - before["hits"] == 1
     assert after["misses"] - before["misses"] == 1
+
+
+async def test_batch_api_lines_go_through_the_cache(minilm: ModelSource) -> None:
+    backend = EchoBackend()
+    registry = registry_with(minilm, fake_embedder(minilm, backend))
+    serving = Serving.build(Settings(embedding_cache=1 << 20), registry)
+    body = {"input": ["a line of a batch", "and its neighbour"], "model": "m"}
+    first = await run_line(serving, body)
+    passes = len(backend.batches)
+    again = await run_line(serving, body)
+    assert first[0] == again[0] == 200
+    assert render_json(first[1]) == render_json(again[1])  # the same floats
+    assert len(backend.batches) == passes  # answered without a pass
+    assert serving.metrics.collector.get_sample_value("embedserve_embedding_cache_hits_total") == 2
