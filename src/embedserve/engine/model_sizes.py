@@ -26,6 +26,7 @@ class ModelSizes:
         self.path = path
         self._key = key
         self._keys: dict[ServedModel, str] = {}
+        self._estimates: dict[ServedModel, int] = {}  # a folder read once, not each listing
         self._remembered: dict[str, dict[str, int]] = _read(path) if path else {}
 
     def size(self, model: ServedModel) -> int:
@@ -36,7 +37,11 @@ class ModelSizes:
         if model.memory_bytes is not None:
             return model.memory_bytes
         remembered = self._remembered.get(self.key(model), {}).get("resident")
-        return remembered if remembered is not None else estimated_bytes(model)
+        if remembered is not None:
+            return remembered
+        if model not in self._estimates:
+            self._estimates[model] = estimated_bytes(model)
+        return self._estimates[model]
 
     def load_peak(self, model: ServedModel) -> int:
         """The most its load adds while it runs (reading and compiling the weights holds more

@@ -226,10 +226,6 @@ class ModelRegistry:
                 if owners.setdefault(name, index) != index:
                     raise ConfigError(f"the name '{name}' is given to two served models")
 
-    @property
-    def ready(self) -> bool:
-        return all(m.loaded is not None for m in self.models)
-
     def open(self) -> None:
         for model in self.models:
             model.open()
