@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,37 @@ async def test_a_model_that_can_never_fit_beside_the_pinned_ones_is_not_told_to_
             await keeper.load(big)
     await keeper.load(big)
     assert (pinned.loaded is not None, busy.loaded, big.loaded is not None) == (True, None, True)
+
+
+async def test_a_models_own_keep_alive_wins_over_the_servers_and_a_requests_over_both(
+    minilm: ModelSource,
+) -> None:
+    own = ServedModel(minilm, lambda _: FakeService(), ModelSpec(name="own", keep_alive_s=0.05))  # type: ignore[arg-type, return-value]
+    keeper = residency([own], keep_alive_s=-1)  # the server: never
+    keeper.start()
+    async with keeper.use(own, keep_alive_s=-1):  # this request: never
+        pass
+    assert own.loaded is not None
+    assert own.expires_at is None
+    async with keeper.use(own):  # the model's own 50 ms
+        pass
+    await until(lambda: own.loaded is None)
+    await keeper.close()
+
+
+def test_a_measured_size_is_remembered_for_the_next_start(
+    minilm: ModelSource, tmp_path: Path
+) -> None:
+    book = tmp_path / "model-sizes.json"
+    first = model(minilm, "a")
+    sizes = ModelSizes(book, key=lambda m: "build-of-a")
+    estimate = sizes.size(first)
+    assert estimate > 50 * MiB  # before any load: one copy of its weights
+    first.memory_bytes, first.load_peak_bytes = 70 * MiB, 90 * MiB
+    sizes.measured(first)
+    later = ModelSizes(book, key=lambda m: "build-of-a")  # another process, the same cache
+    fresh = model(minilm, "a")
+    assert later.size(fresh) == 70 * MiB
+    assert later.load_peak(fresh) == 90 * MiB
+    other = ModelSizes(book, key=lambda m: "another-build")
+    assert other.size(fresh) == estimate
