@@ -11,7 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from embedserve.config import Settings
 from embedserve.engine.batcher import Batcher, coarse_width
+from embedserve.engine.sizing import batch_limits as resolved_limits
 from embedserve.errors import ModelNotReady, Overloaded, QueueTimeout
 from tests.fakes import (
     BlockingBackend,
@@ -24,6 +26,8 @@ from tests.fakes import (
     until,
     until_equal,
 )
+
+CPU_WAIT_S = resolved_limits(Settings(), on_gpu=False, cores=2).max_wait_s
 
 
 def batcher_for(backend: EchoBackend, **limits: float) -> Batcher:
@@ -483,12 +487,51 @@ async def test_a_lone_request_on_a_free_stream_does_not_wait_to_fill_a_batch() -
     batcher.close()
 
 
-async def test_while_every_stream_computes_waiting_requests_form_one_batch() -> None:
-    backend, batcher, first = await held(4300, length=6, max_batch_size=8, max_wait_s=30.0)
-    later = [asyncio.ensure_future(batcher.submit([seq(4301 + i, 6)])) for i in range(3)]
-    await until_equal(lambda: state_of(batcher)[2], 3)  # queued while the stream computes
+@pytest.mark.parametrize("max_wait_s", [30.0, CPU_WAIT_S])
+async def test_while_every_stream_computes_waiting_requests_form_one_batch(
+    max_wait_s: float,
+) -> None:
+    """On a CPU by default (no bound: until the stream frees) as with a bound, requests coming
+    one by one while the only stream computes wait for it together: none is formed into a
+    pass of its own the moment it comes (under load those were a request or two a pass)."""
+    backend, batcher, first = await held(4300, length=6, max_batch_size=8, max_wait_s=max_wait_s)
+    later = []
+    for i in range(3):
+        later.append(asyncio.ensure_future(batcher.submit([seq(4301 + i, 6)])))
+        await until_equal(lambda: state_of(batcher)[2], i + 1)  # queued, none formed
+        await asyncio.sleep(0.01)  # the former has had its chance to form it
+        assert state_of(batcher) == (1, 0, i + 1)
     backend.release.set()
     results = await asyncio.wait_for(asyncio.gather(first, *later), timeout=20)
     assert [int(r[0, 1]) for r in results] == [4300, 4301, 4302, 4303]
     assert backend.batches == [(1, 6), (3, 6)]  # the three waited together, then ran at once
+    batcher.close()
+
+
+async def test_a_lone_request_is_handed_to_a_compute_thread_without_the_former(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an idle batcher a small request's batch is laid out on the submitting thread and
+    handed straight to a compute thread: one wake-up, not the former's and then the compute
+    thread's. One that comes while the stream computes goes through the former; so does a
+    request too big to lay out on the event loop."""
+    import embedserve.engine.batcher as batcher_module
+
+    laid_out_by: list[str] = []
+
+    def pad(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        laid_out_by.append(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    original = batcher_module.pad
+    monkeypatch.setattr(batcher_module, "pad", pad)
+    backend, batcher, first = await held(4400, max_batch_size=64)
+    later = asyncio.ensure_future(batcher.submit([seq(4401, 5)]))
+    await until_equal(lambda: state_of(batcher)[1], 1)  # formed, waiting for the stream
+    backend.release.set()
+    await asyncio.wait_for(asyncio.gather(first, later), timeout=20)
+    big = [seq(4500 + i, 5) for i in range(batcher_module.DIRECT_MAX_SEQUENCES + 1)]
+    await asyncio.wait_for(batcher.submit(big), timeout=20)
+    loop_thread = threading.current_thread().name
+    assert laid_out_by == [loop_thread, "embedserve-former", "embedserve-former"]
     batcher.close()
