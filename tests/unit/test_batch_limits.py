@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -46,7 +47,8 @@ def test_each_documented_default_is_what_the_resolver_gives(cores: int, streams:
     assert gpu.max_batch_tokens == on_gpu
     assert [cpu.max_batch_size, gpu.max_batch_size] == documented("max_batch_size")
     assert [cpu.max_padding, gpu.max_padding] == documented("max_padding")
-    assert [cpu.max_wait_s * 1000, gpu.max_wait_s * 1000] == documented("max_wait_ms")
+    assert cpu.max_wait_s == math.inf  # "until a stream frees"
+    assert [gpu.max_wait_s * 1000] == documented("max_wait_ms")
     (per_request,) = documented("max_queued")  # "8 x --max-inputs"
     assert cpu.max_queued == gpu.max_queued == per_request * 100
     assert cpu.timeout_s == settings.request_timeout_s

@@ -24,17 +24,29 @@ _INLINE_FLOATS = 32_768  # bodies with more numbers than this are serialized on 
 
 
 async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Run `work` in this task, cancelling it if the client disconnects first (one watcher
+    task beside it, not a task for the work too and a wait over both)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(request)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise  # cancelled from outside (the server stopping): not ours to answer
+        if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled here
+            task.uncancel()
+        raise ClientGone("the client disconnected before its answer was ready") from None
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientGone("the client disconnected before its answer was ready")
-    return task.result()
 
 
 async def _disconnected(request: Request) -> None:

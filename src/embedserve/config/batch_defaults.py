@@ -3,6 +3,7 @@ resolver (engine/sizing.py) reads and the settings' documented defaults are writ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -18,12 +19,15 @@ class BatchDefaults:
     max_batch_size: int
     max_padding: float
     max_wait_ms: float
-    """A GPU waits a little to fill a batch; a CPU's pass costs little to start, so it does not."""
+    """How long a batch may grow while every stream computes. A CPU's: until a stream frees (a
+    batch formed earlier could not start sooner, and under load one formed at once was a
+    request or two, run as a pass of its own). A GPU's: 2 ms, so that the next batch is laid
+    out while its short passes run."""
 
 
 CPU = BatchDefaults(
     max_batch_tokens=32768, tokens_per_thread=1024, max_batch_size=64, max_padding=0.15,
-    max_wait_ms=0.0,
+    max_wait_ms=math.inf,
 )  # fmt: skip
 GPU = BatchDefaults(
     max_batch_tokens=65536, tokens_per_thread=None, max_batch_size=256, max_padding=0.5,
@@ -43,4 +47,6 @@ def shown(field: str) -> str:
         )
     if field == "max_queued":
         return f"{QUEUED_PER_INPUT} x --max-inputs"
+    if field == "max_wait_ms":
+        return f"until a stream frees (CPU), {GPU.max_wait_ms:g} (GPU)"
     return f"{getattr(CPU, field):g} (CPU), {getattr(GPU, field):g} (GPU)"

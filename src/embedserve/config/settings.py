@@ -240,7 +240,7 @@ class Settings:
     max_wait_ms: float | None = setting(
         None,
         "how long a batch that is not full waits for more sequences while every stream computes "
-        "(with a stream free it starts at once)",
+        "(with a stream free it starts at once); inf: until a stream frees",
         bound=AT_LEAST_0,
         shown_default=batch_defaults.shown("max_wait_ms"),
         job=True,

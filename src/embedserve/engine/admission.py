@@ -35,29 +35,39 @@ class Admission:
     async def wait(self, job: Job) -> np.ndarray:
         """The job's result. A job that has waited the timeout with none of its sequences
         computing, while some still wait (queued, or in a prepared batch), is dropped; one whose
-        sequences are all computing, or whose passes keep starting, is waited for."""
+        sequences are all computing, or whose passes keep starting, is waited for. The timeout
+        is a timer on the loop, not wait_for around a shield: two futures and their callbacks
+        fewer on every request's way back."""
         timeout = self.timeout_s
         if timeout is None:
             return await job.future
-        left = timeout
-        while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(job.future), left)
-            except TimeoutError:
-                with self.state.changing() as state:
-                    if not job.queued:
-                        break
-                    left = job.progressed + timeout - time.monotonic()
-                    expired = left <= 0
-                    job.finished = job.finished or expired
-                    waiting = len(state.waiting)
-                if expired:
-                    raise QueueTimeout(
-                        f"the request waited more than {timeout:g}s for the model; "
-                        f"the server is busy, retry shortly",
-                        retry_after=self.drain_seconds(waiting),
-                    ) from None
-        return await job.future
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
+
+        def check() -> None:
+            nonlocal timer
+            with self.state.changing() as state:
+                if job.finished or not job.queued:
+                    return  # settled, or all of it computing: waited for, however long
+                left = job.progressed + timeout - time.monotonic()
+                if left > 0:
+                    timer = loop.call_later(left, check)
+                    return
+                job.finished = True
+                waiting = len(state.waiting)
+            job.future.set_exception(
+                QueueTimeout(
+                    f"the request waited more than {timeout:g}s for the model; "
+                    f"the server is busy, retry shortly",
+                    retry_after=self.drain_seconds(waiting),
+                )
+            )
+
+        timer = loop.call_later(timeout, check)
+        try:
+            return await job.future
+        finally:
+            timer.cancel()
 
     def drain_seconds(self, waiting: int) -> int:
         """Retry-After: how long the sequences now waiting take at the recent compute rate

@@ -51,10 +51,15 @@ def described(limits: BatchLimits) -> str:
         if math.isinf(limits.max_padding_tokens)
         else f" and {limits.max_padding_tokens:.0f} tokens"
     )
+    wait = (
+        "until a stream frees"
+        if math.isinf(limits.max_wait_s)
+        else f"{limits.max_wait_s * 1000:g} ms"
+    )
     return (
         f"batches of at most {limits.max_batch_tokens} padded tokens and {limits.max_batch_size} "
-        f"sequences, padding at most {limits.max_padding:.0%}{padding}, waiting "
-        f"{limits.max_wait_s * 1000:g} ms to fill; at most {limits.max_queued} sequences queued"
+        f"sequences, padding at most {limits.max_padding:.0%}{padding}, waiting {wait} to fill; "
+        f"at most {limits.max_queued} sequences queued"
     )
 
 
