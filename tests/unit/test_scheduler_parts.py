@@ -40,8 +40,8 @@ def waiter_for(
     ids=["a pass ends", "a formed batch is taken", "the queue empties", "closing"],
 )
 def test_every_change_wakes_a_thread_asleep_on_the_state(change: object) -> None:
-    """Whatever changes, a sleeper with no timeout wakes and sees it: no change can be made
-    without the wake-up, since changing() is the only way in."""
+    """Whatever changes while sequences wait, a sleeper with no timeout wakes and sees it: no
+    change can be made without the wake-up, since changing() is the only way in."""
     state = SchedulerState()
     with state.changing() as s:
         s.busy, s.unclaimed, s.waiting = 1, 1, [object()]  # type: ignore[list-item]
@@ -55,8 +55,37 @@ def test_every_change_wakes_a_thread_asleep_on_the_state(change: object) -> None
     assert not woke.wait(0.05)  # nothing changed: it sleeps
     with state.changing() as s:
         change(s)  # type: ignore[operator]
+        s.background = [object()]  # type: ignore[list-item]  # something still waits
     assert woke.wait(5)
     thread.join(5)
+
+
+def test_a_change_that_leaves_nothing_to_wait_for_wakes_nobody() -> None:
+    """With no sequence waiting (online or background), no pass held for the cores and the
+    state open, a sleeper can only be waiting for new work: a lone request's pass starting and
+    ending wakes nobody (woken for nothing, the former took the lock the compute thread
+    needed). The work's coming wakes it."""
+    state = SchedulerState()
+    wakes: list[int] = []
+
+    def former() -> None:
+        with state.reading() as s:
+            while not s.waiting:
+                s.wait()
+                wakes.append(len(s.waiting))
+
+    thread = threading.Thread(target=former, daemon=True)
+    thread.start()
+    with state.changing() as s:  # a pass handed straight to a compute thread starts, then ends
+        s.busy += 1
+    with state.changing() as s:
+        s.busy -= 1
+    thread.join(0.1)
+    assert wakes == []  # asleep all along
+    with state.changing() as s:
+        s.waiting.append(object())  # type: ignore[arg-type]
+    thread.join(5)
+    assert wakes == [1]
 
 
 def test_admission_refuses_past_the_queue_limit_with_a_retry_after_from_the_rate() -> None:

@@ -20,8 +20,8 @@ an online request waits at most for a short pass already running.
 
 The parts: admission.py is the front (the queue limit, the request timeout, and the compute
 rate their answers are told from); selection.py chooses each batch and its layout, as pure
-functions; work.py holds the jobs and the one state every thread shares, whose every change
-wakes its waiters; this file runs the former and the compute threads.
+functions; work.py holds the jobs and the one state every thread shares, whose changes wake
+its waiters; this file runs the former and the compute threads.
 """
 
 from __future__ import annotations

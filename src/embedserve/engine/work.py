@@ -1,6 +1,6 @@
 """A request's sequences as the scheduler holds them: the job (its caller's future, the array
 its vectors go into, how far it got) and one item per sequence; and the scheduler's shared
-state, whose every change wakes whoever waits on it."""
+state, whose changes wake whoever may be waiting for them."""
 
 from __future__ import annotations
 
@@ -69,9 +69,10 @@ class Item:
 
 class SchedulerState:
     """What the scheduler's threads and its callers share: the waiting sequences and the
-    counters of the passes. Changed only inside `changing()`, which wakes every waiter when the
-    change is done: no change can leave a thread asleep on a state that no longer holds (a
-    skipped batch once did, and background work stalled until an online request came)."""
+    counters of the passes. Changed only inside `changing()`, which wakes every waiter that may
+    wait for it when the change is done: no change can leave a thread asleep on a state that no
+    longer holds (a skipped batch once did, and background work stalled until an online request
+    came)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -129,10 +130,16 @@ class _Reading:
 
 
 class _Changing(_Reading):
-    """The lock held over a change, and every waiter woken at its end."""
+    """The lock held over a change, and every waiter woken at its end: unless nothing is left
+    that a thread could wait for (no sequence waits, online or background, no pass is held for
+    the cores, and the state is open), when a waiter can only be waiting for new work, whose
+    coming is a change of its own. A lone request's passes then wake nobody but the thread
+    that runs them: woken for nothing, the former took the lock the others needed."""
 
     def __exit__(self, *exc: object) -> None:
+        state = self._state
         try:
-            self._cond.notify_all()
+            if state.waiting or state.background or state.held or state.closed:
+                self._cond.notify_all()
         finally:
             self._cond.release()
