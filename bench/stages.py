@@ -17,11 +17,13 @@ import asyncio
 import http.client
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,43 +129,85 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
     return stages
 
 
-def end_to_end(model: str | None, precision: str, count: int) -> tuple[float, float]:
-    """A real server's lone-request p50 over TEXTS, and GET /health's, in microseconds."""
-    port = 5391
-    command = [sys.executable, "-m", "embedserve", "serve", "--port", str(port)]
-    command += ["--no-access-log", "--log-level", "warning", "--precision", precision]
-    command += ["--model", model] if model else []
+Started = tuple[subprocess.Popen[bytes], http.client.HTTPConnection]
+
+
+def _start(command: list[str], port: int) -> Started:
+    """A server process and a kept-alive connection to it, once it answers GET /ready 200."""
     server = subprocess.Popen(command)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    deadline = time.monotonic() + 300
+    while True:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError(f"{command[0]} did not get ready")
+        try:
+            connection.request("GET", "/ready" if "llama" not in command[0] else "/health")
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                return server, connection
+        except (OSError, http.client.HTTPException):
+            connection.close()
+        time.sleep(0.5)
+
+
+def end_to_end(
+    model: str | None, precision: str, count: int, rounds: int = 3
+) -> tuple[dict[str, float], float]:
+    """The lone-request p50 over TEXTS, in microseconds, of a real `embedserve serve`, of the
+    floor (bench/floor_server.py: the same pass behind a bare ASGI function) and of llama.cpp's
+    server where bench/setup_llama_cpp.sh built it (MiniLM only), in `rounds` taking turns; and
+    embedserve's GET /health round trip."""
+    here = Path(__file__).resolve().parent
+    options = ["--precision", precision, *(["--model", model] if model else [])]
+    commands = {
+        "embedserve serve": [
+            *[sys.executable, "-m", "embedserve", "serve", "--port", "5391"],
+            *["--no-access-log", "--log-level", "warning", *options],
+        ],
+        "the floor (bench/floor_server.py)": [
+            sys.executable,
+            str(here / "floor_server.py"),
+            "5392",
+            *options,
+        ],
+    }
+    llama = here / ".llama-cpp"
+    if model is None and (llama / "llama-server").exists():
+        commands["llama.cpp's server"] = [
+            str(llama / "llama-server"), "-m", str(llama / "minilm-bf16.gguf"), "--embedding",
+            "--pooling", "mean", "-np", "16", "-b", "1024", "-ub", "1024", "-t",
+            str(len(os.sched_getaffinity(0))), "--no-webui", "--host", "127.0.0.1",
+            "--port", "5393",
+        ]  # fmt: skip
+    started: dict[str, Started] = {}
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        deadline = time.monotonic() + 300
-        while True:
-            assert time.monotonic() < deadline, "the server did not get ready"
-            try:
-                connection.request("GET", "/ready")
-                response = connection.getresponse()
-                response.read()
-                if response.status == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                connection.close()
-            time.sleep(0.5)
+        for (name, command), port in zip(commands.items(), (5391, 5392, 5393), strict=False):
+            started[name] = _start(command, port)
         body = cycled([json.dumps({"input": text, "model": "bench"}) for text in TEXTS])
 
-        def post() -> None:
+        def post(connection: http.client.HTTPConnection) -> None:
             connection.request(
                 "POST", "/v1/embeddings", body(), {"Content-Type": "application/json"}
             )
             assert connection.getresponse().read()
 
-        def health() -> None:
-            connection.request("GET", "/health")
-            connection.getresponse().read()
+        times: dict[str, list[float]] = {name: [] for name in started}
+        for _ in range(rounds):
+            for name, (_, connection) in started.items():
+                times[name].append(median_us(partial(post, connection), count))
+        _, ours = started["embedserve serve"]
 
-        return median_us(post, count), median_us(health, count)
+        def health() -> None:
+            ours.request("GET", "/health")
+            ours.getresponse().read()
+
+        return {name: statistics.median(t) for name, t in times.items()}, median_us(health, count)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in started.values():
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def main() -> None:
@@ -173,7 +217,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     stages = in_process(args.model, args.precision, args.requests)
-    whole, health = end_to_end(args.model, args.precision, args.requests)
+    lone, health = end_to_end(args.model, args.precision, args.requests)
+    whole = lone["embedserve serve"]
     stages["GET /health round trip (HTTP and framework floor)"] = health
     accounted = stages["parse and validate the body"] + stages["serialize the answer"]
     accounted += stages["serving layer, in all"]
@@ -183,6 +228,12 @@ def main() -> None:
     print("| stage | median us |\n| --- | ---: |")
     for name, value in stages.items():
         print(f"| {name} | {value:,.0f} |")
+    print("\nOne short text end to end, the servers taking turns (median of the rounds' p50s):\n")
+    print("| server | p50 us | vs llama.cpp's |\n| --- | ---: | ---: |")
+    peer = lone.get("llama.cpp's server")
+    for name, value in lone.items():
+        ratio = f"{value / peer:.2f}x" if peer else "-"
+        print(f"| {name} | {value:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
