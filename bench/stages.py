@@ -5,9 +5,12 @@ questions differ in length.
     python bench/stages.py [--model ID] [--precision auto] [--requests 400]
 
 Each stage is timed on its own in this process with the server's real parts (median of many
-runs), and the whole request end to end against a real `embedserve serve` on the same
-settings, over one kept-alive connection as bench/load.py's lone client sends it; what the
-stages do not account for is the HTTP server and the framework. Never a test: a table for
+runs; the batcher and the serving layer with the pass left out, so that the pass's own
+variation does not swamp them), and the whole request end to end against a real `embedserve
+serve` on the same settings, over one kept-alive connection as bench/load.py's lone client
+sends it; what the stages do not account for is the HTTP server and the framework. Beside it,
+taking turns, the floor (bench/floor_server.py: the same pass behind a bare ASGI function)
+and llama.cpp's server where bench/setup_llama_cpp.sh built it. Never a test: tables for
 docs/performance.md."""
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
 
 from corpus import short_texts
 from run import machine
@@ -105,24 +110,30 @@ def in_process(model: str | None, precision: str, count: int) -> dict[str, float
         packed = cycled([pad([s], embedder.tokenizer.pad_id, width=width(s)) for s in sequences])
     stages["the pass (on every core where offered)"] = median_us(lambda: run(*packed()), count)
 
+    def instant(*args: Any) -> np.ndarray:
+        """A pass that computes nothing: what is left of a round trip is the machinery's."""
+        rows = len(args[0].spans) if len(args) == 1 else len(args[0])
+        return np.zeros((rows, embedder.dimension), dtype=np.float32)
+
     async def measured() -> None:
         loop = asyncio.get_running_loop()
         hop = await median_us_async(lambda: loop.run_in_executor(None, lambda: None), count)
         stages["a thread hop and back (tokenizer's executor)"] = hop
-        sequence = cycled(sequences)
-        through = await median_us_async(lambda: embedder.batcher.submit([sequence()]), count)
-        stages["batcher: queue, former, compute hand-offs"] = (
-            through - (stages["the pass (on every core where offered)"])
-        )
         requests = cycled(
             [embed_request(EmbeddingRequest.model_validate_json(bodies())) for _ in TEXTS]
         )
-        whole = await median_us_async(lambda: serving.embed(requests()), count)
         result = await serving.embed(requests())
         stages["serialize the answer"] = median_us(
             lambda: render_json(embeddings_body(result, "float")), count
         )
-        stages["serving layer, in all"] = whole
+        embedder.batcher._run = instant  # the pass is timed above, on its own
+        sequence = cycled(sequences)
+        stages["batcher round trip, the pass left out (queue, hand-offs)"] = await median_us_async(
+            lambda: embedder.batcher.submit([sequence()]), count
+        )
+        stages[
+            "serving layer, the pass left out (tokenizing, checks, batcher)"
+        ] = await median_us_async(lambda: serving.embed(requests()), count)
 
     asyncio.run(measured())
     embedder.close()
@@ -221,8 +232,9 @@ def main() -> None:
     whole = lone["embedserve serve"]
     stages["GET /health round trip (HTTP and framework floor)"] = health
     accounted = stages["parse and validate the body"] + stages["serialize the answer"]
-    accounted += stages["serving layer, in all"]
-    stages["HTTP server, framework and the rest"] = whole - accounted
+    accounted += stages["serving layer, the pass left out (tokenizing, checks, batcher)"]
+    accounted += stages["the pass (on every core where offered)"]
+    stages["HTTP server, framework and the rest (end to end less the above)"] = whole - accounted
     stages["end to end (POST /v1/embeddings, one short text)"] = whole
     print(f"Machine: {machine()}; model {args.model or 'MiniLM (default)'}, {args.precision}\n")
     print("| stage | median us |\n| --- | ---: |")
