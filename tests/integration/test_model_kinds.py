@@ -4,6 +4,7 @@ TEI's /info and the metrics describe either, with the limits as they were resolv
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 def fake_reranker(source: ModelSource) -> ServedModel:
     """A cross-encoder on the echo backend: its score is the sigmoid of the pair's length."""
     tokenizer = PairTokenizer(source.files / "tokenizer.json", 128)
-    limits = batch_limits(max_batch_size=8, max_queued=40)
+    limits = batch_limits(max_batch_size=8, max_queued=40, max_wait_s=math.inf)  # a CPU's wait
     reranker = Reranker(tokenizer, EchoBackend(), model_id="fake-reranker", limits=limits)
     model = ServedModel(source, lambda _source: reranker)
     model.served_name, model.task = "fake-reranker", "rerank"  # its folder is MiniLM's
@@ -84,6 +85,7 @@ async def test_cards_and_teis_info_report_the_resolved_limits(registry: ModelReg
     }
     assert reranker["limits"]["max_batch_size"] == 8
     assert reranker["limits"]["max_queued"] == 40
+    assert reranker["limits"]["max_wait_ms"] is None  # until a stream frees: JSON has no inf
     assert reranker["quantization_ranges"] is None
     assert reranker["task"] == "rerank"
     # TEI's /info answers for the default embedding model, with the same resolved values
