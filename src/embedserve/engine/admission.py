@@ -47,8 +47,8 @@ class Admission:
         def check() -> None:
             nonlocal timer
             with self.state.changing() as state:
-                if job.finished or not job.queued:
-                    return  # settled, or all of it computing: waited for, however long
+                if job.finished or job.future.done() or not job.queued:
+                    return  # settled, cancelled, or all of it computing: waited for
                 left = job.progressed + timeout - time.monotonic()
                 if left > 0:
                     timer = loop.call_later(left, check)
