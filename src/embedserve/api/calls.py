@@ -42,8 +42,8 @@ async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -
     except asyncio.CancelledError:
         if not gone:
             raise  # cancelled from outside (the server stopping): not ours to answer
-        if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled here
-            task.uncancel()
+        if hasattr(task, "uncancel") and task.uncancel() > 0:
+            raise  # Python 3.11+: cancelled from outside too, which must reach its canceller
         raise ClientGone("the client disconnected before its answer was ready") from None
     finally:
         watcher.cancel()
