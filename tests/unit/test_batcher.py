@@ -161,6 +161,30 @@ async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
     batcher.close()
 
 
+async def test_behind_a_pass_on_every_core_the_next_batch_grows_until_it_ends() -> None:
+    """With a CPU's wait (until a stream frees), requests coming while a pass holds every core
+    are not formed one by one: no stream can take them before it ends, so they wait together
+    and run as one pass."""
+    backend = AloneBackend()
+    limits = batch_limits(max_batch_size=8, max_wait_s=CPU_WAIT_S)
+    batcher = Batcher(
+        backend.embed, backend.dimension, 0, limits, workers=2, every_core_pass=backend.embed_alone
+    )
+    lone = asyncio.create_task(batcher.submit([seq(7201, 5)]))
+    assert await asyncio.to_thread(backend.entered.wait, 5)
+    later = []
+    for i in range(3):
+        later.append(asyncio.ensure_future(batcher.submit([seq(7202 + i, 6)])))
+        await until_equal(lambda: state_of(batcher)[2], i + 1)
+        await asyncio.sleep(0.01)  # the former has had its chance to form it
+        assert state_of(batcher) == (1, 0, i + 1)  # queued, none formed
+    backend.release.set()
+    results = await asyncio.wait_for(asyncio.gather(lone, *later), timeout=20)
+    assert [int(r[0, 1]) for r in results] == [7201, 7202, 7203, 7204]
+    assert backend.batches[-1] == (3, 6)  # the three ran as one pass
+    batcher.close()
+
+
 async def test_similar_lengths_share_batches() -> None:
     backend = EchoBackend()
     batcher = batcher_for(backend, max_batch_tokens=100_000, max_batch_size=8, max_wait_s=0.05)
@@ -514,7 +538,7 @@ async def test_a_lone_request_is_handed_to_a_compute_thread_without_the_former(
     """On an idle batcher a small request's batch is laid out on the submitting thread and
     handed straight to a compute thread: one wake-up, not the former's and then the compute
     thread's. One that comes while the stream computes goes through the former; so does a
-    request too big to lay out on the event loop."""
+    request of too many sequences or tokens to lay out on the event loop."""
     import embedserve.engine.batcher as batcher_module
 
     laid_out_by: list[str] = []
@@ -530,8 +554,10 @@ async def test_a_lone_request_is_handed_to_a_compute_thread_without_the_former(
     await until_equal(lambda: state_of(batcher)[1], 1)  # formed, waiting for the stream
     backend.release.set()
     await asyncio.wait_for(asyncio.gather(first, later), timeout=20)
-    big = [seq(4500 + i, 5) for i in range(batcher_module.DIRECT_MAX_SEQUENCES + 1)]
-    await asyncio.wait_for(batcher.submit(big), timeout=20)
+    many = [seq(4500 + i, 5) for i in range(batcher_module.DIRECT_MAX_SEQUENCES + 1)]
+    await asyncio.wait_for(batcher.submit(many), timeout=20)
+    long = [seq(4600, batcher_module.DIRECT_MAX_TOKENS + 1)]
+    await asyncio.wait_for(batcher.submit(long), timeout=20)
     loop_thread = threading.current_thread().name
-    assert laid_out_by == [loop_thread, "embedserve-former", "embedserve-former"]
+    assert laid_out_by == [loop_thread, *["embedserve-former"] * 3]
     batcher.close()

@@ -19,10 +19,11 @@ class BatchDefaults:
     max_batch_size: int
     max_padding: float
     max_wait_ms: float
-    """How long a batch may grow while every stream computes. A CPU's: until a stream frees (a
-    batch formed earlier could not start sooner, and under load one formed at once was a
-    request or two, run as a pass of its own). A GPU's: 2 ms, so that the next batch is laid
-    out while its short passes run."""
+    """How long a batch may grow while every stream computes. A CPU's: until a stream frees
+    (formed earlier, it would start sooner only by the former's wake-up and layout, a fraction
+    of a millisecond against a pass of tens; under load one formed at once was a request or
+    two, run as a pass of its own). A GPU's: 2 ms, so that the next batch is laid out while its
+    short passes run."""
 
 
 CPU = BatchDefaults(

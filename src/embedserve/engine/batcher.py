@@ -2,13 +2,15 @@
 padded-token budget, grouping similar lengths, and run on the backend, as many at once as it
 has streams.
 
-Per model, a *former* thread picks and lays out the next batch while *compute* threads run the
-current ones: one per stream the backend runs at once (on a CPU, independent single-threaded
+Per model, a *former* thread picks and lays out the next batch (on a CPU once a stream frees or
+the waiting sequences fill a pass, so that it holds all that came meanwhile) for the *compute*
+threads: one per stream the backend runs at once (on a CPU, independent single-threaded
 passes outrun one pass split over the cores: small matrices leave threads waiting at every
 op). A batch with nothing else running or waiting beside it may run alone on every core
 instead, where the backend offers that: a lone request is not left with one core's speed.
 Requests from any event loop can wait on results (they are handed back with
-call_soon_threadsafe), so the event loop never computes or pads.
+call_soon_threadsafe), so the event loop never computes; it lays out only a small request's
+batch on an idle batcher, handed straight to a compute thread (one wake-up before its pass).
 
 A backend that runs packed batches (several texts end to end in a row, each attending to
 itself: backends/packing.py) gets them instead: the oldest sequences that fit the token budget,
@@ -29,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -72,10 +73,11 @@ server runs batch work at the speed of a job."""
 BACKGROUND_FIRST_TOKENS = 256
 """A background pass's tokens before any pass has been timed."""
 DIRECT_MAX_SEQUENCES = 16
-"""A request of at most this many sequences arriving at an idle batcher has its first batch
-formed on the submitting thread (a few microseconds for a handful) and handed straight to a
+DIRECT_MAX_TOKENS = 512
+"""A request of at most these many sequences and tokens arriving at an idle batcher has its
+first batch formed on the submitting thread (tens of microseconds) and handed straight to a
 compute thread: a lone question skips the former's wake-up (~0.1 ms here). A bigger one goes
-through the former, so that choosing among many never runs on the event loop."""
+through the former, so that laying out much never runs on the event loop."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ class Batcher:
             else:
                 state.last_online = time.monotonic()
                 self._admission.admit(len(sequences))
-                if len(items) <= DIRECT_MAX_SEQUENCES and self._idle(state):
+                if self._small(items) and self._idle(state):
                     self._hand_to_compute(state, items)
                 else:
                     state.waiting.extend(items)
@@ -274,6 +276,13 @@ class Batcher:
             for job in {id(item.job): item.job for item in left}.values():
                 job.settle(error=gone)
 
+    @staticmethod
+    def _small(items: list[Item]) -> bool:
+        """Small enough to be laid out on the event loop."""
+        if len(items) > DIRECT_MAX_SEQUENCES:
+            return False
+        return sum(len(item.tokens) for item in items) <= DIRECT_MAX_TOKENS
+
     def _idle(self, state: SchedulerState) -> bool:
         """Called holding the lock: nothing waits, is formed or runs, so a stream is free."""
         return not (state.waiting or state.unclaimed or state.busy or state.held)
@@ -283,9 +292,10 @@ class Batcher:
         hand it straight to a compute thread (one wake-up, not the former's and then the compute
         thread's); what does not fit waits for the former."""
         chosen = self._select(items, self.limits.max_batch_tokens)
+        work = self._laid_out(chosen)  # first: should it fail, the state is as it was
         state.waiting.extend(chosen.left)
         state.unclaimed += 1
-        self._handoff.put_nowait(self._laid_out(chosen))  # empty: nothing was formed
+        self._handoff.put_nowait(work)  # empty: nothing was formed
 
     # -- former thread -------------------------------------------------------------------------
 
@@ -308,7 +318,7 @@ class Batcher:
             state.waiting = [item for item in state.waiting if not item.job.finished]
             if not state.waiting:
                 state.background = [item for item in state.background if not item.job.finished]
-                if state.background and state.busy + state.unclaimed < self._workers:
+                if state.background and self._stream_free(state):
                     chosen = self._select(state.background, self._background_tokens(state))
                     state.background = chosen.left
                     return chosen
@@ -318,18 +328,23 @@ class Batcher:
             while len(state.waiting) < self.limits.max_batch_size and not state.closed:
                 # Waiting to fill a batch is free only while every stream computes: with one
                 # free, what waits starts at once (a lone request never waits for company).
-                if state.busy + state.unclaimed < self._workers:
+                if self._stream_free(state):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0 or self._fills_a_pass(state.waiting):
                     break
-                state.wait(None if math.isinf(left) else left)
+                state.wait(min(left, threading.TIMEOUT_MAX))
             state.waiting = [item for item in state.waiting if not item.job.finished]
             if state.waiting:
                 chosen = self._select(state.waiting, self.limits.max_batch_tokens)
                 state.waiting = chosen.left
                 return chosen
         return None
+
+    def _stream_free(self, state: SchedulerState) -> bool:
+        """Called holding the lock: a batch formed now would start at once (no pass on every
+        core holds the others back, and a stream has none running or formed)."""
+        return not state.exclusive and state.busy + state.unclaimed < self._workers
 
     def _fills_a_pass(self, waiting: list[Item]) -> bool:
         """Whether the sequences waiting hold a whole pass's tokens: then waiting longer adds
