@@ -260,7 +260,7 @@ class Serving:
             "max_batch_size": batches.max_batch_size if batches else None,
             "max_padding": batches.max_padding if batches else None,
             "max_padding_tokens": None if math.isinf(padding) else round(padding),
-            "max_wait_ms": _finite_ms(batches.max_wait_s) if batches else None,
+            "max_wait_ms": batches.max_wait_s * 1000 if batches else None,  # inf: JSON null
             "max_queued": batches.max_queued if batches else None,
         }
 
@@ -419,8 +419,3 @@ def _check_dimensions(dimensions: int | None, dimension: int | None) -> None:
         param="dimensions",
         code="invalid_dimensions",
     )
-
-
-def _finite_ms(seconds: float) -> float | None:
-    """Milliseconds, or None for no bound (JSON has no infinity)."""
-    return None if math.isinf(seconds) else seconds * 1000
