@@ -46,10 +46,12 @@ def main() -> None:
     def vector(text: str) -> np.ndarray:
         (ids,) = embedder.tokenize([text], True)
         width = coarse_width(len(ids)) if coarse else len(ids)
-        if getattr(backend, "packs", False):
-            pooled = backend.embed_packed(lay_out([[ids]], width))[0]
+        if getattr(backend, "packs", False):  # on every core where offered, as served alone
+            run = backend.every_core_packed if backend.every_core_pass else backend.embed_packed
+            pooled = run(lay_out([[ids]], width))[0]
         else:
-            pooled = backend.embed(*pad([ids], tokenizer.pad_id, width=width))[0]
+            run = backend.every_core_pass or backend.embed
+            pooled = run(*pad([ids], tokenizer.pad_id, width=width))[0]
         return np.asarray(pooled / np.linalg.norm(pooled))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
