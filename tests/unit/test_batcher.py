@@ -161,6 +161,33 @@ async def test_a_lone_batch_runs_on_every_core_and_others_wait_for_it() -> None:
     batcher.close()
 
 
+async def test_waiting_texts_that_fill_a_pass_are_laid_out_while_the_stream_computes() -> None:
+    """Waiting for the stream to free adds nothing once the waiting texts fill a pass: that batch
+    is formed at once (laid out during the running pass), the rest waits on."""
+    backend, batcher, first = await held(4700, max_batch_tokens=12, max_wait_s=CPU_WAIT_S)
+    small = asyncio.ensure_future(batcher.submit([seq(4701, 6)]))
+    await until_equal(lambda: state_of(batcher)[2], 1)
+    await asyncio.sleep(0.01)  # the former has had its chance to form it
+    assert state_of(batcher) == (1, 0, 1)  # 6 of 12 tokens: it waits for the stream
+    filling = asyncio.ensure_future(batcher.submit([seq(4702, 6)]))
+    await until_equal(lambda: state_of(batcher), (1, 1, 0))  # 12 tokens: formed at once
+    backend.release.set()
+    await asyncio.wait_for(asyncio.gather(first, small, filling), timeout=20)
+    batcher.close()
+
+
+async def test_a_huge_finite_wait_does_not_stop_the_former() -> None:
+    """--max-wait-ms past what a thread may sleep (threading.TIMEOUT_MAX): the former waits
+    until the stream frees, as with no bound (Condition.wait raised, and the former died)."""
+    backend, batcher, first = await held(4800, max_wait_s=1e13)
+    later = asyncio.ensure_future(batcher.submit([seq(4801, 5)]))
+    await until_equal(lambda: state_of(batcher)[2], 1)
+    backend.release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, later), timeout=20)
+    assert [int(r[0, 1]) for r in results] == [4800, 4801]
+    batcher.close()
+
+
 async def test_behind_a_pass_on_every_core_the_next_batch_grows_until_it_ends() -> None:
     """With a CPU's wait (until a stream frees), requests coming while a pass holds every core
     are not formed one by one: no stream can take them before it ends, so they wait together
